@@ -1,0 +1,67 @@
+"""jaxhfc.results: atomic JSON, JSON lines robust to a killed writer, tables, hashes."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from jaxhfc import results
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    lr: float = 1e-4
+    radii: tuple = (4, 8)
+
+
+def test_json_roundtrip_and_jsonable(tmp_path):
+    obj = {"a": np.float32(0.5), "b": np.arange(3), "c": (1, 2), "nan": float("nan"), "cfg": Cfg()}
+    results.write_json(tmp_path / "x.json", obj)
+    back = results.read_json(tmp_path / "x.json")
+    assert back == {"a": 0.5, "b": [0, 1, 2], "c": [1, 2], "nan": None, "cfg": {"lr": 1e-4, "radii": [4, 8]}}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_read_json_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        results.read_json(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt"):
+        results.read_json(tmp_path / "bad.json")
+
+
+def test_jsonl_truncated_last_line(tmp_path):
+    p = tmp_path / "m.jsonl"
+    for k in range(3):
+        results.append_jsonl(p, {"epoch": k})
+    with open(p, "a") as fh:
+        fh.write('{"epoch": 3, "acc')  # killed mid-write
+    assert [r["epoch"] for r in results.read_jsonl(p)] == [0, 1, 2]
+    assert results.read_jsonl(tmp_path / "absent.jsonl") == []
+
+
+def test_config_hash_stable():
+    assert results.config_hash(Cfg()) == results.config_hash(Cfg())
+    assert results.config_hash(Cfg()) != results.config_hash(Cfg(lr=1e-3))
+    assert results.config_hash({"b": 1, "a": 2}) == results.config_hash({"a": 2, "b": 1})
+
+
+def test_tables():
+    rows = results.comparison_rows({"r=4": 0.6, "r=8": None}, {"r=4": 0.64, "r=8": 0.79}, key_name="radius")
+    assert rows[0]["difference"] == pytest.approx(-0.04)
+    assert rows[1]["difference"] is None
+    md = results.markdown_table(rows, digits=2)
+    lines = md.strip().splitlines()
+    assert lines[0] == "| radius | paper | ours | difference |"
+    assert lines[2] == "| r=4 | 0.64 | 0.60 | -0.04 |"
+    assert lines[3] == "| r=8 | 0.79 | — | — |"
+
+
+def test_environment_info_and_run_dir(tmp_path):
+    info = results.environment_info()
+    assert info["device_count"] == 8 and info["versions"]["jax"]
+    json.dumps(info)
+    a = results.new_run_dir(tmp_path, "exp", stamp="s")
+    b = results.new_run_dir(tmp_path, "exp", stamp="s")
+    assert a != b and a.exists() and b.exists()
