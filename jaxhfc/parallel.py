@@ -1,0 +1,237 @@
+"""Device mesh, shardings and multi-host helpers for data-parallel training.
+
+There is one mesh axis, :data:`DATA_AXIS` (``"data"``), laid over every device of every
+process (``jax.devices()``, global). Training and evaluation functions are written per
+device and mapped with ``jax.jit(jax.shard_map(..., mesh=mesh, ...))`` over that axis;
+parameters are replicated (``P()``), batches are sharded (``P("data")``).
+
+Multi-host: every process runs the same program. :func:`initialize_distributed` calls
+``jax.distributed.initialize`` when a launch has several processes (flags, environment
+or SLURM), and is a no-op for a single process. Host data enters the global arrays
+through :func:`global_from_local` (each process gives the rows of its own devices) or
+:func:`global_from_full` (every process holds the same full array, each materialises only
+its own shards); :func:`to_host` brings any global array back to numpy on every process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = [
+    "DATA_AXIS",
+    "make_mesh",
+    "data_sharding",
+    "replicated",
+    "initialize_distributed",
+    "distributed_settings",
+    "global_from_local",
+    "global_from_full",
+    "to_host",
+    "local_batch_size",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The only mesh axis: the data-parallel axis.
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int | None = None, *, devices: Sequence[Any] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"data"``.
+
+    Args:
+        num_devices: Use the first ``num_devices`` of ``jax.devices()`` (all by default).
+            In a multi-process run every device must be used (each process drives its own).
+        devices: Explicit device list (overrides ``num_devices``).
+
+    Returns:
+        ``jax.sharding.Mesh`` of shape ``(num_devices,)`` with axis name ``"data"``.
+    """
+    if devices is None:
+        all_devices = jax.devices()
+        if num_devices is None:
+            num_devices = len(all_devices)
+        if not 1 <= num_devices <= len(all_devices):
+            raise ValueError(
+                f"num_devices must be in [1, {len(all_devices)}] (jax.devices() has "
+                f"{len(all_devices)}); got {num_devices}"
+            )
+        if jax.process_count() > 1 and num_devices != len(all_devices):
+            raise ValueError(
+                f"in a multi-process run the mesh must span all {len(all_devices)} devices; "
+                f"got num_devices={num_devices}"
+            )
+        devices = all_devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh, *, batch_axis: int = 0) -> NamedSharding:
+    """Sharding that splits axis ``batch_axis`` over ``"data"`` (other axes whole)."""
+    spec = (None,) * batch_axis + (DATA_AXIS,)
+    return NamedSharding(mesh, P(*spec))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device of the mesh."""
+    return NamedSharding(mesh, P())
+
+
+def local_batch_size(global_batch: int, mesh: Mesh) -> int:
+    """Per-device batch; raises ValueError unless ``global_batch`` divides evenly."""
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(f"global batch {global_batch} must be divisible by the number of devices {n}")
+    return global_batch // n
+
+
+def _env_first(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def distributed_settings(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> dict[str, Any]:
+    """Resolve the multi-host settings from arguments, then the environment.
+
+    Order: explicit arguments; ``JAXHFC_COORDINATOR_ADDRESS`` / ``JAX_COORDINATOR_ADDRESS``,
+    ``JAXHFC_NUM_PROCESSES`` / ``JAX_NUM_PROCESSES``, ``JAXHFC_PROCESS_ID`` / ``JAX_PROCESS_ID``;
+    then SLURM (``SLURM_NTASKS``, ``SLURM_PROCID``; the coordinator address is left to
+    JAX's SLURM cluster detection when not given).
+
+    Returns:
+        dict with ``coordinator_address`` (str or None), ``num_processes`` (int),
+        ``process_id`` (int or None) and ``source`` ("args", "env", "slurm" or "single").
+    """
+    source = "args" if any(v is not None for v in (coordinator_address, num_processes, process_id)) else None
+    if coordinator_address is None:
+        coordinator_address = _env_first("JAXHFC_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+        source = source or ("env" if coordinator_address else None)
+    if num_processes is None:
+        value = _env_first("JAXHFC_NUM_PROCESSES", "JAX_NUM_PROCESSES")
+        if value is not None:
+            num_processes, source = int(value), source or "env"
+    if process_id is None:
+        value = _env_first("JAXHFC_PROCESS_ID", "JAX_PROCESS_ID")
+        if value is not None:
+            process_id, source = int(value), source or "env"
+    if num_processes is None and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        num_processes = int(os.environ["SLURM_NTASKS"])
+        if process_id is None and "SLURM_PROCID" in os.environ:
+            process_id = int(os.environ["SLURM_PROCID"])
+        source = source or "slurm"
+    if num_processes is None:
+        num_processes = 1
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1; got {num_processes}")
+    if process_id is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}")
+    return {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+        "source": source or "single",
+    }
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: Sequence[int] | None = None,
+    initialization_timeout: int = 300,
+) -> bool:
+    """Call ``jax.distributed.initialize`` for a multi-process launch; no-op for one process.
+
+    Must run before any other JAX call that touches devices. Settings come from the
+    arguments or the environment (see :func:`distributed_settings`).
+
+    Returns:
+        True when the distributed runtime was initialised, False for a single process.
+    """
+    settings = distributed_settings(coordinator_address, num_processes, process_id)
+    if settings["num_processes"] == 1:
+        return False
+    if settings["source"] != "slurm" and (settings["coordinator_address"] is None or settings["process_id"] is None):
+        raise ValueError(
+            "a multi-process run needs coordinator_address ('host:port') and process_id "
+            "(flags, or JAXHFC_COORDINATOR_ADDRESS / JAXHFC_PROCESS_ID); got "
+            f"{settings}"
+        )
+    kwargs: dict[str, Any] = {"initialization_timeout": initialization_timeout}
+    if settings["coordinator_address"] is not None:
+        kwargs["coordinator_address"] = settings["coordinator_address"]
+    kwargs["num_processes"] = settings["num_processes"]
+    if settings["process_id"] is not None:
+        kwargs["process_id"] = settings["process_id"]
+    if local_device_ids is not None:
+        kwargs["local_device_ids"] = list(local_device_ids)
+    logger.info("jax.distributed.initialize(%s)", kwargs)
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def global_from_local(mesh: Mesh, local: Any, *, batch_axis: int = 0) -> jax.Array:
+    """Assemble a global array sharded over ``"data"`` from each process's rows.
+
+    Args:
+        mesh: The data mesh.
+        local: This process's contiguous slice of the global array along ``batch_axis``
+            (the rows for its own devices, in device order; the whole array with one process).
+
+    Returns:
+        A global ``jax.Array`` with ``batch_axis`` sharded over ``"data"``.
+    """
+    return jax.make_array_from_process_local_data(data_sharding(mesh, batch_axis=batch_axis), np.asarray(local))
+
+
+def global_from_full(mesh: Mesh, full: Any, *, sharded: bool = False, batch_axis: int = 0) -> jax.Array:
+    """Place an array that every process holds in full onto the mesh.
+
+    Each process materialises only the shards of its own devices, so this works the same
+    with one or many processes.
+
+    Args:
+        mesh: The data mesh.
+        full: The whole (global) array, identical on every process.
+        sharded: Shard ``batch_axis`` over ``"data"`` (default: replicate).
+
+    Returns:
+        A global ``jax.Array`` with the requested sharding.
+    """
+    if isinstance(full, jax.Array) and not sharded and full.sharding == replicated(mesh):
+        return full
+    sharding = data_sharding(mesh, batch_axis=batch_axis) if sharded else replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(full, sharding)
+    full = np.asarray(full)
+    return jax.make_array_from_callback(full.shape, sharding, lambda index: full[index])
+
+
+def to_host(x: Any) -> Any:
+    """Fetch a (pytree of) global array(s) to numpy on every process."""
+
+    def fetch(a: Any) -> Any:
+        if not isinstance(a, jax.Array):
+            return np.asarray(a)
+        if a.is_fully_addressable:
+            return np.asarray(a)
+        if a.is_fully_replicated:
+            return np.asarray(a.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree_util.tree_map(fetch, x)

@@ -1,0 +1,983 @@
+"""Training: config, state, the data-parallel step, evaluation, and the resumable fit loop.
+
+Data layout (one code path for 1..N devices, 1..P processes):
+
+- A whole split lives on the devices, *replicated*, as unit-scale float32
+  ``images: (N, H, W, C)`` and ``labels: (N,) int32`` (see docs/architecture.md).
+- A training batch is ``batch = (images, labels, idx)`` where ``idx: (B,) int32`` are the
+  global row indices of the step's examples, sharded over the mesh axis ``"data"``: each
+  device gathers its own ``B / n_devices`` rows and augments them on device.
+- The step is a pure per-device function ``step(state, batch, keys) -> (state, metrics)``
+  mapped with ``jax.jit(jax.shard_map(..., mesh))`` over ``"data"`` with the state donated.
+  Parameters are replicated; the per-device loss is ``sum(local losses) / B`` so the
+  gradient, which shard_map already sums over ``"data"`` for replicated inputs, is the
+  global-batch mean. BatchNorm statistics are averaged over ``"data"`` inside the model
+  (synchronised BN); metrics are ``psum``-ed.
+- Randomness: one seed -> named keys ``init``, ``data``, ``dropout``, ``attack``
+  (:func:`named_keys`). Inside the step every key is folded with ``state.step``; crop/flip
+  augmentation uses one key per example folded with its position in the *global* batch
+  (so augmentation does not depend on the device count); dropout, mixup and the attack use
+  the device index (``fold_in(key, axis_index)``). Epoch permutations are
+  ``data.epoch_indices(fold_in(data_key, epoch), ...)``. A resumed run is therefore
+  bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, PartitionSpec as P
+
+from jaxhfc import models, parallel
+from jaxhfc.parallel import DATA_AXIS
+
+__all__ = [
+    "TrainConfig",
+    "TrainState",
+    "RunResult",
+    "CheckpointError",
+    "named_keys",
+    "make_optimizer",
+    "build_model",
+    "create_train_state",
+    "make_train_step",
+    "evaluate",
+    "predict",
+    "logits_fn",
+    "prepare_data",
+    "fit",
+    "load_run",
+]
+
+logger = logging.getLogger(__name__)
+
+_OPTIMIZERS = ("adam", "sgd", "adagrad", "adadelta", "rmsprop")
+_SCHEDULES = ("constant", "cosine", "step")
+_FILTERS = ("none", "low", "high")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that defines a training run (hashable, JSON-serialisable).
+
+    Defaults follow the paper's released code for the vanilla model on CIFAR-10 with the
+    common ResNet18 (Adam lr 1e-4, batch 100, 100 epochs, no augmentation, no weight decay,
+    paper scaling of the input).
+
+    Attributes:
+        model: ``"resnet18"``, ``"paper_resnet"`` or ``"small_cnn"``.
+        width: Base width (None: the model's default).
+        norm: ``"batch"``, ``"none"`` or None (the model's default).
+        dropout: Dropout rate before the final Dense.
+        dtype: Compute dtype name (``"float32"`` or ``"bfloat16"``); params are float32.
+        normalize: CIFAR-10 mean/std normalisation inside the model.
+        dataset: ``"cifar10"`` or ``"synthetic"`` (anything ``data.load_dataset`` knows).
+        data_dir: Directory with the dataset (TFDS dir or the CIFAR archive).
+        data_source: ``data.load_dataset(source=...)``.
+        data_seed: Seed for the synthetic data, subsets and label shuffling (kept apart from
+            ``seed`` so trials with different seeds see the same data).
+        num_train: Number of training examples to load (synthetic size / prefix), None: all.
+        num_test: Number of test examples to load, None: all.
+        train_subset: Balanced subset of the training set of this size (None: all).
+        shuffle_labels: Fraction of training labels shuffled once (paper Fig. 3: 1.0).
+        train_filter: Train on ``"none"``, ``"low"`` (LFC) or ``"high"`` (HFC) images.
+        train_radius: Radius of the training filter.
+        scaling: ``"paper"`` (filtered images / per-image max) or ``"unit"`` (all / 255).
+        augment_crop: Random crop with 4-pixel padding.
+        augment_flip: Random horizontal flip.
+        mixup_alpha: Mixup Beta(alpha, alpha) (0: off).
+        label_smoothing: Label smoothing epsilon.
+        optimizer: ``"adam"``, ``"sgd"`` (with momentum), ``"adagrad"``, ``"adadelta"``,
+            ``"rmsprop"``.
+        learning_rate: Peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay (sgd: added to the gradient; adam: decoupled, AdamW).
+        schedule: ``"constant"``, ``"cosine"`` (to 0 at the end) or ``"step"`` (x0.1 at 50%
+            and 75% of training).
+        epochs: Number of epochs.
+        batch_size: Global batch size (divisible by the device count).
+        eval_every: Evaluate every N epochs (and always after the last; 0: only the last).
+        eval_batch_size: Global batch size for evaluation.
+        eval_radii: Radii of the LFC/HFC test copies evaluated (``test_low_r``/``test_high_r``).
+        eval_train: Also evaluate on the training set and its LFC copies at ``eval_radii``.
+        eval_train_subset: Size of the (balanced) training subset used for that (None: all).
+        checkpoint_every: Save a checkpoint every N epochs (and always after the last).
+        keep_checkpoints: Number of checkpoints kept.
+        seed: Seed of the run (init, epoch order, augmentation, dropout, attack).
+        adv_eps: Adversarial training (Madry PGD) when > 0; eps in unit scale.
+        adv_steps, adv_step_size, adv_random_start, adv_norm: PGD settings.
+        kernel_penalty: Weight of ``kernels.smoothness_penalty(params)`` (0: off).
+        num_devices: Devices used (None: all).
+    """
+
+    model: str = "resnet18"
+    width: int | None = None
+    norm: str | None = None
+    dropout: float = 0.0
+    dtype: str = "float32"
+    normalize: bool = False
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    data_source: str = "auto"
+    data_seed: int = 0
+    num_train: int | None = None
+    num_test: int | None = None
+    train_subset: int | None = None
+    shuffle_labels: float = 0.0
+    train_filter: str = "none"
+    train_radius: float = 8.0
+    scaling: str = "paper"
+    augment_crop: bool = False
+    augment_flip: bool = False
+    mixup_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    epochs: int = 100
+    batch_size: int = 100
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+    eval_radii: tuple[float, ...] = (4, 8, 12, 16)
+    eval_train: bool = False
+    eval_train_subset: int | None = None
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    adv_eps: float = 0.0
+    adv_steps: int = 10
+    adv_step_size: float = 0.003
+    adv_random_start: bool = False
+    adv_norm: str = "linf"
+    kernel_penalty: float = 0.0
+    num_devices: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eval_radii", tuple(self.eval_radii))
+        if self.model not in models.MODEL_NAMES:
+            raise ValueError(f"model must be one of {models.MODEL_NAMES}; got {self.model!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}; got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}; got {self.schedule!r}")
+        if self.train_filter not in _FILTERS:
+            raise ValueError(f"train_filter must be one of {_FILTERS}; got {self.train_filter!r}")
+        if self.scaling not in ("paper", "unit"):
+            raise ValueError(f"scaling must be 'paper' or 'unit'; got {self.scaling!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(
+                f"epochs, batch_size and eval_batch_size must be >= 1; got {self.epochs}, "
+                f"{self.batch_size}, {self.eval_batch_size}"
+            )
+        if not 0.0 <= self.shuffle_labels <= 1.0:
+            raise ValueError(f"shuffle_labels must be a fraction in [0, 1]; got {self.shuffle_labels}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if self.mixup_alpha < 0 or self.adv_eps < 0 or self.kernel_penalty < 0:
+            raise ValueError("mixup_alpha, adv_eps and kernel_penalty must be >= 0")
+        if self.mixup_alpha > 0 and self.adv_eps > 0:
+            raise ValueError("mixup and adversarial training together are not supported")
+        models.parse_dtype(self.dtype)
+
+    def quick(self) -> "TrainConfig":
+        """A minutes-on-a-CPU variant: synthetic data, small CNN, few epochs."""
+        return dataclasses.replace(
+            self,
+            model="small_cnn",
+            width=16,
+            dataset="synthetic",
+            num_train=2048,
+            num_test=512,
+            train_subset=None,
+            epochs=min(self.epochs, 4),
+            batch_size=128,
+            eval_batch_size=512,
+            learning_rate=max(self.learning_rate, 3e-3) if self.optimizer == "adam" else self.learning_rate,
+            eval_radii=tuple(r for r in self.eval_radii if r <= 8) or (4,),
+            eval_train_subset=min(self.eval_train_subset or 512, 512),
+            checkpoint_every=2,
+            adv_steps=min(self.adv_steps, 3),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields."""
+        d = dataclasses.asdict(self)
+        d["eval_radii"] = list(self.eval_radii)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; expected a subset of {sorted(names)}")
+        return cls(**dict(d))
+
+    def config_hash(self) -> str:
+        """Stable 16-hex-digit hash of the config (same fields, same hash, across runs)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class TrainState(struct.PyTreeNode):
+    """Training state (a pytree; optimizer and model live outside).
+
+    Attributes:
+        step: () int32, number of optimizer steps taken.
+        params: Model parameters (float32).
+        batch_stats: BatchNorm running statistics (``{}`` without BatchNorm).
+        opt_state: Optax optimizer state.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    def variables(self) -> dict[str, Any]:
+        """The variables dict for ``model.apply``."""
+        v = {"params": self.params}
+        if self.batch_stats:
+            v["batch_stats"] = self.batch_stats
+        return v
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`fit` returns: final state, one metrics dict per evaluation, run folder."""
+
+    state: TrainState
+    history: list[dict[str, Any]]
+    run_dir: pathlib.Path
+    model: nn.Module
+    config: TrainConfig
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be restored."""
+
+
+def named_keys(seed: int) -> dict[str, jax.Array]:
+    """Split one seed into the named keys ``init``, ``data``, ``dropout``, ``attack``."""
+    root = jax.random.key(seed)
+    return {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "data", "dropout", "attack"))}
+
+
+def make_optimizer(
+    *,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-4,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    total_steps: int = 1,
+) -> optax.GradientTransformation:
+    """Optax optimizer with a learning-rate schedule.
+
+    Args:
+        optimizer: ``adam`` (AdamW when ``weight_decay`` > 0), ``sgd`` (momentum, weight decay
+            added to the gradient as in PyTorch), ``adagrad``, ``adadelta``, ``rmsprop``.
+        learning_rate: Peak learning rate.
+        momentum: SGD momentum (0: plain SGD).
+        weight_decay: Weight decay coefficient.
+        schedule: ``constant``; ``cosine`` (decays to 0 over ``total_steps``); ``step``
+            (x0.1 at 50% and again at 75% of ``total_steps``).
+        total_steps: Number of optimizer steps of the run.
+    """
+    if schedule == "constant":
+        lr: Any = learning_rate
+    elif schedule == "cosine":
+        lr = optax.cosine_decay_schedule(learning_rate, max(int(total_steps), 1))
+    elif schedule == "step":
+        lr = optax.piecewise_constant_schedule(
+            learning_rate, {int(0.5 * total_steps): 0.1, int(0.75 * total_steps): 0.1}
+        )
+    else:
+        raise ValueError(f"schedule must be one of {_SCHEDULES}; got {schedule!r}")
+    if optimizer == "adam":
+        return optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
+    if optimizer == "sgd":
+        sgd = optax.sgd(lr, momentum=momentum if momentum else None)
+        return optax.chain(optax.add_decayed_weights(weight_decay), sgd) if weight_decay else sgd
+    others = {"adagrad": optax.adagrad, "adadelta": optax.adadelta, "rmsprop": optax.rmsprop}
+    if optimizer not in others:
+        raise ValueError(f"optimizer must be one of {_OPTIMIZERS}; got {optimizer!r}")
+    tx = others[optimizer](lr)
+    return optax.chain(optax.add_decayed_weights(weight_decay), tx) if weight_decay else tx
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The model a config describes."""
+    return models.get_model(config.model, num_classes=num_classes, width=config.width, norm=config.norm,
+                            dropout=config.dropout, dtype=config.dtype, normalize=config.normalize)
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    input_shape: Sequence[int],
+    *,
+    mesh: Mesh | None = None,
+) -> TrainState:
+    """Initialise parameters, BatchNorm statistics and the optimizer state.
+
+    Args:
+        model: A model from :mod:`jaxhfc.models`.
+        tx: The optax optimizer.
+        key: The ``init`` key.
+        input_shape: ``(H, W, C)`` of one example.
+        mesh: When given, the state is created replicated on this mesh (works with several
+            processes, every process computing the same values).
+
+    Returns:
+        ``TrainState`` with ``step = 0``.
+    """
+
+    def init() -> TrainState:
+        variables = model.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+    if mesh is None:
+        return jax.jit(init)()
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def _augment_per_example(key: jax.Array, x: jax.Array, positions: jax.Array, *, crop_pad: int,
+                         flip: bool) -> jax.Array:
+    """Crop/flip each example with its own key ``fold_in(key, global position)``."""
+    from jaxhfc import data
+
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, positions)
+    return jax.vmap(lambda k, xi: data.augment(k, xi[None], crop_pad=crop_pad, flip=flip)[0])(keys, x)
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    global_batch: int,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
+    crop_pad: int = 0,
+    flip: bool = False,
+    regularizer: Callable[[Any], jax.Array] | None = None,
+    regularizer_weight: float = 0.0,
+    adversary: Callable[..., jax.Array] | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build the jitted data-parallel step ``step(state, batch, keys) -> (state, metrics)``.
+
+    Args:
+        model: The model (its BatchNorm is given ``axis_name="data"`` here).
+        tx: The optax optimizer.
+        mesh: 1-D mesh over ``"data"``.
+        global_batch: B, the global batch size (divisible by the device count).
+        num_classes: Number of classes (for one-hot targets).
+        label_smoothing: Label smoothing epsilon.
+        mixup_alpha: Mixup Beta(alpha, alpha), one lambda per device batch (0: off).
+        crop_pad: Random-crop padding in pixels (0: no crop).
+        flip: Random horizontal flips.
+        regularizer: ``params -> scalar`` added to the loss with ``regularizer_weight``.
+        regularizer_weight: Its weight.
+        adversary: ``adversary(logits_fn, x, y, key) -> x_adv`` run per device on the local
+            batch with the model in eval mode; the step then trains on ``x_adv`` only (Madry).
+
+    Returns:
+        ``step(state, batch, keys)`` with ``state`` a replicated :class:`TrainState`
+        (donated), ``batch = (images (N,H,W,C) float32 replicated, labels (N,) int32
+        replicated, idx (B,) int32 sharded over "data")`` and ``keys`` a dict of replicated
+        keys ``data``, ``dropout``, ``attack``. ``metrics`` (replicated scalars): ``loss_sum``
+        (sum of per-example cross entropies), ``correct`` (argmax == label count),
+        ``count`` (B), ``regularizer`` (its unweighted value).
+    """
+    n_dev = mesh.devices.size
+    local_b = parallel.local_batch_size(global_batch, mesh)
+    train_model = model.clone(axis_name=DATA_AXIS)
+
+    def body(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
+             keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        dev = jax.lax.axis_index(DATA_AXIS)
+        rng = {k: jax.random.fold_in(v, state.step) for k, v in keys.items()}
+        x = jnp.take(images, idx, axis=0)
+        y = jnp.take(labels, idx, axis=0)
+        if crop_pad > 0 or flip:
+            positions = dev * local_b + jnp.arange(local_b)
+            x = _augment_per_example(jax.random.fold_in(rng["data"], 0), x, positions, crop_pad=crop_pad, flip=flip)
+        if adversary is not None:
+            eval_vars = state.variables()
+            x = jax.lax.stop_gradient(
+                adversary(lambda z: model.apply(eval_vars, z, train=False), x, y,
+                          jax.random.fold_in(rng["attack"], dev))
+            )
+        targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
+        if label_smoothing > 0:
+            targets = optax.smooth_labels(targets, label_smoothing)
+        if mixup_alpha > 0:
+            from jaxhfc import data
+
+            x, targets = data.mixup(jax.random.fold_in(jax.random.fold_in(rng["data"], 1), dev), x, targets,
+                                    alpha=mixup_alpha)
+        dropout_key = jax.random.fold_in(rng["dropout"], dev)
+
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[Any, ...]]:
+            variables = {"params": params}
+            if state.batch_stats:
+                variables["batch_stats"] = state.batch_stats
+            logits, updates = train_model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                                rngs={"dropout": dropout_key})
+            ce = optax.softmax_cross_entropy(logits, targets)
+            # Gradients w.r.t. replicated params are summed over "data" by shard_map, so
+            # dividing by the global batch (and the replicated term by n_dev) gives the mean.
+            loss = jnp.sum(ce) / global_batch
+            reg = jnp.zeros((), jnp.float32)
+            if regularizer is not None and regularizer_weight:
+                reg = regularizer(params)
+                loss = loss + regularizer_weight * reg / n_dev
+            return loss, (logits, updates, ce, reg)
+
+        grads, (logits, updates, ce, reg) = jax.grad(loss_fn, has_aux=True)(state.params)
+        upd, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, upd)
+        new_state = state.replace(step=state.step + 1, params=params,
+                                  batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
+        metrics = {
+            "loss_sum": jax.lax.psum(jnp.sum(ce), DATA_AXIS),
+            "correct": jax.lax.psum(jnp.sum(jnp.argmax(logits, -1) == y).astype(jnp.int32), DATA_AXIS),
+            "count": jax.lax.psum(jnp.int32(local_b), DATA_AXIS),
+            "regularizer": reg.astype(jnp.float32),
+        }
+        return new_state, metrics
+
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS), P()), out_specs=(P(), P()))
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state: TrainState, batch: tuple[jax.Array, jax.Array, jax.Array],
+             keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        images, labels, idx = batch
+        if idx.shape != (global_batch,):
+            raise ValueError(f"idx must have shape ({global_batch},); got {idx.shape}")
+        return mapped(state, images, labels, idx.astype(jnp.int32), keys)
+
+    return step
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@functools.lru_cache(maxsize=32)
+def _eval_fn(model: nn.Module, mesh: Mesh, with_logits: bool) -> Callable[..., Any]:
+    """Jitted evaluation over padded index blocks ``idx, mask: (S, B)``, one dispatch per call."""
+
+    def body(variables: Any, images: jax.Array, labels: jax.Array, idx: jax.Array,
+             mask: jax.Array) -> tuple[Any, ...]:
+        def one(carry: tuple[jax.Array, ...], im: tuple[jax.Array, jax.Array]) -> tuple[Any, Any]:
+            i, m = im
+            logits = model.apply(variables, jnp.take(images, i, axis=0), train=False)
+            y = jnp.take(labels, i, axis=0)
+            m = m.astype(jnp.float32)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            pred = jnp.argmax(logits, -1).astype(jnp.int32)
+            loss_sum, correct, count = carry
+            carry = (loss_sum + jnp.sum(ce * m), correct + jnp.sum((pred == y) * m), count + jnp.sum(m))
+            return carry, ((pred, logits) if with_logits else pred)
+
+        zero = jnp.zeros((), jnp.float32)
+        (loss_sum, correct, count), out = jax.lax.scan(one, (zero, zero, zero), (idx, mask))
+        sums = jax.lax.psum(jnp.stack([loss_sum, correct, count]), DATA_AXIS)
+        return sums, out
+
+    out_spec = (P(None, DATA_AXIS), P(None, DATA_AXIS)) if with_logits else P(None, DATA_AXIS)
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS), P(None, DATA_AXIS)),
+                           out_specs=(P(), out_spec))
+    return jax.jit(mapped)
+
+
+def _eval_blocks(n: int, batch_size: int, mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    from jaxhfc import data
+
+    n_dev = mesh.devices.size
+    batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
+    idx, mask = data.eval_indices(n, batch_size)
+    idx = np.asarray(idx, np.int32).reshape(-1, batch_size)
+    mask = np.asarray(mask).reshape(-1, batch_size)
+    return idx, mask
+
+
+def _run_eval(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, y: Any, *,
+              batch_size: int, with_logits: bool) -> tuple[np.ndarray, Any, np.ndarray]:
+    variables = state.variables() if isinstance(state, TrainState) else dict(state)
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"x must be (N, H, W, C) unit-scale float; got shape {getattr(x, 'shape', None)}")
+    n = int(x.shape[0])
+    if y is None:
+        y = np.zeros((n,), np.int32)
+    if int(np.shape(y)[0]) != n:
+        raise ValueError(f"x and y must have the same length; got {n} and {np.shape(y)[0]}")
+    if isinstance(x, np.ndarray) and x.dtype != np.float32:
+        x = x.astype(np.float32)
+    idx, mask = _eval_blocks(n, batch_size, mesh)
+    images = parallel.global_from_full(mesh, x)
+    labels = parallel.global_from_full(mesh, np.asarray(y, np.int32) if not isinstance(y, jax.Array) else y)
+    variables = parallel.global_from_full(mesh, variables) if jax.process_count() == 1 else variables
+    idx_g = parallel.global_from_full(mesh, idx, sharded=True, batch_axis=1)
+    mask_g = parallel.global_from_full(mesh, mask, sharded=True, batch_axis=1)
+    sums, out = _eval_fn(model, mesh, with_logits)(variables, images, labels, idx_g, mask_g)
+    sums, out = parallel.to_host((sums, out))
+    return sums, out, (idx, mask)
+
+
+def evaluate(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, y: Any, *,
+             batch_size: int = 1000) -> dict[str, float]:
+    """Mean loss and accuracy of a model on a whole array, data-parallel.
+
+    Args:
+        state: A :class:`TrainState` or a variables dict (``params``, optional ``batch_stats``).
+        model: The model.
+        mesh: 1-D mesh over ``"data"``.
+        x: (N, H, W, C) float32 unit-scale images (numpy, or a jax array replicated on ``mesh``).
+        y: (N,) int labels.
+        batch_size: Global evaluation batch (rounded down to a multiple of the device count);
+            the last batch is padded and masked so each example counts exactly once.
+
+    Returns:
+        ``{"loss": mean cross entropy, "accuracy": fraction correct, "n": N}``.
+    """
+    sums, _, _ = _run_eval(state, model, mesh, x, y, batch_size=batch_size, with_logits=False)
+    loss_sum, correct, count = (float(v) for v in sums)
+    n = int(x.shape[0])
+    if int(round(count)) != n:
+        raise RuntimeError(f"evaluation counted {count} examples for {n} inputs (padding/mask bug)")
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+def predict(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, *,
+            batch_size: int = 1000, return_logits: bool = False) -> Any:
+    """Per-example predicted labels (and logits), data-parallel, in input order.
+
+    Args:
+        state, model, mesh, x, batch_size: As in :func:`evaluate`.
+        return_logits: Also return the logits.
+
+    Returns:
+        ``pred: (N,) int32``, or ``(pred, logits: (N, num_classes) float32)``.
+    """
+    _, out, (idx, mask) = _run_eval(state, model, mesh, x, None, batch_size=batch_size,
+                                    with_logits=return_logits)
+    n = int(x.shape[0])
+    keep = mask.reshape(-1).astype(bool)
+    order = idx.reshape(-1)[keep]
+    pred_all = (out[0] if return_logits else out).reshape(-1)[keep]
+    pred = np.empty((n,), np.int32)
+    pred[order] = pred_all
+    if not return_logits:
+        return pred
+    logits_all = out[1].reshape(-1, out[1].shape[-1])[keep]
+    logits = np.empty((n, logits_all.shape[-1]), np.float32)
+    logits[order] = logits_all
+    return pred, logits
+
+
+def logits_fn(state: TrainState | Mapping[str, Any], model: nn.Module) -> Callable[[jax.Array], jax.Array]:
+    """``x: (B, H, W, C) unit scale -> logits (B, num_classes)`` in eval mode (jittable)."""
+    variables = state.variables() if isinstance(state, TrainState) else dict(state)
+    return lambda x: model.apply(variables, x, train=False)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _load_splits(config: TrainConfig) -> tuple[Any, Any]:
+    from jaxhfc import data
+
+    common = dict(data_dir=config.data_dir, source=config.data_source, seed=config.data_seed,
+                  num_train=config.num_train, num_test=config.num_test)
+    return (data.load_dataset(config.dataset, split="train", **common),
+            data.load_dataset(config.dataset, split="test", **common))
+
+
+def _radius_name(r: float) -> str:
+    return str(int(r)) if float(r).is_integer() else str(r).replace(".", "p")
+
+
+def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Build the training arrays and every evaluation set a config asks for.
+
+    Args:
+        config: The run config.
+        datasets: Optional ``(train, test)`` :class:`jaxhfc.data.Dataset` (skips loading).
+
+    Returns:
+        dict with ``train: (x (N,H,W,C) float32 unit scale, y (N,) int32)``, ``eval: {name:
+        (x, y)}`` with names ``test``, ``test_low_<r>``, ``test_high_<r>`` and, with
+        ``eval_train``, ``train``, ``train_low_<r>``; and ``num_classes``.
+    """
+    from jaxhfc import data
+
+    train, test = datasets if datasets is not None else _load_splits(config)
+    if config.train_subset is not None:
+        train = data.balanced_subset(train, config.train_subset, seed=config.data_seed)
+    if config.shuffle_labels > 0:
+        train = data.shuffle_labels(train, fraction=config.shuffle_labels, seed=config.data_seed)
+    kind = None if config.train_filter == "none" else config.train_filter
+    train_used = data.filter_dataset(train, kind, config.train_radius) if kind else train
+
+    def arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(data.to_model_input(ds, scaling=config.scaling), np.float32),
+                np.asarray(ds.labels, np.int32))
+
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"test": arrays(test)}
+    for r in config.eval_radii:
+        sets[f"test_low_{_radius_name(r)}"] = arrays(data.filter_dataset(test, "low", r))
+        sets[f"test_high_{_radius_name(r)}"] = arrays(data.filter_dataset(test, "high", r))
+    if config.eval_train:
+        n_sub = config.eval_train_subset
+        base, used = train, train_used
+        if n_sub is not None and n_sub < len(train.labels):
+            # The same rows for the used set and its LFC copies: subset the unfiltered set,
+            # then filter (filtering is per image, so this equals subsetting the filtered set).
+            base = data.balanced_subset(train, n_sub, seed=config.data_seed + 1)
+            used = data.filter_dataset(base, kind, config.train_radius) if kind else base
+        sets["train"] = arrays(used)
+        for r in config.eval_radii:
+            sets[f"train_low_{_radius_name(r)}"] = arrays(data.filter_dataset(base, "low", r))
+    return {"train": arrays(train_used), "eval": sets, "num_classes": int(train.num_classes)}
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _run_info(config: TrainConfig, mesh: Mesh, *, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    return {
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "num_classes": int(num_classes),
+        "input_shape": [int(d) for d in input_shape],
+        "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+                     "orbax-checkpoint": getattr(ocp, "__version__", "unknown"), "numpy": np.__version__},
+        "devices": [str(d) for d in mesh.devices.reshape(-1)],
+        "device_kind": mesh.devices.reshape(-1)[0].device_kind,
+        "process_count": jax.process_count(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = False) -> Any:
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                           enable_async_checkpointing=not read_only)
+    return ocp.CheckpointManager((run_dir / "checkpoints").resolve(), options=options)
+
+
+def _restore(manager: Any, step: int, template: TrainState) -> TrainState:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) if isinstance(a, jax.Array) else a,
+        template,
+    )
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        others = [s for s in manager.all_steps() if s != step]
+        path = pathlib.Path(manager.directory) / str(step)
+        raise CheckpointError(
+            f"checkpoint at step {step} ({path}) could not be restored: {type(e).__name__}: {e}. "
+            f"It may be corrupt or from a different config. Older checkpoints {sorted(others)} are "
+            f"untouched; move {path} away to resume from the newest of them."
+        ) from e
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _adversary(config: TrainConfig) -> Callable[..., jax.Array] | None:
+    if config.adv_eps <= 0:
+        return None
+    from jaxhfc import attacks
+
+    def adversary(lf: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
+        x_adv, _ = attacks.pgd(lf, x, y, key, eps=config.adv_eps, step_size=config.adv_step_size,
+                               steps=config.adv_steps, norm=config.adv_norm,
+                               random_start=config.adv_random_start)
+        return x_adv
+
+    return adversary
+
+
+def _regularizer(config: TrainConfig) -> Callable[[Any], jax.Array] | None:
+    if config.kernel_penalty <= 0:
+        return None
+    from jaxhfc import kernels
+
+    return kernels.smoothness_penalty
+
+
+def fit(
+    config: TrainConfig,
+    workdir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    datasets: tuple[Any, Any] | None = None,
+    step_callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> RunResult:
+    """Train and evaluate a model as ``config`` says, writing a run folder.
+
+    The run folder ``workdir`` gets:
+
+    - ``config.json``: ``{"config", "config_hash", "versions", "devices", "device_kind",
+      "process_count", "git_commit"}``;
+    - ``metrics.jsonl``: one JSON object per evaluation with ``epoch``, ``step``,
+      ``train_loss``, ``train_accuracy`` (means over the epoch's training batches, with
+      augmentation/mixup/adversarial inputs as trained), ``img_per_s`` (training images
+      per second in that epoch, compilation excluded), ``epoch_time_s``, ``time_s`` (wall
+      time since the start of this process's run), ``accuracy: {set: value}`` and
+      ``loss: {set: value}`` for the sets of :func:`prepare_data` (``test``,
+      ``test_low_8``, ``test_high_8``, ``train``, ``train_low_4``, ...);
+    - ``checkpoints/<step>/``: orbax checkpoints every ``checkpoint_every`` epochs and at the
+      end (the newest ``keep_checkpoints`` are kept).
+
+    Args:
+        config: The run.
+        workdir: Run folder (created). Must not hold checkpoints unless ``resume``.
+        resume: Continue from the newest checkpoint (a run killed at any point ends with the
+            same parameters as an uninterrupted one; metrics lines after the checkpoint are
+            dropped and recomputed). Starts fresh when there is none.
+        progress: Show a tqdm progress bar (epoch, img/s, loss, accuracy).
+        datasets: Optional ``(train, test)`` Datasets to use instead of loading.
+        step_callback: Called after every step with ``(step, {"loss", "accuracy"})``; an
+            exception raised there stops the run like a kill (nothing more is saved).
+
+    Returns:
+        :class:`RunResult` with the final state, the metrics history and the run folder.
+
+    Raises:
+        FloatingPointError: The training loss became NaN/inf (the message names the step).
+        CheckpointError: The newest checkpoint could not be restored.
+        FileExistsError: ``workdir`` holds checkpoints and ``resume`` is False.
+    """
+    from tqdm.auto import tqdm
+
+    from jaxhfc import data
+
+    t_start = time.perf_counter()
+    run_dir = pathlib.Path(workdir)
+    is_main = jax.process_index() == 0
+    mesh = parallel.make_mesh(config.num_devices)
+    n_dev = mesh.devices.size
+    parallel.local_batch_size(config.batch_size, mesh)  # validates divisibility
+
+    prepared = prepare_data(config, datasets)
+    x_train, y_train = prepared["train"]
+    n_train = int(x_train.shape[0])
+    if n_train < config.batch_size:
+        raise ValueError(f"training set ({n_train}) is smaller than the batch size ({config.batch_size})")
+    steps_per_epoch = n_train // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    num_classes = prepared["num_classes"]
+
+    model = build_model(config, num_classes)
+    tx = make_optimizer(optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum,
+                        weight_decay=config.weight_decay, schedule=config.schedule, total_steps=total_steps)
+    keys = named_keys(config.seed)
+    state = create_train_state(model, tx, keys["init"], x_train.shape[1:], mesh=mesh)
+    step_fn = make_train_step(
+        model, tx, mesh, global_batch=config.batch_size, num_classes=num_classes,
+        label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
+        crop_pad=4 if config.augment_crop else 0, flip=config.augment_flip,
+        regularizer=_regularizer(config), regularizer_weight=config.kernel_penalty,
+        adversary=_adversary(config),
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    manager = _checkpoint_manager(run_dir, config.keep_checkpoints)
+    history: list[dict[str, Any]] = []
+    try:
+        latest = manager.latest_step()
+        if latest is not None and not resume:
+            raise FileExistsError(f"{run_dir} already holds checkpoints (newest step {latest}); "
+                                  "pass resume=True (--resume) or use a new folder")
+        if resume and (run_dir / "config.json").exists():
+            saved = json.loads((run_dir / "config.json").read_text())
+            if saved.get("config_hash") != config.config_hash():
+                raise ValueError(f"cannot resume {run_dir}: its config.json has hash {saved.get('config_hash')}, "
+                                 f"this config {config.config_hash()}; use the same config or a new folder")
+        if resume and latest is not None:
+            state = _restore(manager, latest, state)
+            history = [h for h in _read_jsonl(metrics_path) if h["step"] <= latest]
+            logger.info("resumed %s from step %d", run_dir, latest)
+        if is_main:
+            if not (resume and (run_dir / "config.json").exists()):
+                info = _run_info(config, mesh, num_classes=num_classes, input_shape=x_train.shape[1:])
+                (run_dir / "config.json").write_text(json.dumps(info, indent=2))
+            metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+        start_step = int(parallel.to_host(state.step))
+        if start_step % steps_per_epoch:
+            raise CheckpointError(f"checkpoint step {start_step} is not at an epoch boundary "
+                                  f"({steps_per_epoch} steps per epoch)")
+        start_epoch = start_step // steps_per_epoch
+
+        images = parallel.global_from_full(mesh, x_train)
+        labels = parallel.global_from_full(mesh, y_train)
+        eval_sets = {name: (parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y))
+                     for name, (x, y) in prepared["eval"].items()}
+        step_keys = parallel.global_from_full(mesh, {k: keys[k] for k in ("data", "dropout", "attack")})
+        compiled_once = False
+
+        for epoch in range(start_epoch, config.epochs):
+            perm = np.asarray(data.epoch_indices(jax.random.fold_in(keys["data"], epoch), n_train,
+                                                 config.batch_size), np.int32)
+            loss_sum = correct = count = 0.0
+            train_time, timed_steps, t_epoch = 0.0, 0, time.perf_counter()
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=not (progress and is_main), unit="step")
+            for s in bar:
+                t0 = time.perf_counter()
+                idx = parallel.global_from_full(mesh, perm[s], sharded=True)
+                state, m = step_fn(state, (images, labels, idx), step_keys)
+                m = parallel.to_host(m)  # fetch every step: bounds in-flight collectives
+                dt = time.perf_counter() - t0
+                if compiled_once:
+                    train_time += dt
+                    timed_steps += 1
+                else:
+                    compiled_once = True  # the first step of the process includes compilation
+                global_step = epoch * steps_per_epoch + s + 1
+                step_loss = float(m["loss_sum"]) / float(m["count"])
+                if not math.isfinite(step_loss) or not math.isfinite(float(m["regularizer"])):
+                    raise FloatingPointError(
+                        f"non-finite training loss {step_loss} at step {global_step} (epoch {epoch + 1}, "
+                        f"batch {s + 1}/{steps_per_epoch}); newest checkpoint: step {manager.latest_step()}. "
+                        "Lower the learning rate or check the inputs for NaN/inf."
+                    )
+                loss_sum += float(m["loss_sum"])
+                correct += float(m["correct"])
+                count += float(m["count"])
+                img_s = timed_steps * config.batch_size / train_time if train_time > 0 else float("nan")
+                bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", img_s=f"{img_s:.0f}")
+                if step_callback is not None:
+                    step_callback(global_step, {"loss": step_loss, "accuracy": float(m["correct"]) / float(m["count"])})
+            bar.close()
+            epoch_time = time.perf_counter() - t_epoch
+            img_per_s = timed_steps * config.batch_size / train_time if train_time > 0 else float("nan")
+            done = epoch + 1
+            step_now = done * steps_per_epoch
+            last = done == config.epochs
+            if last or (config.eval_every > 0 and done % config.eval_every == 0):
+                record: dict[str, Any] = {
+                    "epoch": done, "step": step_now, "train_loss": loss_sum / count,
+                    "train_accuracy": correct / count, "img_per_s": img_per_s,
+                    "epoch_time_s": epoch_time, "time_s": time.perf_counter() - t_start,
+                    "accuracy": {}, "loss": {},
+                }
+                for name, (x, y) in eval_sets.items():
+                    r = evaluate(state, model, mesh, x, y, batch_size=config.eval_batch_size)
+                    record["accuracy"][name] = r["accuracy"]
+                    record["loss"][name] = r["loss"]
+                history.append(record)
+                if is_main:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                logger.info("epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s)", done, step_now,
+                            record["train_loss"], record["train_accuracy"], record["accuracy"].get("test", float("nan")),
+                            img_per_s)
+            if last or (config.checkpoint_every > 0 and done % config.checkpoint_every == 0):
+                import orbax.checkpoint as ocp
+
+                manager.save(step_now, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+    return RunResult(state=state, history=history, run_dir=run_dir, model=model, config=config)
+
+
+def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
+             mesh: Mesh | None = None) -> tuple[TrainConfig, TrainState, nn.Module]:
+    """Load a run folder written by :func:`fit`: its config, a checkpointed state and the model.
+
+    Args:
+        run_dir: The run folder (with ``config.json`` and ``checkpoints/``).
+        step: Checkpoint step (default: the newest).
+        mesh: Mesh to place the state on (default: all devices).
+
+    Returns:
+        ``(config, state, model)``; ``state`` replicated on ``mesh``.
+    """
+    run_dir = pathlib.Path(run_dir)
+    info_path = run_dir / "config.json"
+    if not info_path.exists():
+        raise FileNotFoundError(f"{info_path} not found: expected a run folder written by jaxhfc.train.fit")
+    info = json.loads(info_path.read_text())
+    config = TrainConfig.from_dict(info["config"])
+    mesh = mesh or parallel.make_mesh(None)
+    manager = _checkpoint_manager(run_dir, config.keep_checkpoints, read_only=True)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+        # Shapes only: the number of classes and input shape come from the checkpoint template.
+        num_classes = int(info.get("num_classes", 10))
+        model = build_model(config, num_classes)
+        tx = make_optimizer(optimizer=config.optimizer, learning_rate=config.learning_rate,
+                            momentum=config.momentum, weight_decay=config.weight_decay,
+                            schedule=config.schedule, total_steps=1)
+        template = create_train_state(model, tx, named_keys(config.seed)["init"],
+                                      tuple(info.get("input_shape", (32, 32, 3))), mesh=mesh)
+        state = _restore(manager, step, template)
+    finally:
+        manager.close()
+    return config, state, model
