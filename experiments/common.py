@@ -1,0 +1,312 @@
+"""What every experiment driver shares: scales (full / quick / tiny), the paper's base
+config, trained-model caching by config hash, and writing an artefact folder.
+
+Layout of a results root (default ``results/<dataset>``)::
+
+    runs/<model-name>-<config hash>/     one trained model (config.json, metrics.jsonl, checkpoints/)
+    <artefact>/                          config.json, metrics.jsonl, table.md, table.json, *.png
+
+A trained model is shared by every artefact that asks for the same config (same hash), and a
+finished training is never repeated: re-running a driver loads its checkpoint. A killed
+training continues from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jaxhfc import results as R
+
+log = logging.getLogger("experiments")
+
+SCALES = ("full", "quick", "tiny")
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained model: its config, final state, model, metrics history and run folder."""
+
+    name: str
+    config: Any
+    state: Any
+    model: Any
+    history: list
+    run_dir: Path
+    trained_now: bool
+
+    def logits_fn(self):
+        from jaxhfc import train
+
+        return train.logits_fn(self.state, self.model)
+
+
+@dataclasses.dataclass
+class Claim:
+    """One qualitative claim of the paper and whether our run supports it."""
+
+    artefact: str
+    claim: str
+    holds: bool | None
+    evidence: str
+
+    def mark(self) -> str:
+        return {True: "holds", False: "does not hold", None: "not tested"}[self.holds]
+
+
+@dataclasses.dataclass
+class Context:
+    """Settings shared by every driver of one reproduction.
+
+    Attributes:
+      dataset: ``"synthetic"`` or ``"cifar10"``.
+      scale: ``"full"`` (the paper's settings), ``"quick"`` (minutes on a CPU: small CNN, a
+        few thousand images, a few epochs) or ``"tiny"`` (seconds; smoke tests and CI).
+      out: results root (default ``results/<dataset>``).
+      data_dir: dataset folder for cifar10.
+      model: model name for full runs (``resnet18`` or ``paper_resnet``).
+      seed: the one seed.
+      progress: show progress bars.
+    """
+
+    dataset: str = "synthetic"
+    scale: str = "quick"
+    out: Path | None = None
+    data_dir: str | None = None
+    model: str = "resnet18"
+    seed: int = 0
+    progress: bool = True
+    trainings: int = 0  # trainings actually run by this context (tests check re-runs do none)
+    _datasets: dict = dataclasses.field(default_factory=dict, repr=False)
+    _trained: dict = dataclasses.field(default_factory=dict, repr=False)
+    _mesh: Any = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        self.out = Path(self.out) if self.out else Path("results") / self.dataset
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- configs
+
+    @property
+    def quick(self) -> bool:
+        return self.scale != "full"
+
+    def config(self, **overrides):
+        """The vanilla config at this scale, with ``overrides`` applied last.
+
+        Full scale is the paper's vanilla set-up (Adam 1e-4, batch 100, 100 epochs, no
+        augmentation, no BatchNorm, paper input scaling). Quick and tiny shrink the data,
+        model and epochs but keep every other setting.
+        """
+        from jaxhfc import train
+
+        base = train.TrainConfig(
+            model=self.model, norm="none", dataset=self.dataset, data_dir=self.data_dir, seed=self.seed
+        )
+        if self.quick:
+            base = dataclasses.replace(base.quick(), dataset=self.dataset, norm="none", epochs=6,
+                                       eval_radii=(4, 8, 12, 16))
+        if self.scale == "tiny":
+            base = dataclasses.replace(
+                base, num_train=384, num_test=192, width=8, epochs=2, batch_size=64, eval_batch_size=192,
+                eval_radii=(4,), eval_train_subset=128, checkpoint_every=1,
+            )
+        return dataclasses.replace(base, **overrides)
+
+    def pick(self, *, full, quick, tiny=None):
+        """A value by scale (``tiny`` defaults to ``quick``)."""
+        if self.scale == "full":
+            return full
+        if self.scale == "tiny" and tiny is not None:
+            return tiny
+        return quick
+
+    # ---------------------------------------------------------------- data and models
+
+    def mesh(self):
+        if self._mesh is None:
+            from jaxhfc import parallel
+
+            self._mesh = parallel.make_mesh()
+        return self._mesh
+
+    def datasets(self, config):
+        """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
+        from jaxhfc import data
+
+        key = (config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train, config.num_test)
+        if key not in self._datasets:
+            common = dict(data_dir=config.data_dir, source=config.data_source, seed=config.data_seed,
+                          num_train=config.num_train, num_test=config.num_test)
+            self._datasets[key] = (
+                data.load_dataset(config.dataset, split="train", **common),
+                data.load_dataset(config.dataset, split="test", **common),
+            )
+        return self._datasets[key]
+
+    def run_dir(self, name: str, config) -> Path:
+        return self.out / "runs" / f"{name}-{config.config_hash()[:10]}"
+
+    def train(self, name: str, config) -> Trained:
+        """Train ``config`` (or load it when a finished run with the same hash exists)."""
+        from jaxhfc import train
+
+        run_dir = self.run_dir(name, config)
+        if run_dir in self._trained:
+            return self._trained[run_dir]
+        done = run_dir / "done.json"
+        if done.exists():
+            _, state, model = train.load_run(run_dir, mesh=self.mesh())
+            history = R.read_jsonl(run_dir / "metrics.jsonl")
+            result = Trained(name, config, state, model, history, run_dir, trained_now=False)
+            log.info("%s: loaded finished run %s", name, run_dir)
+        else:
+            log.info("%s: training -> %s", name, run_dir)
+            t0 = time.perf_counter()
+            res = train.fit(config, run_dir, resume=True, progress=self.progress, datasets=self.datasets(config))
+            self.trainings += 1
+            R.write_json(done, {"name": name, "config_hash": config.config_hash(),
+                                "seconds": time.perf_counter() - t0, "final": res.history[-1] if res.history else None})
+            result = Trained(name, config, res.state, res.model, res.history, run_dir, trained_now=True)
+        self._trained[run_dir] = result
+        return result
+
+    def vanilla(self) -> Trained:
+        """M_natural: the vanilla model every artefact shares."""
+        return self.train("vanilla", self.config())
+
+    def adversarial(self) -> Trained:
+        """M_adversarial: Madry PGD training with the paper's settings (Linf eps 0.03, 10
+        steps of 0.003, no random start, crop + flip)."""
+        cfg = self.config(adv_eps=0.03, adv_steps=self.pick(full=10, quick=5, tiny=2),
+                          adv_step_size=self.pick(full=0.003, quick=0.008, tiny=0.015),
+                          adv_random_start=False, augment_crop=True, augment_flip=True)
+        return self.train("adversarial", cfg)
+
+    def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None):
+        """``(x unit scale float32, y int32)`` of the test split, optionally filtered."""
+        from jaxhfc import data
+
+        _, test = self.datasets(config)
+        if kind:
+            test = data.filter_dataset(test, kind, radius)
+        return np.asarray(data.to_model_input(test, scaling=config.scaling), np.float32), np.asarray(test.labels, np.int32)
+
+    # ---------------------------------------------------------------- writing
+
+    def artefact_dir(self, name: str) -> Path:
+        path = self.out / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def write_artefact(
+    ctx: Context,
+    name: str,
+    *,
+    title: str,
+    rows: Sequence[dict],
+    columns: Sequence[str] | None = None,
+    claims: Sequence[Claim] = (),
+    models: dict[str, Trained] | None = None,
+    settings: dict | None = None,
+    notes: str = "",
+    figures: Sequence[str] = (),
+    digits: int = 3,
+) -> Path:
+    """Write ``config.json``, ``metrics.jsonl`` (one line per row), ``table.json`` and
+    ``table.md`` of an artefact, from the same data."""
+    folder = ctx.artefact_dir(name)
+    R.write_json(
+        folder / "config.json",
+        {
+            "artefact": name,
+            "dataset": ctx.dataset,
+            "scale": ctx.scale,
+            "seed": ctx.seed,
+            "settings": settings or {},
+            "models": {k: {"run_dir": str(t.run_dir), "config": t.config.to_dict(), "config_hash": t.config.config_hash()}
+                       for k, t in (models or {}).items()},
+            "environment": R.environment_info(),
+        },
+    )
+    metrics = folder / "metrics.jsonl"
+    R.write_text(metrics, "")
+    for row in rows:
+        R.append_jsonl(metrics, row)
+    R.write_json(folder / "table.json", {"title": title, "columns": list(columns or (rows[0].keys() if rows else [])),
+                                         "rows": list(rows), "claims": [dataclasses.asdict(c) for c in claims],
+                                         "figures": list(figures), "notes": notes})
+    md = [f"# {title}", "", f"Dataset: `{ctx.dataset}`, scale: `{ctx.scale}`.", ""]
+    if notes:
+        md += [notes, ""]
+    md.append(R.markdown_table(rows, columns, digits=digits))
+    if claims:
+        md += ["", "| paper's claim | in our run | evidence |", "|---|---|---|"]
+        md += [f"| {c.claim} | **{c.mark()}** | {c.evidence} |" for c in claims]
+    if figures:
+        md += [""] + [f"![{f}]({f})" for f in figures]
+    R.write_text(folder / "table.md", "\n".join(md) + "\n")
+    return folder
+
+
+def save_figure(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path.name
+
+
+def curve(history: list, key: str) -> tuple[list, list]:
+    """``(epochs, values)`` of ``history[i]['accuracy'][key]`` (or a top-level key)."""
+    xs, ys = [], []
+    for h in history:
+        value = h.get("accuracy", {}).get(key, h.get(key))
+        if value is not None:
+            xs.append(h["epoch"])
+            ys.append(value)
+    return xs, ys
+
+
+def final(trained: Trained, key: str) -> float | None:
+    _, ys = curve(trained.history, key)
+    return ys[-1] if ys else None
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "cifar10"))
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="minutes on a CPU: small CNN, small data, few epochs")
+    g.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests and CI)")
+    p.add_argument("--out", default=None, help="results root (default results/<dataset>)")
+    p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz or a prepared TFDS dir")
+    p.add_argument("--model", default="resnet18", choices=("resnet18", "paper_resnet"), help="model of full-scale runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def context_from_args(args) -> Context:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("experiments").setLevel(logging.INFO)
+    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    return Context(dataset=args.dataset, scale=scale, out=args.out, data_dir=args.data_dir, model=args.model,
+                   seed=args.seed, progress=not args.no_progress)
+
+
+def main_for(run: Callable[[Context], Any], description: str, argv=None) -> Any:
+    args = parser(description).parse_args(argv)
+    ctx = context_from_args(args)
+    out = run(ctx)
+    print(f"wrote {ctx.out}")
+    return out
