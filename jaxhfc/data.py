@@ -325,6 +325,10 @@ class _ArrayUnpickler(pickle.Unpickler):
             "_reconstruct", "scalar",
         ):
             return getattr(_numpy_reconstruct(), name)
+        if module == "_codecs" and name == "encode":  # bytes as pickled by Python 3, protocol 2
+            import codecs  # noqa: PLC0415
+
+            return codecs.encode
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         if module in ("numpy.dtypes",) and name.endswith("DType"):
@@ -800,36 +804,59 @@ def balanced_subset(ds: Dataset, n: int, *, seed: int) -> Dataset:
 
 
 def shuffle_labels(ds: Dataset, *, fraction: float = 1.0, seed: int) -> Dataset:
-    """Randomises labels (the paper's label-shuffling experiment), once, from a seed.
+    """Randomises labels once, from a seed (the paper's label-shuffling experiment).
 
-    ``fraction`` is the fraction of examples whose label *is changed*: exactly
-    ``m = round(fraction * N)`` examples are picked at random and each gets a label
-    different from its true one. The new labels are a derangement-style permutation of the
-    picked examples' labels where possible (so the class histogram is unchanged): the
-    picked labels are permuted at random and any example that kept its own label value is
-    then given a uniformly random different class. So exactly ``m`` labels differ from the
-    originals, the other ``N - m`` are untouched, and with ``fraction=1`` every label is
-    wrong (for more than one class). ``fraction=0`` returns the labels unchanged.
+    ``fraction`` is exactly the share of examples whose label *changes*:
+    ``m = round(fraction * N)`` examples are picked uniformly at random, and their labels
+    are randomly permuted among themselves so that none of them keeps its own label value
+    (a random permutation, then each example that drew its own class swaps with a random
+    partner for which the swap changes both labels). Hence
 
-    Note this differs from "shuffle a fraction of the labels" (where some shuffled labels
-    land on their own value by chance): here ``fraction`` is exactly the corrupted share.
+    * the new labels are a permutation of the old ones (class histogram unchanged),
+    * exactly ``m`` labels differ from the originals, the other ``N - m`` are untouched,
+    * ``fraction=1`` makes every label wrong; ``fraction=0`` changes nothing.
+
+    This differs from "shuffle a fraction of the labels", where some shuffled labels land
+    on their own value by chance (about 1/num_classes of them for balanced data).
 
     Raises:
-      ValueError: ``fraction`` outside [0, 1], or a single-class dataset with fraction > 0.
+      ValueError: ``fraction`` outside [0, 1]; or no such permutation exists, which
+        happens when one class holds more than half of the picked examples (e.g. a
+        single-class dataset, or ``m == 1``).
     """
-    if not isinstance(fraction, (int, float, np.number)) or not 0.0 <= float(fraction) <= 1.0:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not (
+        0.0 <= float(fraction) <= 1.0
+    ):
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    n, k = len(ds), ds.num_classes
+    n = len(ds)
     m = int(round(float(fraction) * n))
-    if m and k < 2:
-        raise ValueError("cannot change labels of a dataset with a single class")
     rng = np.random.default_rng(seed)
     labels = ds.labels.copy()
+    if m == 0:
+        return ds.replace(labels=labels)
     picked = rng.choice(n, size=m, replace=False)
-    new = rng.permutation(labels[picked])
-    same = new == labels[picked]
-    if same.any():  # give those a random *other* class: offset by 1..k-1 modulo k
-        new[same] = (labels[picked][same] + rng.integers(1, k, size=int(same.sum()))) % k
+    old = labels[picked]
+    counts = np.bincount(old, minlength=ds.num_classes)
+    if counts.max() * 2 > m:
+        raise ValueError(
+            f"cannot change all {m} picked labels by permuting them: class "
+            f"{int(counts.argmax())} holds {int(counts.max())} of them (more than half); "
+            "use a larger fraction or a dataset with more classes"
+        )
+    new = rng.permutation(old)
+    for i in np.flatnonzero(new == old):
+        if new[i] != old[i]:  # already repaired by an earlier swap
+            continue
+        c = old[i]
+        for _ in range(32):  # random partner; the explicit candidate set below always works
+            j = int(rng.integers(m))
+            if new[j] != c and old[j] != c:
+                break
+        else:
+            # Candidates exist when no class exceeds m/2: at most q-1 of the q labels c sit
+            # at positions whose own label is not c, leaving >= m - 2q + 1 >= 1 of those.
+            j = int(rng.choice(np.flatnonzero((new != c) & (old != c))))
+        new[i], new[j] = new[j], new[i]
     labels[picked] = new
     return ds.replace(labels=labels)
 
