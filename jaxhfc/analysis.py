@@ -38,6 +38,7 @@ Public API:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any, Callable, Optional, Sequence, Union
@@ -635,11 +636,16 @@ def heatmap_signs(key: jax.Array, freq_index, image_index, channels: int) -> jax
       ``(F, B, C)`` float32 in {-1, +1}.
     """
 
+    return _heatmap_signs(key, jnp.asarray(freq_index), jnp.asarray(image_index), int(channels))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _heatmap_signs(key, freq_index, image_index, channels):
     def one(f, i):
         k = jax.random.fold_in(jax.random.fold_in(key, f), i)
         return jax.random.rademacher(k, (channels,), dtype=jnp.float32)
 
-    return jax.vmap(lambda f: jax.vmap(lambda i: one(f, i))(jnp.asarray(image_index)))(jnp.asarray(freq_index))
+    return jax.vmap(lambda f: jax.vmap(lambda i: one(f, i))(image_index))(freq_index)
 
 
 def heatmap_perturbation(h: int, w: int, u, v, signs, *, eps: float) -> jax.Array:
