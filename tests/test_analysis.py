@@ -403,3 +403,39 @@ def test_bad_inputs_raise():
         analysis.occlusion_map(fn, x, np.zeros(2, int), patch=H + 1, stride=1)
     with pytest.raises(ValueError, match="r_in must be <= r_out"):
         analysis.band_pass(x, 3.0, 2.0)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_analysis_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxhfc import plotting
+
+    occ = np.arange(4.0).reshape(2, 2) / 4
+    pix = plotting._occlusion_pixels(occ, 4, 4, 2, 2)  # non-overlapping: block upsampling
+    np.testing.assert_array_equal(pix, np.kron(occ, np.ones((2, 2))))
+    pix = plotting._occlusion_pixels(np.array([[0.2, 0.6]]), 2, 3, 2, 1)  # overlap in column 1
+    np.testing.assert_allclose(pix, [[0.2, 0.4, 0.6], [0.2, 0.4, 0.6]])
+
+    radii = np.arange(5.0)
+    counts = analysis.prediction_counts(np.zeros((5, 10), int), np.ones((5, 10), int), np.arange(10) % 2)
+    figs = [
+        plotting.prediction_counts_figure(radii, counts),
+        plotting.accuracy_radius_figure(radii, [0.1, 0.2, 0.4, 0.6, 0.8], [0.9, 0.7, 0.5, 0.3, 0.2], crossing=2.25,
+                                        acc_orig=0.9),
+        plotting.ring_accuracy_figure([0, 2, 4], [2, 4, 6], [0.5, 0.3, 0.1], acc_orig=0.9),
+        plotting.occlusion_figure(np.random.default_rng(0).uniform(size=(2, 8, 8, 3)), np.full((2, 3, 3), 0.5),
+                                  patch=3, stride=2, titles=["a", "b"]),
+        plotting.perturbation_spectrum_figure({"vanilla": np.ones(6), "adv": np.linspace(1, 0.1, 6)},
+                                              {"vanilla": (radii, np.linspace(1, 0, 5))}),
+    ]
+    for k, fig in enumerate(figs):
+        path = tmp_path / f"fig{k}.png"
+        fig.savefig(path)
+        assert path.stat().st_size > 1000
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
