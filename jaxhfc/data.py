@@ -464,6 +464,37 @@ def _have_tensorflow() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def _download_and_prepare(tfds, data_dir: str) -> None:
+    """``download_and_prepare`` TFDS cifar10 (array_record) into ``data_dir``, atomically.
+
+    TFDS writes the prepared files into an ``incomplete.*`` folder and renames it when
+    done (removing it on failure); on top of that, if this call fails, whichever of
+    ``data_dir``, ``data_dir/cifar10`` and ``data_dir/downloads`` it created is removed,
+    and so is whatever it added inside those two subfolders when they existed before; so
+    a failed download leaves the data dir as it was.
+    """
+    watched = [data_dir, os.path.join(data_dir, "cifar10"), os.path.join(data_dir, "downloads")]
+    before = {p: set(os.listdir(p)) for p in watched if os.path.isdir(p)}
+    logger.info("downloading and preparing TFDS cifar10 into %s", data_dir)
+    try:
+        builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare(file_format="array_record")
+    except BaseException:
+        import shutil  # noqa: PLC0415
+
+        for p in reversed(watched):
+            if p not in before:
+                shutil.rmtree(p, ignore_errors=True)
+            elif p != data_dir and os.path.isdir(p):  # entries this attempt added
+                for name in set(os.listdir(p)) - before[p]:
+                    q = os.path.join(p, name)
+                    if os.path.isdir(q):
+                        shutil.rmtree(q, ignore_errors=True)
+                    else:
+                        os.remove(q)
+        raise
+
+
 def _load_cifar10_tfds(data_dir: str, split: str, *, download: bool) -> Dataset:
     tfds = _tfds()
     if not _tfds_prepared(data_dir):
@@ -475,11 +506,7 @@ def _load_cifar10_tfds(data_dir: str, split: str, *, download: bool) -> Dataset:
                 "tensorflow-datasets needs TensorFlow: `pip install jaxhfc[tf]` (or put "
                 f"{CIFAR10_ARCHIVE} in the data dir and use source='archive')"
             )
-        builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
-        logger.info("downloading and preparing TFDS cifar10 into %s", data_dir)
-        # TFDS writes into an `incomplete.*` folder and renames it when done; on failure
-        # it removes that folder, so nothing half-written stays in the data dir.
-        builder.download_and_prepare(file_format="array_record")
+        _download_and_prepare(tfds, data_dir)
     builder = tfds.builder("cifar10", data_dir=data_dir)
     if split not in builder.info.splits:
         raise CorruptDatasetError(

@@ -153,6 +153,31 @@ def test_tfds_without_prepared_dir_or_tensorflow(tmp_path):
     assert _listing(tmp_path) == []  # nothing half-written
 
 
+def test_failed_tfds_download_leaves_nothing(tmp_path, monkeypatch):
+    # Simulate a download that fails half-way (no network here): whatever the attempt
+    # created in the data dir is removed again, and the error propagates.
+    import tensorflow_datasets as tfds
+
+    class _FailingBuilder:
+        def download_and_prepare(self, **kwargs):
+            os.makedirs(tmp_path / "dd" / "downloads" / "extracted")
+            (tmp_path / "dd" / "downloads" / "cifar.tar.gz.tmp").write_bytes(b"partial")
+            os.makedirs(tmp_path / "dd" / "cifar10" / "incomplete.x")
+            raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(data, "_have_tensorflow", lambda: True)
+    monkeypatch.setattr(tfds, "builder", lambda *a, **k: _FailingBuilder())
+    (tmp_path / "keep.txt").write_text("user file")
+    with pytest.raises(ConnectionError):
+        data.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
+    assert _listing(tmp_path) == ["keep.txt"]
+    os.makedirs(tmp_path / "dd" / "downloads")  # pre-existing: kept, with its old files
+    (tmp_path / "dd" / "downloads" / "old.bin").write_bytes(b"x")
+    with pytest.raises(ConnectionError):
+        data.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
+    assert _listing(tmp_path / "dd") == ["downloads", "downloads/old.bin"]
+
+
 def _corrupt_cases(arrays):
     good = cifar_pickles(arrays)
     bad_shape = dict(good)
