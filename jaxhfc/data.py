@@ -68,8 +68,10 @@ __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "FilteredCache",
+    "EMPTY_IMAGE_MAX",
     "augment",
     "balanced_subset",
+    "default_data_dir",
     "epoch_indices",
     "eval_indices",
     "filter_dataset",
@@ -79,6 +81,7 @@ __all__ = [
     "mixup",
     "normalize",
     "shuffle_labels",
+    "synthetic_hfc_patterns",
     "to_model_input",
 ]
 
@@ -772,6 +775,10 @@ def make_synthetic(
     for nm, v in (("hfc_amplitude", hfc_amplitude), ("noise_std", noise_std), ("position_jitter", position_jitter)):
         if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{nm} must be a finite number >= 0, got {v!r}")
+    if not isinstance(hfc_components, (int, np.integer)) or hfc_components < 1:
+        raise ValueError(f"hfc_components must be a positive int, got {hfc_components!r}")
+    if len(hfc_band) != 2 or not 0 <= hfc_band[0] <= hfc_band[1]:
+        raise ValueError(f"hfc_band must be (min_radius, max_radius) with 0 <= min <= max, got {hfc_band!r}")
     kwargs = dict(
         size=int(size),
         num_classes=int(num_classes),

@@ -382,7 +382,8 @@ def test_synthetic_options_and_errors():
     tr4, _ = data.make_synthetic(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0,
                                  position_jitter=0.0)
     assert tr.images.shape == (200, 32, 32, 3) and not np.array_equal(tr.images, tr4.images)
-    for kw in (dict(num_train=0), dict(hfc_amplitude=-1.0), dict(noise_std=float("nan")), dict(size=4)):
+    for kw in (dict(num_train=0), dict(hfc_amplitude=-1.0), dict(noise_std=float("nan")), dict(size=4),
+               dict(hfc_components=0), dict(hfc_band=(20.0, 10.0)), dict(hfc_band=(13.0, 13.01))):
         with pytest.raises(ValueError):
             data.make_synthetic(**{"num_test": 10, **kw})
     with pytest.raises(ValueError, match="split"):
