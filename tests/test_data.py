@@ -383,9 +383,9 @@ def test_synthetic_options_and_errors():
                                  position_jitter=0.0)
     assert tr.images.shape == (200, 32, 32, 3) and not np.array_equal(tr.images, tr4.images)
     for kw in (dict(num_train=0), dict(hfc_amplitude=-1.0), dict(noise_std=float("nan")), dict(size=4),
-               dict(hfc_components=0), dict(hfc_band=(20.0, 10.0)), dict(hfc_band=(12.5, 12.9))):
+               dict(hfc_components=0), dict(hfc_band=(20.0, 10.0)), dict(hfc_band=(12.1, 12.15))):
         with pytest.raises(ValueError):
-            data.make_synthetic(**{"num_test": 10, **kw})
+            data.make_synthetic(**{"num_train": 10, "num_test": 10, **kw})
     with pytest.raises(ValueError, match="split"):
         data.load_dataset("synthetic", split="val")
     with pytest.raises(ValueError, match="name"):
