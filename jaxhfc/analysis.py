@@ -7,7 +7,9 @@ chunk of frequencies) instead of a Python loop over images, radii or frequencies
 :func:`jaxhfc.parallel.make_mesh`) the images of each chunk are sharded over the devices
 with ``jax.shard_map``; the last chunk is padded and masked, so each image counts exactly
 once, and results equal the unsharded ones. Results are fetched to the host after every
-chunk (which also keeps the number of in-flight collective steps small).
+chunk (which also keeps the number of in-flight collective steps small). Compiled sweeps
+are cached per ``logits_fn`` object, mesh and static settings, so repeated calls with the
+same ``logits_fn`` (e.g. one heat map per model, or a benchmark) compile once.
 
 Conventions (see ``docs/architecture.md``):
 
@@ -156,6 +158,12 @@ def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, pad], axis=0)
 
 
+#: Compiled sweeps are cached per (logits_fn, mesh, static settings): calling an analysis
+#: again with the same ``logits_fn`` object (and shapes) does not recompile. The cache holds
+#: references to the last few ``logits_fn`` (and so their parameters).
+_CACHE_SIZE = 8
+
+
 def _compile(body: Callable, mesh: Optional[Mesh], in_specs, out_specs) -> Callable:
     if mesh is None:
         return jax.jit(body)
@@ -281,6 +289,18 @@ def cell_indices(pred_low, pred_high, labels, cell: str = "low_wrong_high_right"
 # --------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _components_fn(logits_fn, make_components, n_extra: int, scaling: str, mesh: Optional[Mesh]) -> Callable:
+    def body(x, *ex):
+        comps = _scale_filtered(make_components(x, *ex), scaling)
+        pred_orig = _argmax(logits_fn(x / 255.0))
+        preds = jax.lax.map(lambda c: _argmax(logits_fn(c)), comps)  # (M, B): one radius at a time
+        return preds, pred_orig
+
+    in_specs = (P(DATA_AXIS),) + (P(),) * n_extra
+    return _compile(body, mesh, in_specs, (P(None, DATA_AXIS), P(DATA_AXIS)))
+
+
 def _component_predictions(
     logits_fn: LogitsFn,
     images: np.ndarray,
@@ -297,14 +317,7 @@ def _component_predictions(
     Returns ``(preds (M, N) int32, pred_orig (N,) int32)``.
     """
 
-    def body(x, *ex):
-        comps = _scale_filtered(make_components(x, *ex), scaling)
-        pred_orig = _argmax(logits_fn(x / 255.0))
-        preds = jax.lax.map(lambda c: _argmax(logits_fn(c)), comps)  # (M, B): one radius at a time
-        return preds, pred_orig
-
-    in_specs = (P(DATA_AXIS),) + (P(),) * len(extra)
-    fn = _compile(body, mesh, in_specs, (P(None, DATA_AXIS), P(DATA_AXIS)))
+    fn = _components_fn(logits_fn, make_components, len(extra), scaling, mesh)
     n = images.shape[0]
     bs = _chunk_size(n, batch_size, mesh)
     extra_dev = tuple(_put(e, mesh, batch_axis=None) for e in extra)
@@ -672,6 +685,21 @@ def _perturb(basis: jax.Array, signs) -> jax.Array:
     return basis[:, None, :, :, None] * jnp.asarray(signs, jnp.float32)[:, :, None, None, :]
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _heatmap_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
+    def body(xb, yb, idx, mask, freqs, basis, k):
+        signs = _heatmap_signs(k, freqs, idx, xb.shape[-1])
+        pert = _perturb(basis, signs)  # (F, B, H, W, C)
+        xp = jnp.clip(xb[None] + pert, 0.0, 1.0)
+        logits = logits_fn(xp.reshape((-1,) + xb.shape[1:]))
+        wrong = (_argmax(logits).reshape(freqs.shape[0], -1) != yb[None]) & mask[None]
+        errors = jnp.sum(wrong.astype(jnp.int32), axis=1)  # (F,)
+        return jax.lax.psum(errors, DATA_AXIS) if mesh is not None else errors
+
+    spec_b = P(DATA_AXIS)
+    return _compile(body, mesh, (spec_b, spec_b, spec_b, spec_b, P(), P(), P()), P())
+
+
 def _freq_basis(h: int, w: int, freqs: np.ndarray, eps: float) -> np.ndarray:
     return np.asarray(fourier.fourier_basis(h, w, freqs // w, freqs % w, norm=eps), np.float32)
 
@@ -718,19 +746,7 @@ def fourier_heatmap(
         raise ValueError(f"freq_chunk must be >= 1, got {freq_chunk}")
     nf = h * w
     fc = min(int(freq_chunk), nf)
-    use_psum = mesh is not None
-
-    def body(xb, yb, idx, mask, freqs, basis, k):
-        signs = heatmap_signs(k, freqs, idx, c)
-        pert = _perturb(basis, signs)  # (F, B, H, W, C)
-        xp = jnp.clip(xb[None] + pert, 0.0, 1.0)
-        logits = logits_fn(xp.reshape((-1, h, w, c)))
-        wrong = (_argmax(logits).reshape(freqs.shape[0], -1) != yb[None]) & mask[None]
-        errors = jnp.sum(wrong.astype(jnp.int32), axis=1)  # (F,)
-        return jax.lax.psum(errors, DATA_AXIS) if use_psum else errors
-
-    spec_b = P(DATA_AXIS)
-    fn = _compile(body, mesh, (spec_b, spec_b, spec_b, spec_b, P(), P(), P()), P())
+    fn = _heatmap_fn(logits_fn, mesh)
     bs = _chunk_size(n, batch_size, mesh)
     errors = np.zeros((nf,), np.int64)
     key_dev = _put(key, mesh, batch_axis=None)
@@ -825,6 +841,20 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
     }
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _pgd_fn(logits_fn, mesh, eps, step_size, steps, norm, random_start) -> Callable:
+    from jaxhfc import attacks  # lazy: only this wrapper needs it
+
+    def body(xb, yb, idx, k):
+        keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(idx)
+        x_adv, success = attacks.pgd(logits_fn, xb, yb, keys, eps=eps, step_size=step_size, steps=steps,
+                                     norm=norm, random_start=random_start)
+        return x_adv - xb, success
+
+    spec_b = P(DATA_AXIS)
+    return _compile(body, mesh, (spec_b, spec_b, spec_b, P()), (spec_b, spec_b))
+
+
 def pgd_perturbations(
     logits_fn: LogitsFn,
     x,
@@ -853,20 +883,11 @@ def pgd_perturbations(
     Returns:
       ``(delta (N, H, W, C) float32, success (N,) bool)``.
     """
-    from jaxhfc import attacks  # lazy: only this wrapper needs it
-
     x = _check_nhwc(x, "x", float_only=True)
     n = x.shape[0]
     yv = _check_labels(y, n, "y")
 
-    def body(xb, yb, idx, k):
-        keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(idx)
-        x_adv, success = attacks.pgd(logits_fn, xb, yb, keys, eps=eps, step_size=step_size, steps=steps,
-                                     norm=norm, random_start=random_start)
-        return x_adv - xb, success
-
-    spec_b = P(DATA_AXIS)
-    fn = _compile(body, mesh, (spec_b, spec_b, spec_b, P()), (spec_b, spec_b))
+    fn = _pgd_fn(logits_fn, mesh, float(eps), float(step_size), int(steps), norm, bool(random_start))
     bs = _chunk_size(n, batch_size, mesh)
     key_dev = _put(key, mesh, batch_axis=None)
     deltas, succ = [], []
@@ -903,6 +924,20 @@ def occlusion_positions(h: int, w: int, *, patch, stride) -> tuple[np.ndarray, n
     if ph > h or pw > w:
         raise ValueError(f"patch {ph}x{pw} is larger than the image {h}x{w}")
     return np.arange(0, h - ph + 1, sh), np.arange(0, w - pw + 1, sw)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _occlusion_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
+    def body(xb, yb, m, fill):
+        npos = m.shape[0]
+        occluded = xb[None] * (1.0 - m[:, None]) + fill * m[:, None]  # (P, B, H, W, C)
+        logits = logits_fn(occluded.reshape((-1,) + xb.shape[1:])).reshape(npos, xb.shape[0], -1)
+        prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        true = jnp.take_along_axis(prob, jnp.broadcast_to(yb[None, :, None], (npos, yb.shape[0], 1)), axis=-1)
+        return jnp.moveaxis(true[..., 0], 0, 1)  # (B, P)
+
+    spec_b = P(DATA_AXIS)
+    return _compile(body, mesh, (spec_b, spec_b, P(), P()), spec_b)
 
 
 def occlusion_map(
@@ -942,22 +977,13 @@ def occlusion_map(
         for b, c0 in enumerate(cols):
             masks[a, b, r0:r0 + ph, c0:c0 + pw] = 1.0
     masks = masks.reshape((-1, h, w, 1))
-    npos = masks.shape[0]
-
-    def body(xb, yb, m):
-        occluded = xb[None] * (1.0 - m[:, None]) + fill * m[:, None]  # (P, B, H, W, C)
-        logits = logits_fn(occluded.reshape((-1,) + xb.shape[1:])).reshape(npos, xb.shape[0], -1)
-        prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        true = jnp.take_along_axis(prob, jnp.broadcast_to(yb[None, :, None], (npos, yb.shape[0], 1)), axis=-1)
-        return jnp.moveaxis(true[..., 0], 0, 1)  # (B, P)
-
-    spec_b = P(DATA_AXIS)
-    fn = _compile(body, mesh, (spec_b, spec_b, P()), spec_b)
+    fn = _occlusion_fn(logits_fn, mesh)
     bs = _chunk_size(n, batch_size, mesh)
     masks_dev = _put(masks, mesh, batch_axis=None)
+    fill_dev = _put(np.float32(fill), mesh, batch_axis=None)
     out = []
     for start in range(0, n, bs):
         stop = min(n, start + bs)
         args = [_put(_pad_rows(a[start:stop], bs), mesh, batch_axis=0) for a in (x, yv)]
-        out.append(np.asarray(_fetch(fn(*args, masks_dev)))[: stop - start])
+        out.append(np.asarray(_fetch(fn(*args, masks_dev, fill_dev)))[: stop - start])
     return np.concatenate(out).reshape(n, rows.size, cols.size)
