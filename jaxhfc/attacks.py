@@ -174,6 +174,7 @@ def pgd(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     keep_best: bool = False,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, jax.Array]:
     """Projected gradient descent attack (Madry et al. 2018), Linf or L2.
 
@@ -194,6 +195,10 @@ def pgd(
       keep_best: return, per example, the best iterate seen (start included) instead of
         the last one: a successful iterate beats an unsuccessful one, then a higher
         objective wins. With it, more steps (same key) can never weaken the attack.
+      unroll: ``lax.fori_loop``'s ``unroll`` (1: a real loop, the body compiled once;
+        ``True``: fully unrolled). The same numbers up to float rounding. Measured on XLA:CPU (jax
+        0.10.2): convolutions inside a while loop run ~6x slower than unrolled, so on a CPU
+        ``unroll=True`` is much faster for few steps, at the price of a longer compile.
 
     Returns:
       ``(x_adv, success)``: ``x_adv`` like ``x``, within the eps-ball around ``x`` and the
@@ -237,7 +242,7 @@ def pgd(
             _, _, g = value_and_grad(xa)
             return ascent(xa, g)
 
-        x_adv = jax.lax.fori_loop(0, steps, body, x_adv)
+        x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=unroll)
         logits = logits_fn(x_adv)
         return x_adv, _success(logits, y, targeted)
 
@@ -257,7 +262,7 @@ def pgd(
     # from the start like the values the loop writes into it.
     neg_inf = x.reshape(b, -1)[:, 0].astype(jnp.float32) * 0.0 - jnp.inf
     init = (x_adv, x_adv, neg_inf, neg_inf > 0.0)
-    xa, bx, bobj, bsucc = jax.lax.fori_loop(0, steps, body_best, init)
+    xa, bx, bobj, bsucc = jax.lax.fori_loop(0, steps, body_best, init, unroll=unroll)
     obj, logits = _objective(logits_fn, xa, y, targeted)  # the last iterate
     succ = _success(logits, y, targeted)
     take = better(obj, succ, bobj, bsucc)
@@ -294,6 +299,7 @@ def madry_adversary(
     norm: str = "linf",
     clip_min: float = 0.0,
     clip_max: float = 1.0,
+    unroll: int | bool = 1,
 ) -> Callable[[LogitsFn, jax.Array, jax.Array, jax.Array], jax.Array]:
     """The adversary for Madry adversarial training, with the paper code's settings.
 
@@ -301,6 +307,7 @@ def madry_adversary(
     the paper text's eps is 8/255 (pass ``eps=8/255``). The returned function is
     ``adversary(logits_fn, x, y, key) -> x_adv`` (the training engine's hook): it stops
     gradients through the attack, so the training loss is the loss at ``x_adv`` only.
+    ``unroll`` as in :func:`pgd` (``True`` is much faster on a CPU).
     """
     if norm not in _NORMS:
         raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
@@ -310,7 +317,7 @@ def madry_adversary(
     def adversary(logits_fn, x, y, key):
         x_adv, _ = pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps,
                        norm=norm, random_start=random_start, clip_min=clip_min,
-                       clip_max=clip_max)
+                       clip_max=clip_max, unroll=unroll)
         return jax.lax.stop_gradient(x_adv)
 
     return adversary
@@ -502,6 +509,7 @@ def robust_accuracy(
     keep_best: bool = True,
     clip_min: float = 0.0,
     clip_max: float = 1.0,
+    unroll: int | bool = 1,
     checks: bool = True,
     tol: float = 1e-5,
     mask_threshold: float = 0.1,
@@ -536,8 +544,8 @@ def robust_accuracy(
       key: PRNG key of the attack.
       batch_size: examples per compiled call.
       mesh: optional 1-D mesh with axis ``'data'``.
-      eps, step_size, steps, norm, random_start, keep_best, clip_min, clip_max: attack
-        settings (:func:`pgd`); ``step_size`` defaults to ``2.5 * eps / steps``.
+      eps, step_size, steps, norm, random_start, keep_best, clip_min, clip_max, unroll:
+        attack settings (:func:`pgd`); ``step_size`` defaults to ``2.5 * eps / steps``.
       checks: run the gradient-masking checks (one extra forward and backward pass).
       tol: tolerance of the perturbation-size check.
       mask_threshold: fraction of zero gradients above which masking is reported.
@@ -558,7 +566,7 @@ def robust_accuracy(
         step_size = 2.5 * eps / max(steps, 1)
     attack_kw = dict(eps=float(eps), step_size=float(step_size), steps=int(steps), norm=norm,
                      random_start=bool(random_start), keep_best=bool(keep_best),
-                     clip_min=float(clip_min), clip_max=float(clip_max))
+                     clip_min=float(clip_min), clip_max=float(clip_max), unroll=unroll)
     _check_attack_args(jnp.zeros((1,) + tuple(x.shape[1:]), jnp.float32),
                        jnp.zeros((1,), jnp.int32), eps=eps, step_size=step_size,
                        steps=steps, norm=norm, clip_min=clip_min, clip_max=clip_max)

@@ -137,7 +137,7 @@ def test_loss_increases_and_keep_best_monotone():
     x = images(8, lo=0.3, hi=0.7)
     y = jnp.arange(8) % 2
     losses = [ce(f, A.pgd(f, x, y, None, eps=0.05, step_size=0.01, steps=s,
-                          random_start=False)[0], y) for s in range(4)]
+                          random_start=False)[0], y) for s in range(3)]
     for a, b in zip(losses, losses[1:]):
         assert np.all(b > a)
     # nonlinear model, random start: best iterate never gets worse with more steps
@@ -147,7 +147,7 @@ def test_loss_increases_and_keep_best_monotone():
     ys = jnp.arange(12) % 3
     key = jax.random.key(7)
     prev_s, prev_l = None, None
-    for s in (0, 2, 6):
+    for s in (0, 1, 4):
         xa, succ = A.pgd(g, xs, ys, key, eps=0.05, step_size=0.02, steps=s, keep_best=True)
         succ = np.asarray(succ)
         loss = ce(g, xa, ys)
@@ -177,6 +177,30 @@ def test_determinism_per_key():
     a4, _ = A.pgd(f, x, y, jax.random.split(jax.random.key(0), 6), **kw)
     np.testing.assert_array_equal(np.asarray(a1), np.asarray(a4))
     A.pgd(f, x, y, jax.random.PRNGKey(0), **kw)
+
+
+def test_unroll_same_result():
+    p = conv_params(seed=20)
+    f = Partial(conv_apply, p)
+    x = images(6, seed=21)
+    y = jnp.arange(6) % 3
+    kw = dict(eps=0.05, step_size=0.01, steps=4, norm="l2")
+    a, _ = A.pgd(f, x, y, jax.random.key(0), **kw)
+    b, _ = A.pgd(f, x, y, jax.random.key(0), unroll=True, **kw)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_more_steps_never_helps_the_model():
+    p = conv_params(seed=22)
+    f = Partial(conv_apply, p)
+    x = images(16, seed=23)
+    y = jnp.asarray(np.argmax(conv_apply(p, x), -1))
+    short, long = A.more_steps_check(f, x, y, jax.random.key(1), factor=3, steps=2,
+                                     batch_size=16, eps=0.03, checks=False)
+    assert long.attack["steps"] == 6 and short.attack["steps"] == 2
+    # keep_best with the same key: the long attack's iterates extend the short one's
+    assert np.all(long.adv_correct <= short.adv_correct)
+    assert long.adv_accuracy < 1.0
 
 
 def test_targeted():
@@ -247,19 +271,17 @@ def test_robust_accuracy_parallel_equals_single(n_devices):
     assert n_devices == 8
     p = conv_params(seed=14)
     f = Partial(conv_apply, p)
-    n = 37  # 2 full batches of 16 and a partial one of 5
+    n = 21  # 2 full batches of 8 (one example per device) and a partial one of 5
     x = images(n, seed=15)
     y = jnp.asarray(np.argmax(conv_apply(p, x), -1))  # mostly right: something to attack
     y = y.at[::5].set((y[::5] + 1) % 3)  # and some wrong
     key = jax.random.key(3)
     kw = dict(eps=0.05, step_size=0.02, steps=4)
     mesh8 = Mesh(np.array(jax.devices()), ("data",))
-    mesh1 = Mesh(np.array(jax.devices()[:1]), ("data",))
-    r8 = A.robust_accuracy(f, x, y, key, batch_size=16, mesh=mesh8, **kw)
-    r1 = A.robust_accuracy(f, x, y, key, batch_size=16, mesh=mesh1, **kw)
-    r0 = A.robust_accuracy(f, np.asarray(x), np.asarray(y), key, batch_size=64, **kw)
+    r8 = A.robust_accuracy(f, x, y, key, batch_size=8, mesh=mesh8, **kw)
+    r1 = A.robust_accuracy(f, np.asarray(x), np.asarray(y), key, batch_size=32, **kw)
     clean, adv, pert = _direct(f, x, y, key, keep_best=True, random_start=True, **kw)
-    for r in (r8, r1, r0):
+    for r in (r8, r1):
         assert r.n == n and r.clean_correct.shape == (n,)
         np.testing.assert_array_equal(r.clean_correct, clean)
         np.testing.assert_array_equal(r.adv_correct, adv)
