@@ -275,8 +275,9 @@ class PaperResNet(nn.Module):
 class SmallCNN(nn.Module):
     """A tiny CNN for tests and quick mode.
 
-    ``conv_init`` 3x3 (width) -> norm -> relu -> conv 3x3 stride 2 (2*width) -> norm -> relu
-    -> conv 3x3 stride 2 (4*width) -> norm -> relu -> global average pool -> dropout -> Dense.
+    ``conv_init`` 3x3 (width) -> norm -> relu, then three times conv 3x3 stride 2 (2, 4, 8 x
+    width) -> norm -> relu, then global average pool -> dropout -> Dense. The receptive
+    field (31 pixels) covers the object layout of the synthetic data at 32x32.
     """
 
     num_classes: int = 10
@@ -300,6 +301,7 @@ class SmallCNN(nn.Module):
         x = nn.relu(norm(name="norm_init")(conv(self.width, name=FIRST_CONV)(x)))
         x = nn.relu(norm(name="norm2")(conv(2 * self.width, strides=2, name="conv2")(x)))
         x = nn.relu(norm(name="norm3")(conv(4 * self.width, strides=2, name="conv3")(x)))
+        x = nn.relu(norm(name="norm4")(conv(8 * self.width, strides=2, name="conv4")(x)))
         return _head(x, num_classes=self.num_classes, dropout=self.dropout, train=train,
                      dtype=self.dtype, kernel_init=nn.initializers.lecun_normal())
 

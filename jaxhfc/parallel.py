@@ -211,13 +211,20 @@ def global_from_full(mesh: Mesh, full: Any, *, sharded: bool = False, batch_axis
     Returns:
         A global ``jax.Array`` with the requested sharding.
     """
-    if isinstance(full, jax.Array) and not sharded and full.sharding == replicated(mesh):
-        return full
     sharding = data_sharding(mesh, batch_axis=batch_axis) if sharded else replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(full, sharding)
-    full = np.asarray(full)
-    return jax.make_array_from_callback(full.shape, sharding, lambda index: full[index])
+
+    def put(a: Any) -> jax.Array:
+        if isinstance(a, jax.Array) and a.sharding == sharding:
+            return a
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(a)
+            return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=impl)
+        if jax.process_count() == 1:
+            return jax.device_put(a, sharding)
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, full)
 
 
 def to_host(x: Any) -> Any:

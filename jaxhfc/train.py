@@ -359,16 +359,25 @@ def create_train_state(
     Returns:
         ``TrainState`` with ``step = 0``.
     """
+    variables = _init_fn(model, tuple(int(d) for d in input_shape), mesh)(key)
+    out_shardings = None if mesh is None else parallel.replicated(mesh)
 
-    def init() -> TrainState:
-        variables = model.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    def init(variables: dict[str, Any]) -> TrainState:
         params = variables["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-    if mesh is None:
-        return jax.jit(init)()
-    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    return jax.jit(init, out_shardings=out_shardings)(variables)
+
+
+@functools.lru_cache(maxsize=32)
+def _init_fn(model: nn.Module, input_shape: tuple[int, ...], mesh: Mesh | None) -> Callable[[jax.Array], Any]:
+    # Cached per (model, shape, mesh): random-number code is slow to compile on CPU, and
+    # repeated runs (seeds, resumes) then reuse one compiled initialiser.
+    def init(key: jax.Array) -> Any:
+        return model.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+
+    return jax.jit(init, out_shardings=None if mesh is None else parallel.replicated(mesh))
 
 
 # ----------------------------------------------------------------------------- step
@@ -514,7 +523,7 @@ def _eval_fn(model: nn.Module, mesh: Mesh, with_logits: bool) -> Callable[..., A
             carry = (loss_sum + jnp.sum(ce * m), correct + jnp.sum((pred == y) * m), count + jnp.sum(m))
             return carry, ((pred, logits) if with_logits else pred)
 
-        zero = jnp.zeros((), jnp.float32)
+        zero = jax.lax.pcast(jnp.zeros((), jnp.float32), DATA_AXIS, to="varying")
         (loss_sum, correct, count), out = jax.lax.scan(one, (zero, zero, zero), (idx, mask))
         sums = jax.lax.psum(jnp.stack([loss_sum, correct, count]), DATA_AXIS)
         return sums, out
@@ -529,6 +538,7 @@ def _eval_blocks(n: int, batch_size: int, mesh: Mesh) -> tuple[np.ndarray, np.nd
     from jaxhfc import data
 
     n_dev = mesh.devices.size
+    batch_size = min(batch_size, -(-n // n_dev) * n_dev)  # no more padding than one device row
     batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
     idx, mask = data.eval_indices(n, batch_size)
     idx = np.asarray(idx, np.int32).reshape(-1, batch_size)
@@ -551,7 +561,7 @@ def _run_eval(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mes
     idx, mask = _eval_blocks(n, batch_size, mesh)
     images = parallel.global_from_full(mesh, x)
     labels = parallel.global_from_full(mesh, np.asarray(y, np.int32) if not isinstance(y, jax.Array) else y)
-    variables = parallel.global_from_full(mesh, variables) if jax.process_count() == 1 else variables
+    variables = parallel.global_from_full(mesh, variables)
     idx_g = parallel.global_from_full(mesh, idx, sharded=True, batch_axis=1)
     mask_g = parallel.global_from_full(mesh, mask, sharded=True, batch_axis=1)
     sums, out = _eval_fn(model, mesh, with_logits)(variables, images, labels, idx_g, mask_g)
@@ -763,6 +773,28 @@ def _regularizer(config: TrainConfig) -> Callable[[Any], jax.Array] | None:
     return kernels.smoothness_penalty
 
 
+# Fields of TrainConfig that change the compiled step (everything else is data or keys).
+_STEP_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay", "schedule", "batch_size",
+                "label_smoothing", "mixup_alpha", "augment_crop", "augment_flip", "kernel_penalty",
+                "adv_eps", "adv_steps", "adv_step_size", "adv_random_start", "adv_norm")
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_step(model: nn.Module, mesh: Mesh, step_settings: tuple[tuple[str, Any], ...], total_steps: int,
+                 num_classes: int) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+    """Optimizer and jitted step for a config, cached so repeated fits reuse the compilation."""
+    c = TrainConfig(**dict(step_settings))
+    tx = make_optimizer(optimizer=c.optimizer, learning_rate=c.learning_rate, momentum=c.momentum,
+                        weight_decay=c.weight_decay, schedule=c.schedule, total_steps=total_steps)
+    step = make_train_step(
+        model, tx, mesh, global_batch=c.batch_size, num_classes=num_classes,
+        label_smoothing=c.label_smoothing, mixup_alpha=c.mixup_alpha,
+        crop_pad=4 if c.augment_crop else 0, flip=c.augment_flip,
+        regularizer=_regularizer(c), regularizer_weight=c.kernel_penalty, adversary=_adversary(c),
+    )
+    return tx, step
+
+
 def fit(
     config: TrainConfig,
     workdir: str | os.PathLike[str],
@@ -828,17 +860,10 @@ def fit(
     num_classes = prepared["num_classes"]
 
     model = build_model(config, num_classes)
-    tx = make_optimizer(optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum,
-                        weight_decay=config.weight_decay, schedule=config.schedule, total_steps=total_steps)
+    settings = tuple((f, getattr(config, f)) for f in _STEP_FIELDS)
+    tx, step_fn = _cached_step(model, mesh, settings, total_steps, num_classes)
     keys = named_keys(config.seed)
     state = create_train_state(model, tx, keys["init"], x_train.shape[1:], mesh=mesh)
-    step_fn = make_train_step(
-        model, tx, mesh, global_batch=config.batch_size, num_classes=num_classes,
-        label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
-        crop_pad=4 if config.augment_crop else 0, flip=config.augment_flip,
-        regularizer=_regularizer(config), regularizer_weight=config.kernel_penalty,
-        adversary=_adversary(config),
-    )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
