@@ -1,0 +1,94 @@
+"""Experiment drivers end to end at the tiny scale: every driver runs (through reproduce_all),
+tables have the expected rows and columns, the prediction counts add up to the test set at
+every radius, and re-running a finished driver does no training."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import common, reproduce_all
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    ctx = common.Context(dataset="synthetic", scale="tiny", out=out, progress=False)
+    res = reproduce_all.run(ctx)
+    return ctx, res
+
+
+def _table(ctx, name):
+    return json.loads((ctx.out / name / "table.json").read_text())
+
+
+def test_every_artefact_written(tiny_run):
+    ctx, res = tiny_run
+    for module, _, _ in reproduce_all.ARTEFACTS:
+        folder = ctx.out / module
+        for f in ("config.json", "metrics.jsonl", "table.md", "table.json"):
+            assert (folder / f).exists(), f"{module}/{f} missing"
+        table = _table(ctx, module)
+        assert table["rows"], module
+        for fig in table["figures"]:
+            assert (folder / fig).stat().st_size > 1000
+        # metrics.jsonl holds the same rows as the table
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == len(table["rows"])
+    readme = (ctx.out / "README.md").read_text()
+    assert "synthetic dataset" in readme and "## Claims" in readme
+    for module, title, _ in reproduce_all.ARTEFACTS:
+        assert title in readme
+    n_claims = sum(len(v) for v in res["claims"].values())
+    assert readme.count("| **holds** |") + readme.count("| **does not hold** |") + readme.count("| **not tested** |") == n_claims
+
+
+def test_prediction_counts_add_up(tiny_run):
+    ctx, _ = tiny_run
+    table = _table(ctx, "prediction_counts")
+    n = json.loads((ctx.out / "prediction_counts" / "config.json").read_text())["settings"]["n_test"]
+    radii = [row["r"] for row in table["rows"]]
+    assert radii[:17] == list(range(17)) and radii[-1] == 23
+    for row in table["rows"]:
+        assert row["L+H- ours"] + row["L-H+ ours"] + row["L+H+ ours"] + row["L-H- ours"] == n
+        assert row["LFC acc"] == pytest.approx((row["L+H- ours"] + row["L+H+ ours"]) / n)
+    # at r = 0 the HFC is the original image and beyond the corner the LFC is: both are the
+    # image divided by its own max (the paper scaling of filtered images), so they agree
+    preds = np.load(ctx.out / "prediction_counts" / "predictions.npz")
+    assert np.array_equal(preds["pred_high"][0] == preds["labels"], preds["pred_low"][-1] == preds["labels"])
+    # the paper-reproduction columns are there, as fractions
+    row8 = next(r for r in table["rows"] if r["r"] == 8)
+    assert row8["L+H- repro %"] == pytest.approx(39.09)
+
+
+def test_table_shapes(tiny_run):
+    ctx, _ = tiny_run
+    t1 = _table(ctx, "table1")
+    assert [(r["trained on"], r["r"]) for r in t1["rows"]] == [("LFC", 4), ("LFC", 12), ("HFC", 4), ("HFC", 12)]
+    assert {"train acc (repro)", "train acc (ours)", "test acc (repro)", "test acc (ours)", "test diff"} <= set(t1["columns"])
+    for r in t1["rows"]:
+        assert 0.0 <= r["test acc (ours)"] <= 1.0
+        assert r["test diff"] == pytest.approx(r["test acc (ours)"] - r["test acc (repro)"])
+    heur = _table(ctx, "heuristics")
+    variants = [r["variant"] for r in heur["rows"]]
+    assert variants[:7] == ["vanilla", "mixup", "batch 32", "batch 128", "dropout 0.5", "batchnorm", "adversarial"]
+    rob = _table(ctx, "robustness")
+    for r in rob["rows"]:
+        # robust accuracy never exceeds clean accuracy
+        assert r["PGD 0.03"] <= r["clean"] + 1e-9 and r["FGSM 0.03"] <= r["clean"] + 1e-9
+    assert {r["defence"] for r in rob["rows"]} >= {"none", "smooth rho=1", "kernel low-pass r=1"}
+
+
+def test_shared_models_and_rerun_trains_nothing(tiny_run):
+    ctx, _ = tiny_run
+    runs = sorted(p.name for p in (ctx.out / "runs").iterdir())
+    assert sum(name.startswith("vanilla-") for name in runs) == 1  # shared by every artefact
+    assert all((ctx.out / "runs" / name / "done.json").exists() for name in runs)
+    again = common.Context(dataset="synthetic", scale="tiny", out=ctx.out, progress=False)
+    from experiments import heuristics, table1
+
+    before = (ctx.out / "table1" / "table.json").read_text()
+    table1.run(again)
+    heuristics.run(again)
+    assert again.trainings == 0
+    assert json.loads((ctx.out / "table1" / "table.json").read_text())["rows"] == json.loads(before)["rows"]
