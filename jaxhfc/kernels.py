@@ -93,6 +93,23 @@ def _is_conv_kernel(path: str, leaf) -> bool:
     return path.split("/")[-1] == "kernel" and getattr(leaf, "ndim", 0) == 4
 
 
+def _leaves_in_order(tree, prefix=()):
+    """``(path tuple, leaf)`` pairs; mappings in insertion order (Flax: module call order)."""
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            yield from _leaves_in_order(v, prefix + (str(k),))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _leaves_in_order(v, prefix + (str(i),))
+    elif tree is None:
+        return
+    elif hasattr(tree, "ndim") or np.isscalar(tree):
+        yield prefix, tree
+    else:  # any other pytree node
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            yield prefix + tuple(_key_name(k) for k in path), leaf
+
+
 def conv_kernels(params) -> dict[str, jax.Array]:
     """All 4-D conv kernels of a params pytree, by path.
 
@@ -100,15 +117,14 @@ def conv_kernels(params) -> dict[str, jax.Array]:
       params: Flax params (or variables with a ``'params'`` collection).
 
     Returns:
-      ``{path: kernel (kh, kw, in, out)}`` in pytree flattening order (Flax sorts module
-      names, so ``conv_init`` comes before ``layer1...``; the order is not the network's
-      depth order in general). Leaves named ``kernel`` with 4 dimensions count as convs.
+      ``{path: kernel (kh, kw, in, out)}`` in the params dicts' insertion order, which for
+      Flax modules is the order the submodules were first called (network depth order:
+      ``conv_init`` first). Leaves named ``kernel`` with 4 dimensions count as convs.
     """
     inner, _ = _unwrap(params)
-    flat = jax.tree_util.tree_flatten_with_path(inner)[0]
     out = {}
-    for path, leaf in flat:
-        p = _path_str(path)
+    for path, leaf in _leaves_in_order(inner):
+        p = "/".join(path)
         if _is_conv_kernel(p, leaf):
             out[p] = leaf
     return out

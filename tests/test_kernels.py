@@ -36,7 +36,11 @@ def _np_smoothness(k):
 def test_conv_kernels_and_first():
     p = _params()
     ks = K.conv_kernels(p)
-    assert set(ks) == {"conv_init/kernel", "layer1/conv/kernel", "layer1/proj/kernel"}
+    assert list(ks) == ["conv_init/kernel", "layer1/conv/kernel", "layer1/proj/kernel"]
+    # insertion order, not sorted order (Flax registers modules in call order)
+    rev = {"zeta": p["layer1"], "conv_init": p["conv_init"]}
+    assert list(K.conv_kernels(rev)) == ["zeta/conv/kernel", "zeta/proj/kernel",
+                                         "conv_init/kernel"]
     np.testing.assert_array_equal(K.first_conv_kernel(p), p["conv_init"]["kernel"])
     # variables dict is accepted too
     v = {"params": p, "batch_stats": {"bn": {"mean": np.zeros(3, np.float32)}}}
