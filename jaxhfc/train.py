@@ -439,17 +439,20 @@ def make_train_step(
     def body(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
              keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         dev = jax.lax.axis_index(DATA_AXIS)
-        rng = {k: jax.random.fold_in(v, state.step) for k, v in keys.items()}
+        # Keys are derived only where randomness is used (random-number code is slow to compile on CPU).
+        def rng(name: str) -> jax.Array:
+            return jax.random.fold_in(keys[name], state.step)
+
         x = jnp.take(images, idx, axis=0)
         y = jnp.take(labels, idx, axis=0)
         if crop_pad > 0 or flip:
             positions = dev * local_b + jnp.arange(local_b)
-            x = _augment_per_example(jax.random.fold_in(rng["data"], 0), x, positions, crop_pad=crop_pad, flip=flip)
+            x = _augment_per_example(jax.random.fold_in(rng("data"), 0), x, positions, crop_pad=crop_pad, flip=flip)
         if adversary is not None:
             eval_vars = state.variables()
             x = jax.lax.stop_gradient(
                 adversary(lambda z: model.apply(eval_vars, z, train=False), x, y,
-                          jax.random.fold_in(rng["attack"], dev))
+                          jax.random.fold_in(rng("attack"), dev))
             )
         targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
         if label_smoothing > 0:
@@ -457,16 +460,16 @@ def make_train_step(
         if mixup_alpha > 0:
             from jaxhfc import data
 
-            x, targets = data.mixup(jax.random.fold_in(jax.random.fold_in(rng["data"], 1), dev), x, targets,
+            x, targets = data.mixup(jax.random.fold_in(jax.random.fold_in(rng("data"), 1), dev), x, targets,
                                     alpha=mixup_alpha)
-        dropout_key = jax.random.fold_in(rng["dropout"], dev)
+        rngs = {"dropout": jax.random.fold_in(rng("dropout"), dev)} if getattr(model, "dropout", 0.0) > 0 else {}
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[Any, ...]]:
             variables = {"params": params}
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
             logits, updates = train_model.apply(variables, x, train=True, mutable=["batch_stats"],
-                                                rngs={"dropout": dropout_key})
+                                                rngs=rngs)
             ce = optax.softmax_cross_entropy(logits, targets)
             # Gradients w.r.t. replicated params are summed over "data" by shard_map, so
             # dividing by the global batch (and the replicated term by n_dev) gives the mean.
