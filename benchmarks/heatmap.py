@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     on_cpu = jax.default_backend() == "cpu"
     n = args.images or (64 if args.quick else 1000)
     size = args.size or (8 if args.quick else 32)
-    fc = args.freq_chunk or (16 if on_cpu else 64)
+    fc = args.freq_chunk or (4 if on_cpu else 64)
     bs = args.batch_size or (min(n, 256) if on_cpu else n)
     t0 = time.perf_counter()
     res = run(n_images=n, size=size, eps=args.eps, freq_chunk=fc, batch_size=bs,

@@ -687,9 +687,9 @@ def _perturb(basis: jax.Array, signs) -> jax.Array:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _heatmap_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
-    def body(xb, yb, idx, mask, freqs, basis, k):
+    def body(xb, yb, idx, mask, freqs, basis_all, k):
         signs = _heatmap_signs(k, freqs, idx, xb.shape[-1])
-        pert = _perturb(basis, signs)  # (F, B, H, W, C)
+        pert = _perturb(jnp.take(basis_all, freqs, axis=0), signs)  # (F, B, H, W, C)
         xp = jnp.clip(xb[None] + pert, 0.0, 1.0)
         logits = logits_fn(xp.reshape((-1,) + xb.shape[1:]))
         wrong = (_argmax(logits).reshape(freqs.shape[0], -1) != yb[None]) & mask[None]
@@ -712,7 +712,7 @@ def fourier_heatmap(
     *,
     eps: float,
     mesh: Optional[Mesh] = None,
-    freq_chunk: int = 16,
+    freq_chunk: int = 8,
     batch_size: int = 256,
 ) -> np.ndarray:
     """Fourier sensitivity heat map: error rate under a Fourier basis perturbation per (u, v).
@@ -750,20 +750,23 @@ def fourier_heatmap(
     bs = _chunk_size(n, batch_size, mesh)
     errors = np.zeros((nf,), np.int64)
     key_dev = _put(key, mesh, batch_axis=None)
-    all_freqs = np.arange(nf, dtype=np.int32)
+    # all bases once (nf * H * W floats), indexed on the device; frequency chunks padded to
+    # one shape (padding frequencies are computed and dropped)
+    basis_dev = _put(_freq_basis(h, w, np.arange(nf, dtype=np.int32), eps), mesh, batch_axis=None)
+    freq_chunks = []
+    for f0 in range(0, nf, fc):
+        freqs = np.arange(f0, min(nf, f0 + fc), dtype=np.int32)
+        valid = freqs.shape[0]
+        freqs = np.concatenate([freqs, np.zeros((fc - valid,), np.int32)])
+        freq_chunks.append((f0, valid, _put(freqs, mesh, batch_axis=None)))
     for start in range(0, n, bs):
         stop = min(n, start + bs)
         idx = np.arange(start, start + bs, dtype=np.int32)
         mask = idx < stop
         args = [_put(a, mesh, batch_axis=0) for a in (
             _pad_rows(x[start:stop], bs), _pad_rows(yv[start:stop], bs), np.where(mask, idx, 0), mask)]
-        for f0 in range(0, nf, fc):
-            freqs = all_freqs[f0:f0 + fc]
-            valid = freqs.shape[0]
-            freqs = np.concatenate([freqs, np.zeros((fc - valid,), np.int32)])  # fixed shape
-            basis = _freq_basis(h, w, freqs, eps)
-            err = np.asarray(_fetch(fn(*args, _put(freqs, mesh, batch_axis=None),
-                                       _put(basis, mesh, batch_axis=None), key_dev)))
+        for f0, valid, freqs_dev in freq_chunks:
+            err = np.asarray(_fetch(fn(*args, freqs_dev, basis_dev, key_dev)))  # blocks every call
             errors[f0:f0 + valid] += err[:valid]
         logger.debug("heat map: %d / %d images", stop, n)
     return (errors / n).reshape(h, w)
