@@ -1,0 +1,177 @@
+"""Mesh/sharding helpers, distributed settings, and a real 2-process multi-host run on CPU."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxhfc import parallel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_mesh_and_shardings(n_devices):
+    mesh = parallel.make_mesh()
+    assert mesh.axis_names == (parallel.DATA_AXIS,) and mesh.devices.shape == (n_devices,)
+    assert parallel.make_mesh(2).devices.shape == (2,)
+    with pytest.raises(ValueError, match="num_devices"):
+        parallel.make_mesh(n_devices + 1)
+    assert parallel.data_sharding(mesh).spec == P("data")
+    assert parallel.data_sharding(mesh, batch_axis=1).spec == P(None, "data")
+    assert parallel.replicated(mesh).spec == P()
+    assert parallel.local_batch_size(32, mesh) == 32 // n_devices
+    with pytest.raises(ValueError, match="divisible"):
+        parallel.local_batch_size(12, mesh)
+
+
+def test_global_array_helpers():
+    mesh = parallel.make_mesh()
+    x = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
+    g = parallel.global_from_full(mesh, x, sharded=True)
+    assert g.sharding.spec == P("data") and len(g.addressable_shards) == 8
+    np.testing.assert_array_equal(g.addressable_shards[3].data, x[6:8])
+    local = parallel.global_from_local(mesh, x)  # one process: local rows == all rows
+    np.testing.assert_array_equal(parallel.to_host(local), x)
+    r = parallel.global_from_full(mesh, {"a": x, "k": jax.random.key(3)})
+    assert r["a"].sharding.is_fully_replicated and r["k"].sharding.is_fully_replicated
+    assert jax.dtypes.issubdtype(r["k"].dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(r["k"]), jax.random.key_data(jax.random.key(3)))
+    np.testing.assert_array_equal(parallel.to_host(r["a"]), x)
+    assert parallel.global_from_full(mesh, r["a"]) is r["a"]
+
+
+def test_distributed_settings_from_env(monkeypatch):
+    for name in ("JAXHFC_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS", "JAXHFC_NUM_PROCESSES",
+                 "JAX_NUM_PROCESSES", "JAXHFC_PROCESS_ID", "JAX_PROCESS_ID", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel.distributed_settings()["num_processes"] == 1
+    assert parallel.initialize_distributed() is False  # single process: no-op
+    monkeypatch.setenv("JAXHFC_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAXHFC_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAXHFC_PROCESS_ID", "2")
+    s = parallel.distributed_settings()
+    assert s == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2, "source": "env"}
+    assert parallel.distributed_settings("h:1", 2, 1)["coordinator_address"] == "h:1"  # flags win
+    with pytest.raises(ValueError, match="process_id"):
+        parallel.distributed_settings(process_id=7)
+    for name in ("JAXHFC_COORDINATOR_ADDRESS", "JAXHFC_NUM_PROCESSES", "JAXHFC_PROCESS_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SLURM_NTASKS", "3")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    s = parallel.distributed_settings()
+    assert s["num_processes"] == 3 and s["process_id"] == 1 and s["source"] == "slurm"
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("JAXHFC_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match="coordinator"):
+        parallel.initialize_distributed()
+
+
+# ------------------------------------------------------------------ multi-host
+
+_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    pid, nproc, port, out, ndev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+    import jax
+    jax.config.update("jax_num_cpu_devices", ndev)
+    from jaxhfc import parallel
+    assert parallel.initialize_distributed(f"127.0.0.1:{port}", nproc, pid, initialization_timeout=60)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from multihost_common import run
+    params, evaluation = run()
+    if pid == 0:
+        import numpy as np
+        np.savez(out, *params, accuracy=evaluation["accuracy"], loss=evaluation["loss"])
+    print("process", pid, "of", jax.process_count(), "devices", jax.device_count(), "done", flush=True)
+    """
+)
+
+_COMMON = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jaxhfc import models, parallel, train
+
+    def run():
+        # The same global batch on any number of processes/devices: 4 steps, global batch 16.
+        rng = np.random.default_rng(0)
+        x = rng.random((48, 32, 32, 3), dtype=np.float32)
+        y = rng.integers(0, 10, 48).astype(np.int32)
+        idx = [rng.permutation(48)[:16].astype(np.int32) for _ in range(4)]
+        model = models.get_model("small_cnn", width=4)
+        tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9)
+        mesh = parallel.make_mesh()
+        abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+        prng = np.random.default_rng(1)
+        v = jax.tree_util.tree_map(lambda a: prng.normal(0, 0.3, a.shape).astype(np.float32), abstract)
+        v["batch_stats"] = jax.tree_util.tree_map(np.abs, v["batch_stats"])
+        state = train.TrainState(step=np.zeros((), np.int32), params=v["params"], batch_stats=v["batch_stats"],
+                                 opt_state=tx.init(v["params"]))
+        state = parallel.global_from_full(mesh, jax.tree_util.tree_map(np.asarray, state))
+        step = train.make_train_step(model, tx, mesh, global_batch=16, num_classes=10, crop_pad=4, flip=True)
+        keys = parallel.global_from_full(mesh, {k: v for k, v in train.named_keys(0).items() if k != "init"})
+        images, labels = parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y)
+        n_local = jax.local_device_count()
+        for i in idx:
+            # each process feeds only the rows of its own devices (host-local -> global array)
+            lo = jax.process_index() * n_local * (16 // jax.device_count())
+            local_rows = i[lo: lo + n_local * (16 // jax.device_count())]
+            batch_idx = parallel.global_from_local(mesh, local_rows)
+            state, m = step(state, (images, labels, batch_idx), keys)
+            parallel.to_host(m)
+        evaluation = train.evaluate(state, model, mesh, x, y, batch_size=24)
+        host = parallel.to_host(state)
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(host)], evaluation
+    """
+)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_run_equals_single_process(tmp_path):
+    """2 CPU processes x 2 devices over 127.0.0.1 == this process (8 devices) == 1 device."""
+    (tmp_path / "worker.py").write_text(_WORKER)
+    (tmp_path / "multihost_common.py").write_text(_COMMON)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import multihost_common  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(tmp_path))
+    single_params, single_eval = multihost_common.run()  # 8 local devices, 1 process
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    out = tmp_path / "params.npz"
+    procs = [
+        subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(pid), "2", str(port), str(out), "2"],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for pid in range(2)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    assert "of 2 devices 4 done" in logs[0]
+    got = np.load(out)
+    multi_params = [got[f"arr_{i}"] for i in range(len(single_params))]
+    for a, b in zip(single_params, multi_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(got["loss"]), single_eval["loss"], rtol=1e-5)
+    assert float(got["accuracy"]) == pytest.approx(single_eval["accuracy"])
+    assert int(single_params[0]) == int(multi_params[0]) == 4  # TrainState.step: 4 steps taken
