@@ -1,0 +1,167 @@
+"""``jaxhfc train`` and ``jaxhfc eval`` (driver code: argument parsing, printing, files).
+
+``jaxhfc train`` exposes every :class:`jaxhfc.train.TrainConfig` field as a flag
+(``--train-filter low``, ``--learning-rate 1e-4``, ``--augment-crop``/``--no-augment-crop``,
+``--eval-radii 4 8 12 16``; ``--radius`` is an alias of ``--train-radius``); ``--quick``
+starts from ``TrainConfig().quick()``. Multi-host runs pass ``--coordinator-address``,
+``--num-processes`` and ``--process-id`` (or set ``JAXHFC_*``/SLURM variables) on every host.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import types
+import typing
+from typing import Any
+
+log = logging.getLogger("jaxhfc")
+
+
+def _field_type(field: dataclasses.Field, hints: dict[str, Any]) -> tuple[str, Any]:
+    hint = hints[field.name]
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return "bool", None
+    if origin is tuple:
+        return "tuple", float
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return "optional", inner[0]
+    return "plain", hint
+
+
+def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-host (also from JAXHFC_COORDINATOR_ADDRESS / JAXHFC_NUM_PROCESSES / "
+                             "JAXHFC_PROCESS_ID or SLURM)")
+    g.add_argument("--coordinator-address", help="host:port of process 0")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
+
+
+def add_train_parser(sub: Any) -> None:
+    """Register ``jaxhfc train``."""
+    from jaxhfc.train import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (run folder with config.json, metrics.jsonl, checkpoints)",
+        description="Train a model on CIFAR-10 or the synthetic data (optionally on LFC/HFC images) "
+        "with evaluation on the LFC/HFC test sets; resumable with --resume.",
+    )
+    p.add_argument("--out", "-o", help="run folder (default: runs/train/<config hash>)")
+    p.add_argument("--quick", action="store_true", help="start from TrainConfig().quick(): synthetic data, "
+                   "small CNN, a few epochs (minutes on a CPU)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--radius", dest="train_radius", type=float, default=None, help="alias of --train-radius")
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("config (TrainConfig fields; defaults as in jaxhfc.train.TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, typ = _field_type(f, hints)
+        default_text = f"default: {f.default!r}"
+        if kind == "bool":
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=default_text)
+        elif kind == "tuple":
+            g.add_argument(flag, dest=f.name, type=float, nargs="*", default=None, help=default_text)
+        elif f.name == "train_radius":
+            g.add_argument(flag, dest=f.name, type=float, default=None, help=default_text)
+        else:
+            g.add_argument(flag, dest=f.name, type=typ, default=None, help=default_text)
+    _add_distributed_flags(p)
+    p.set_defaults(func=cmd_train)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The TrainConfig the flags describe (quick() base with --quick)."""
+    from jaxhfc.train import TrainConfig
+
+    base = TrainConfig().quick() if args.quick else TrainConfig()
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    if "eval_radii" in overrides:
+        overrides["eval_radii"] = tuple(overrides["eval_radii"])
+    return dataclasses.replace(base, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxhfc import parallel
+
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    from jaxhfc.cli import CLIError
+    from jaxhfc.train import fit
+
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / "train" / config.config_hash()
+    log.info("run folder %s (config hash %s)", out, config.config_hash())
+    try:
+        result = fit(config, out, resume=args.resume, progress=not args.no_progress)
+    except (FileExistsError, FloatingPointError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if result.history:
+        last = result.history[-1]
+        accs = "  ".join(f"{k} {v:.4f}" for k, v in last["accuracy"].items())
+        print(f"epoch {last['epoch']} step {last['step']}: train loss {last['train_loss']:.4f} "
+              f"acc {last['train_accuracy']:.4f}  {accs}  ({last['img_per_s']:.0f} img/s)")
+    print(f"run folder: {out}")
+    return 0
+
+
+def add_eval_parser(sub: Any) -> None:
+    """Register ``jaxhfc eval``."""
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint on the original / LFC / HFC test sets",
+        description="Load a run folder written by `jaxhfc train`, restore a checkpoint and report "
+        "accuracy and loss on the test set and its LFC/HFC copies; writes eval.json in the run folder.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    p.add_argument("--radii", type=float, nargs="*", help="LFC/HFC radii (default: the run's eval_radii)")
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
+    p.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    p.add_argument("--out", help="JSON output (default: RUN/eval_step<step>.json)")
+    _add_distributed_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jaxhfc import parallel
+
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    from jaxhfc import train
+    from jaxhfc.cli import CLIError
+
+    run = pathlib.Path(args.run)
+    try:
+        config, state, model = train.load_run(run, step=args.step)
+    except (FileNotFoundError, train.CheckpointError) as err:
+        raise CLIError(str(err)) from None
+    changes: dict[str, Any] = {"eval_train": False}
+    if args.radii is not None:
+        changes["eval_radii"] = tuple(args.radii)
+    if args.data_dir is not None:
+        changes["data_dir"] = args.data_dir
+    config = dataclasses.replace(config, **changes)
+    prepared = train.prepare_data(config)
+    mesh = parallel.make_mesh(None)
+    step = int(parallel.to_host(state.step))
+    results = {}
+    for name, (x, y) in prepared["eval"].items():
+        results[name] = train.evaluate(state, model, mesh, x, y, batch_size=args.batch_size or config.eval_batch_size)
+    print(f"{run} step {step}")
+    print(f"{'set':<16} {'accuracy':>9} {'loss':>9} {'n':>7}")
+    for name, r in results.items():
+        print(f"{name:<16} {r['accuracy']:>9.4f} {r['loss']:>9.4f} {r['n']:>7d}")
+    out = pathlib.Path(args.out) if args.out else run / f"eval_step{step}.json"
+    if __import__("jax").process_index() == 0:
+        out.write_text(json.dumps({"run": str(run), "step": step, "results": results}, indent=2))
+        print(f"wrote {out}")
+    return 0
