@@ -539,7 +539,8 @@ def robust_accuracy(
     Args:
       logits_fn: ``(B, H, W, C) -> (B, K)``; a ``jax.tree_util.Partial`` keeps its arrays as
         program arguments.
-      x: ``(N, H, W, C)`` float images in ``[clip_min, clip_max]`` (numpy or jax).
+      x: ``(N, H, W, C)`` float images in ``[clip_min, clip_max]`` (numpy or jax;
+        ``ValueError`` otherwise).
       y: ``(N,)`` int labels.
       key: PRNG key of the attack.
       batch_size: examples per compiled call.
@@ -562,6 +563,11 @@ def robust_accuracy(
         raise ValueError("robust_accuracy needs at least one example, got N=0")
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    if lo < clip_min or hi > clip_max:
+        raise ValueError(f"x must lie in the box [clip_min, clip_max] = [{clip_min}, {clip_max}], "
+                         f"got values in [{lo:.4g}, {hi:.4g}] (filtered images ring outside "
+                         "[0, 1]: widen the box, e.g. clip_min=-numpy.inf, clip_max=numpy.inf)")
     if step_size is None:
         step_size = 2.5 * eps / max(steps, 1)
     attack_kw = dict(eps=float(eps), step_size=float(step_size), steps=int(steps), norm=norm,

@@ -295,6 +295,8 @@ def test_robust_accuracy_parallel_equals_single(n_devices):
     assert r8.adv_accuracy < r8.clean_accuracy  # the attack does something
     with pytest.raises(ValueError, match="multiple"):
         A.robust_accuracy(f, x, y, key, batch_size=12, mesh=mesh8, **kw)
+    with pytest.raises(ValueError, match="box"):
+        A.robust_accuracy(f, x - 0.5, y, key, batch_size=8, **kw)
 
 
 def test_masked_gradients_warn():
