@@ -177,13 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_filter_parser(sub)
-    try:
-        from jaxhfc import _cli_train
-    except ImportError:  # the training subcommands are optional until that module exists
-        _cli_train = None
-    if _cli_train is not None:
-        _cli_train.add_train_parser(sub)
-        _cli_train.add_eval_parser(sub)
+    from jaxhfc import _cli_train
+
+    _cli_train.add_train_parser(sub)
+    _cli_train.add_eval_parser(sub)
     return parser
 
 
