@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -831,7 +831,8 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
     energy_sum = 0.0
     r_dev = jnp.asarray(radii)
     for start in range(0, delta.shape[0], bs):
-        outside, energy = (np.asarray(a, np.float64) for a in _power_outside(jnp.asarray(delta[start:start + bs]), r_dev))
+        outside, energy = _power_outside(jnp.asarray(delta[start:start + bs]), r_dev)
+        outside, energy = np.asarray(outside, np.float64), np.asarray(energy, np.float64)
         share_sum += np.where(energy > 0, outside / np.where(energy > 0, energy, 1.0), 0.0).sum(axis=1)
         out_sum += outside.sum(axis=1)
         energy_sum += energy.sum()

@@ -96,7 +96,10 @@ def test_prediction_counts_match_numpy_and_add_up():
         agree = {"agree_low_only": 0, "agree_high_only": 0, "agree_both": 0, "agree_neither": 0}
         for i in range(n):
             a, b = lo[k, i] == y[i], hi[k, i] == y[i]
-            key = ("both_right" if b else "low_right_high_wrong") if a else ("low_wrong_high_right" if b else "both_wrong")
+            if a:
+                key = "both_right" if b else "low_right_high_wrong"
+            else:
+                key = "low_wrong_high_right" if b else "both_wrong"
             ref[key] += 1
             a, b = lo[k, i] == po[i], hi[k, i] == po[i]
             key = ("agree_both" if b else "agree_low_only") if a else ("agree_high_only" if b else "agree_neither")
@@ -135,8 +138,8 @@ def test_scaling_matches_data_to_model_input():
     for scaling in ("paper", "unit"):
         ours = np.asarray(analysis._scale_filtered(jnp.asarray(z), scaling))
         np.testing.assert_allclose(ours, data.to_model_input(z, scaling=scaling), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(analysis._scale_filtered(jnp.asarray(z), "paper")).max(axis=(1, 2, 3))[1:], 1.0,
-                               rtol=1e-6)
+    peaks = np.asarray(analysis._scale_filtered(jnp.asarray(z), "paper")).max(axis=(1, 2, 3))
+    np.testing.assert_allclose(peaks[1:], 1.0, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- radius sweeps
