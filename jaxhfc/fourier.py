@@ -355,8 +355,8 @@ def fourier_basis(h: int, w: int, u, v, *, norm: float = 1.0) -> jax.Array:
       ``S + (H, W)`` float32.
     """
     h, w = _check_size(h, w)
-    u_np, v_np = np.asarray(u), np.asarray(v)
     if not isinstance(u, jax.core.Tracer) and not isinstance(v, jax.core.Tracer):
+        u_np, v_np = np.asarray(u), np.asarray(v)
         if u_np.dtype.kind not in "iu" or v_np.dtype.kind not in "iu":
             raise ValueError("u and v must be integers (indices into the shifted spectrum)")
         if np.any(u_np < 0) or np.any(u_np >= h) or np.any(v_np < 0) or np.any(v_np >= w):

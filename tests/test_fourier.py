@@ -206,6 +206,9 @@ def test_fourier_basis(h, w):
         nonzero = set(zip(*np.nonzero(np.abs(spec) > 1e-3 * np.abs(spec).max())))
         partner = (((h // 2) - (u - h // 2)) % h, ((w // 2) - (v - w // 2)) % w)
         assert nonzero == {(u, v), partner}
+    # traced frequencies (inside jit) give the same images
+    traced = jax.jit(lambda a, b: fourier.fourier_basis(h, w, a, b, norm=2.5))(np.int32(u), np.int32(v))
+    np.testing.assert_allclose(np.asarray(traced), img, atol=1e-5)
     # vectorised over arrays of frequencies
     us, vs = np.array([1, 2, 3]), np.array([4, 5, 6])
     batch = fourier.fourier_basis(h, w, us, vs)
