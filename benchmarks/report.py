@@ -1,0 +1,150 @@
+"""Markdown from a benchmark-suite JSON (``benchmarks/run_all.py``), and the README's
+performance section regenerated from it (between ``<!-- perf:start -->`` and
+``<!-- perf:end -->``), so no figure in the README is typed by hand.
+
+    python -m benchmarks.report [RESULTS.json] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import common
+
+START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+
+
+def _f(v, fmt="{:.1f}"):
+    return "—" if v is None else fmt.format(v)
+
+
+def _one(results: dict, name: str) -> dict | None:
+    items = results.get(name) or []
+    return items[0] if items else None
+
+
+def markdown(record: dict) -> str:
+    hw = record["hardware"]
+    v = hw["versions"]
+    lines = [
+        f"Measured {record['time']} on **{hw['cpu']}** ({hw['cpu_cores']} cores), backend `{hw['backend']}`, "
+        f"{hw['device_count']} x `{hw['device_kind']}`; jax {v.get('jax')}, flax {v.get('flax')}"
+        f"{', torch ' + v['torch'] if v.get('torch') else ''}. Mode: {'quick (small sizes)' if record['quick'] else 'full'}."
+        " Medians over repeats; compile time reported apart from steady state.",
+        "",
+    ]
+    res = record["results"]
+    f = _one(res, "filters")
+    if f:
+        j = f["jaxhfc"]
+        lines += [
+            f"**Fourier filtering**, {f['n_images']:,} images of 32x32x3 at {f['n_radii']} radii (one jitted call per "
+            f"chunk of {f['chunk']:,}):",
+            "",
+            "| implementation | images/s | time for the split | vs jaxhfc |",
+            "|---|---|---|---|",
+            f"| jaxhfc (jit, one FFT for all radii) | {j['images_per_s']:,.0f} | {j['median_s']:.2f} s "
+            f"(first call {j['first_s']:.2f} s) | 1x |",
+            f"| numpy, per image (paper code style) | {f['numpy_loop']['images_per_s']:,.0f} | "
+            f"{f['numpy_loop']['extrapolated_split_s']:.1f} s (extrapolated) | {f['speedup_vs_numpy_loop']:.1f}x slower |",
+            f"| numpy, vectorised | {f['numpy_vectorised']['images_per_s']:,.0f} | "
+            f"{f['numpy_vectorised']['extrapolated_split_s']:.1f} s (extrapolated) | {f['speedup_vs_numpy_vectorised']:.1f}x slower |",
+            "",
+            f"Effective bandwidth {j['effective_GBps']:.2f} GB/s"
+            + (f" ({100 * j['fraction_of_peak_bandwidth']:.0f}% of the device's peak)." if j.get("fraction_of_peak_bandwidth") else "."),
+            "",
+        ]
+    ip = _one(res, "input_pipeline")
+    if ip:
+        cfg = ip["config"]
+        lines += [f"**Input pipeline** (on device: gather + crop/flip + normalise), {cfg['images']:,} images, batch "
+                  f"{cfg['global_batch']}, {cfg['devices']} device(s):", "", "| variant | images/s |", "|---|---|"]
+        lines += [f"| {k} | {r['images_per_s']:,.0f} |" for k, r in ip["results"].items()]
+        lines.append("")
+    tt = _one(res, "train_throughput")
+    if tt:
+        lines += [f"**Training step**, {tt['model']} (width {tt['width'] or 'default'}), all devices, synced = metrics "
+                  "fetched every step as in `fit`:", "",
+                  "| dtype | batch | img/s (pipelined) | img/s (synced) | compile s | GFLOP/img | MFU | 200 CIFAR epochs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in tt["jax"]:
+            if "skipped" in r:
+                continue
+            lines.append(f"| {r['dtype']} | {r['batch']} | {r['img_per_s_pipelined']:,.0f} | {r['img_per_s_sync']:,.0f} | "
+                         f"{r['compile_s']:.1f} | {_f(r['flops_per_image'] and r['flops_per_image'] / 1e9, '{:.2f}')} | "
+                         f"{_f(r.get('mfu') and 100 * r['mfu'], '{:.1f}%')} | {r['epochs200_min']:.0f} min |")
+        torch_rows = tt["torch"]
+        if isinstance(torch_rows, str):
+            lines += ["", f"PyTorch reference: {torch_rows}."]
+        else:
+            lines += ["", "| PyTorch reference | batch | img/s | jaxhfc / PyTorch |", "|---|---|---|---|"]
+            lines += [f"| {r.get('dtype')} | {r.get('batch')} | {_f(r.get('img_per_s'), '{:,.0f}')} | "
+                      f"{_f(r.get('jax_over_torch'), '{:.2f}x')} |" for r in torch_rows]
+        lines.append("")
+    at = _one(res, "attacks")
+    if at:
+        lines += ["**Attacks**:", "", "| model | PGD-10 img/s | PGD-20 on 10,000 images | clean step | Madry PGD-10 step | ratio |",
+                  "|---|---|---|---|---|---|"]
+        for r in at["results"]:
+            t = r["train"]
+            lines.append(f"| {r['model']} (width {r['width'] or 'default'}) | {r['pgd10']['images_per_s']:,.1f} | "
+                         f"{r['pgd20_eval']['scaled_to_10000_s']:.1f} s (from {r['pgd20_eval']['images']} images) | "
+                         f"{t['clean']['median_s'] * 1e3:.0f} ms | {t['adversarial']['median_s'] * 1e3:.0f} ms | "
+                         f"{t['adversarial_over_clean']:.1f}x |")
+        lines.append("")
+    sc = _one(res, "scaling")
+    if sc:
+        lines += [f"**Scaling**, {sc['model']} (width {sc['width'] or 'default'}), global batch {sc['batch']}"
+                  f"{' — fake CPU devices sharing the same cores: this shows the overhead of the multi-device path, not a speed-up' if sc['fake_devices'] else ''}:",
+                  "", "| devices | img/s | speed-up | efficiency |", "|---|---|---|---|"]
+        lines += [f"| {r['devices']} | {r['img_per_s']:,.0f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |" for r in sc["rows"]]
+        lines.append("")
+    hm = _one(res, "heatmap")
+    if hm:
+        o, lp = hm["jaxhfc"], hm["per_frequency_loop"]
+        lines += [f"**Fourier heat map**, {hm['n_frequencies']} frequencies x {hm['n_images']} images of "
+                  f"{hm['image_size'][0]}x{hm['image_size'][1]}: jaxhfc {o['median_s']:.2f} s vs a per-frequency loop "
+                  f"{lp['median_s']:.2f} s ({hm['speedup']:.1f}x), max map difference {hm['max_abs_map_difference']:.1e}.", ""]
+    if record.get("errors"):
+        lines += ["Benchmarks that failed: " + ", ".join(f"{k} ({v})" for k, v in record["errors"].items()), ""]
+    if hw["backend"] == "cpu":
+        lines += ["GPU figures: not yet measured (no accelerator was available to this run); "
+                  "`python -m benchmarks.run_all --update-readme` on a GPU host fills this section.", ""]
+    return "\n".join(lines)
+
+
+def latest(results_dir: Path | None = None) -> Path:
+    folder = Path(results_dir) if results_dir else common.RESULTS_DIR
+    files = sorted(p for p in folder.glob("*.json") if "suite" in json.loads(p.read_text()))
+    if not files:
+        raise FileNotFoundError(f"no suite results in {folder}: run python -m benchmarks.run_all first")
+    return max(files, key=lambda p: json.loads(p.read_text())["time"])
+
+
+def update_readme(json_path: Path, readme: Path | None = None) -> Path:
+    readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no {START} ... {END} section to fill")
+    record = json.loads(Path(json_path).read_text())
+    body = markdown(record) + f"\n(Generated by `benchmarks/report.py` from `benchmarks/results/{Path(json_path).name}`.)\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + body + END + tail)
+    return readme
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="?", help="suite JSON (default: the newest in benchmarks/results)")
+    p.add_argument("--readme", default=None)
+    args = p.parse_args(argv)
+    path = Path(args.results) if args.results else latest()
+    print(f"updated {update_readme(path, args.readme)} from {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

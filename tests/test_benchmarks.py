@@ -1,0 +1,46 @@
+"""A smoke run of the whole benchmark suite at tiny sizes (one repeat), so it cannot rot;
+the report renders every section from the JSON and fills the README's marked section.
+Speed is never asserted."""
+
+import json
+
+import pytest
+
+from benchmarks import report, run_all
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    path = run_all.run_suite(quick=True, tiny=True, out_dir=out)
+    return path, json.loads(path.read_text())
+
+
+def test_suite_runs_every_benchmark(suite):
+    path, record = suite
+    assert record["errors"] == {}
+    assert set(record["results"]) == {name for name, _, _ in run_all.SUITE}
+    f = record["results"]["filters"][0]
+    assert f["max_abs_error_vs_paper_loop"] < 1e-2  # the benchmarked filter is the paper's filter
+    sc = record["results"]["scaling"][0]
+    assert [r["devices"] for r in sc["rows"]] == [1, 8]
+    assert sc["rows"][0]["speedup"] == pytest.approx(1.0)
+    assert record["results"]["heatmap"][0]["max_abs_map_difference"] == 0.0  # batched == per-frequency loop
+    assert path.with_suffix(".md").exists()
+
+
+def test_report_and_readme_section(suite, tmp_path):
+    path, record = suite
+    md = report.markdown(record)
+    for heading in ("Fourier filtering", "Input pipeline", "Training step", "Attacks", "Scaling", "Fourier heat map"):
+        assert heading in md
+    assert "GPU figures: not yet measured" in md
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.START}\nold numbers\n{report.END}\noutro\n")
+    report.update_readme(path, readme)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert md.splitlines()[0] in text
+    with pytest.raises(ValueError, match="section"):
+        (tmp_path / "bad.md").write_text("no markers")
+        report.update_readme(path, tmp_path / "bad.md")
