@@ -92,3 +92,15 @@ def test_shared_models_and_rerun_trains_nothing(tiny_run):
     heuristics.run(again)
     assert again.trainings == 0
     assert json.loads((ctx.out / "table1" / "table.json").read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_results_notebook_reads_the_run(tiny_run, monkeypatch):
+    from notebook_runner import outputs_text, run_notebook
+
+    ctx, res = tiny_run
+    monkeypatch.setenv("JAXHFC_RESULTS", str(ctx.out))
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    text = outputs_text(run_notebook("02_quick_reproduction.ipynb"))
+    first = res["claims"]["table1"][0]
+    assert first.claim in text and first.evidence in text
+    assert "| trained on | r |" in text
