@@ -74,6 +74,41 @@ def write_readme(ctx, done: dict, timings: dict) -> Path:
     return R.write_text(ctx.out / "README.md", "\n".join(lines) + "\n")
 
 
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/batchnorm.png") -> Path:
+    """Fill the project README's results section from ``<out>/README.md`` (the claims table,
+    the run line and one figure), so the README shows only numbers this code produced."""
+    readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    if RESULTS_START not in text or RESULTS_END not in text:
+        raise ValueError(f"{readme} has no {RESULTS_START} ... {RESULTS_END} section to fill")
+    ours = (ctx.out / "README.md").read_text()
+    run_line = ours.split("\n")[2]
+    claims = ours.split("## Claims\n\n", 1)[1].split("\n\n", 1)[0]
+    timing = ours.split("## Time per artefact\n\n", 1)[1].split("\n\n", 1)[0]
+    rel = ctx.out.resolve().relative_to(readme.resolve().parent) if ctx.out.resolve().is_relative_to(
+        readme.resolve().parent) else ctx.out
+    total = sum(float(line.split("|")[2]) for line in timing.splitlines()[2:])
+    body = "\n".join([
+        run_line,
+        "",
+        f"All numbers below come from the **built-in synthetic dataset** at `{ctx.scale}` scale on that CPU, "
+        f"not from CIFAR-10 ({ctx.trainings} trainings, {total / 60:.0f} min in all). Every table and figure, with the "
+        f"paper's values beside ours: [{rel}/README.md]({rel}/README.md).",
+        "",
+        claims,
+        "",
+        f"![{figure}]({rel}/{figure})",
+        "",
+    ])
+    head, rest = text.split(RESULTS_START, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    readme.write_text(head + RESULTS_START + "\n" + body + RESULTS_END + tail)
+    return readme
+
+
 def run(ctx, only=None) -> dict:
     done: dict[str, list[Claim]] = {}
     timings: dict[str, float] = {}
@@ -95,8 +130,13 @@ def run(ctx, only=None) -> dict:
 def main(argv=None):
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=[a[0] for a in ARTEFACTS], help="run only these artefacts")
+    p.add_argument("--update-readme", action="store_true", help="fill the project README's results section")
     args = p.parse_args(argv)
-    return run(context_from_args(args), only=args.only)
+    ctx = context_from_args(args)
+    out = run(ctx, only=args.only)
+    if args.update_readme:
+        print(f"updated {update_readme(ctx)}")
+    return out
 
 
 if __name__ == "__main__":

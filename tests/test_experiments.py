@@ -104,3 +104,15 @@ def test_results_notebook_reads_the_run(tiny_run, monkeypatch):
     first = res["claims"]["table1"][0]
     assert first.claim in text and first.evidence in text
     assert "| trained on | r |" in text
+
+
+def test_update_readme_section(tiny_run, tmp_path):
+    ctx, res = tiny_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{reproduce_all.RESULTS_START}\nold\n{reproduce_all.RESULTS_END}\nbottom\n")
+    reproduce_all.update_readme(ctx, readme)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("top\n") and text.endswith("bottom\n")
+    assert "synthetic dataset" in text
+    claim = res["claims"]["table1"][0]
+    assert claim.claim in text
