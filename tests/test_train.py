@@ -105,7 +105,9 @@ def test_eight_device_step_equals_single_device_reference(n_devices):
     reg = lambda p: sum(jnp.sum(jnp.square(l)) for l in jax.tree_util.tree_leaves(p))  # noqa: E731
     kw = dict(label_smoothing=0.1, regularizer=reg, regularizer_weight=1e-3)
     ref_params, ref_bs, ref_losses = _reference(model, tx, x, y, idx_list, label_smoothing=0.1, reg=reg, reg_w=1e-3)
-    for n_dev in (8, 1):
+    # the reference is a plain single-device step on the full batch; the mapped 1-device
+    # step is compared with the 8-device one in test_augmentation_is_independent_of_device_count
+    for n_dev in (8,):
         state, metrics = _run_mapped(model, tx, n_dev, x, y, idx_list, **kw)
         assert int(state.step) == 3
         _assert_tree_close(state.params, ref_params)
@@ -135,14 +137,26 @@ def test_augmentation_is_independent_of_device_count():
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32)]
     s8, m8 = _run_mapped(model, tx, 8, x, y, idx_list, crop_pad=4, flip=True)
-    s2, m2 = _run_mapped(model, tx, 2, x, y, idx_list, crop_pad=4, flip=True)
-    s_plain, m_plain = _run_mapped(model, tx, 2, x, y, idx_list)
+    s2, m2 = _run_mapped(model, tx, 1, x, y, idx_list, crop_pad=4, flip=True)
+    s_plain, m_plain = _run_mapped(model, tx, 1, x, y, idx_list)
     _assert_tree_close(s8.params, s2.params)
     np.testing.assert_allclose(m8[0]["loss_sum"], m2[0]["loss_sum"], rtol=1e-5)
     assert not np.isclose(m8[0]["loss_sum"], m_plain[0]["loss_sum"], rtol=1e-4)  # augmentation did act
 
 
-def test_mixup_and_real_pgd_adversary_run():
+def test_mixup_step_runs_and_changes_loss():
+    model = models.get_model("small_cnn", width=4)
+    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
+    x, y = _batch_data(32)
+    idx_list = [np.arange(16, dtype=np.int32)]
+    ref_params, _, ref_losses = _reference(model, tx, x, y, idx_list)
+    _, mix = _run_mapped(model, tx, 8, x, y, idx_list, mixup_alpha=1.0)
+    assert np.isfinite(mix[0]["loss_sum"])
+    assert not np.isclose(mix[0]["loss_sum"], ref_losses[0])
+
+
+@pytest.mark.slow
+def test_real_pgd_adversary_raises_training_loss():
     cfg = train.TrainConfig(adv_eps=0.03, adv_steps=2, adv_step_size=0.01)
     model = models.get_model("small_cnn", width=4)
     tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
@@ -150,10 +164,8 @@ def test_mixup_and_real_pgd_adversary_run():
     idx_list = [np.arange(16, dtype=np.int32)]
     _, clean = _run_mapped(model, tx, 8, x, y, idx_list)
     _, adv = _run_mapped(model, tx, 8, x, y, idx_list, adversary=train._adversary(cfg))
-    _, mix = _run_mapped(model, tx, 8, x, y, idx_list, mixup_alpha=1.0)
-    assert np.isfinite(adv[0]["loss_sum"]) and np.isfinite(mix[0]["loss_sum"])
+    assert np.isfinite(adv[0]["loss_sum"])
     assert adv[0]["loss_sum"] > clean[0]["loss_sum"]  # PGD raises the loss of the same batch
-    assert not np.isclose(mix[0]["loss_sum"], clean[0]["loss_sum"])
 
 
 def test_kernel_penalty_maps_to_kernels_module():
