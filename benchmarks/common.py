@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxhfc.results import cpu_model
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Dense peak FLOP/s of known accelerators (vendor figures), for model FLOPs utilisation.
@@ -61,16 +63,6 @@ def time_call(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> di
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware() -> dict:
     """CPU model and cores, accelerator name and count, versions."""
     from importlib import metadata
@@ -80,7 +72,7 @@ def hardware() -> dict:
     devs = jax.devices()
     info = {
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "backend": jax.default_backend(),
         "device_kind": devs[0].device_kind,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
+    "cpu_model",
     "environment_info",
     "to_jsonable",
     "config_hash",
@@ -62,6 +63,18 @@ def _git_commit(path: str | os.PathLike | None = None) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment_info() -> dict:
     """Versions, devices, host and git commit: the provenance stored in every config.json."""
     from importlib import metadata
@@ -80,7 +93,7 @@ def environment_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "host": platform.node(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind if devices else None,
         "device_count": jax.device_count(),
