@@ -16,7 +16,6 @@ import jax
 import numpy as np
 
 from experiments.common import Claim, Context, main_for, save_figure, write_artefact
-from experiments.robustness import logits_of
 
 NAME = "fourier_heatmap"
 
@@ -34,7 +33,7 @@ def run(ctx: Context) -> dict:
     dist = fourier.distance_grid(h, w)
     maps, rows = {}, []
     for name, t in models.items():
-        m = analysis.fourier_heatmap(logits_of(t.model, t.state.variables()), x, y, jax.random.key(ctx.seed + 3),
+        m = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(ctx.seed + 3),
                                      eps=eps, mesh=ctx.mesh(), freq_chunk=ctx.pick(full=32, quick=16, tiny=64),
                                      batch_size=ctx.pick(full=200, quick=128, tiny=32))
         maps[name] = m

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 
 from experiments.common import Claim, Context, main_for, save_figure, write_artefact
-from experiments.robustness import attack_settings, eval_robust, logits_of
+from experiments.robustness import attack_settings, eval_robust
 
 NAME = "input_defence"
 RADII = (4, 8, 12, 16)
@@ -31,7 +31,7 @@ def run(ctx: Context) -> dict:
     key = jax.random.key(ctx.seed + 11)
     rows = []
     for mname, t in (("M_natural", natural), ("M_adversarial", adversarial)):
-        base = logits_of(t.model, t.state.variables())
+        base = t.logits_fn()
         for r in (None, *radii):
             fn = base if r is None else attacks.lowpass_defended(base, r)
             res = eval_robust(ctx, fn, x, y, eps=s["eps"], steps=s["pgd_steps"], batch_size=s["batch_size"], key=key)

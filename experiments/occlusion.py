@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.common import Context, main_for, save_figure, write_artefact
-from experiments.robustness import logits_of
 
 NAME = "occlusion"
 
@@ -27,7 +26,7 @@ def run(ctx: Context) -> dict:
     patch, stride = 8, 2
     maps, rows = {}, []
     for name, t in models.items():
-        m = analysis.occlusion_map(logits_of(t.model, t.state.variables()), x, y, patch=patch, stride=stride,
+        m = analysis.occlusion_map(t.logits_fn(), x, y, patch=patch, stride=stride,
                                    mesh=ctx.mesh(), batch_size=8)
         maps[name] = m
         np.save(ctx.artefact_dir(NAME) / f"occlusion_{name}.npy", m)

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from experiments.common import Claim, Context, main_for, save_figure, write_artefact
-from experiments.robustness import logits_of
 
 NAME = "perturbation_spectra"
 
@@ -29,7 +28,7 @@ def run(ctx: Context) -> dict:
     eps, steps = 0.03, ctx.pick(full=20, quick=10, tiny=2)
     spectra, shares, rows = {}, {}, []
     for name, t in models.items():
-        delta, success = analysis.pgd_perturbations(logits_of(t.model, t.state.variables()), x, y,
+        delta, success = analysis.pgd_perturbations(t.logits_fn(), x, y,
                                                     jax.random.key(ctx.seed + 5), eps=eps, step_size=2.5 * eps / steps,
                                                     steps=steps, mesh=ctx.mesh(), batch_size=ctx.pick(full=500, quick=128, tiny=32))
         spectra[name] = analysis.perturbation_spectrum(delta)

@@ -30,7 +30,7 @@ SHORT = {"low_right_high_wrong": "L+H-", "low_wrong_high_right": "L-H+", "both_r
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, data, fourier, plotting
+    from jaxhfc import analysis, fourier, plotting
 
     model = ctx.vanilla()
     cfg = model.config
@@ -38,9 +38,7 @@ def run(ctx: Context) -> dict:
     h, w = test.images.shape[1:3]
     corner = math.ceil(fourier.corner_radius(h, w) + 1e-9)
     radii = np.array(list(range(0, 17)) + [corner], np.float32)
-    from experiments.robustness import logits_of
-
-    preds = analysis.radius_predictions(logits_of(model.model, model.state.variables()), test.images, radii,
+    preds = analysis.radius_predictions(model.logits_fn(), test.images, radii,
                                         scaling=cfg.scaling, batch_size=ctx.pick(full=1000, quick=256, tiny=64),
                                         mesh=ctx.mesh())
     counts = analysis.prediction_counts(preds["pred_low"], preds["pred_high"], test.labels, pred_orig=preds["pred_orig"])

@@ -8,7 +8,6 @@ band-pass rings (annuli of width 2), for the vanilla and the BatchNorm model.
 from __future__ import annotations
 
 from experiments.common import Claim, Context, main_for, save_figure, write_artefact
-from experiments.robustness import logits_of
 
 NAME = "radius_curves"
 
@@ -22,7 +21,7 @@ def run(ctx: Context) -> dict:
     rows, curves, figs = [], {}, []
     crossings = {}
     for name, t in models.items():
-        fn = logits_of(t.model, t.state.variables())
+        fn = t.logits_fn()
         res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.scaling, mesh=ctx.mesh(),
                                           batch_size=ctx.pick(full=1000, quick=256, tiny=64))
         crossings[name] = res["crossing"]

@@ -19,8 +19,6 @@ removing kernel HFC and the smoothness penalty give only small gains.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 
@@ -30,24 +28,6 @@ NAME = "robustness"
 EPS = (0.03, 0.06, 0.09)
 RHOS = (0.125, 0.25, 0.5, 1.0)
 KERNEL_RADII = (1.2, 1.0)  # 3x3 kernels: 1.2 keeps the centre and its 4 neighbours, 1.0 only the mean
-
-
-@functools.lru_cache(maxsize=None)
-def _apply_eval(model):
-    def apply(variables, x):
-        return model.apply(variables, x, train=False)
-
-    return apply
-
-
-def logits_of(model, variables):
-    """``x -> logits`` in eval mode as a ``jax.tree_util.Partial`` (arrays stay arguments,
-    so one compiled attack serves every variant of the parameters)."""
-    return jax.tree_util.Partial(_apply_eval(model), variables)
-
-
-def variables_of(state) -> dict:
-    return state.variables()
 
 
 def attack_settings(ctx: Context) -> dict:
@@ -77,7 +57,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, chec
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import kernels, plotting
+    from jaxhfc import kernels, plotting, train
 
     s = attack_settings(ctx)
     natural, adversarial = ctx.vanilla(), ctx.adversarial()
@@ -89,14 +69,14 @@ def run(ctx: Context) -> dict:
     rhos = ctx.pick(full=RHOS, quick=RHOS, tiny=(1.0,))
     rows, smooth_rows = [], []
     for mname, t in (("M_natural", natural), ("M_adversarial", adversarial), ("M_penalty", penalty)):
-        variables = variables_of(t.state)
+        variables = t.state.variables()
         defences = [("none", variables["params"])]
         if mname != "M_penalty":
             defences += [(f"smooth rho={r:g}", kernels.smooth_params(variables["params"], r)) for r in rhos]
             defences += [(f"kernel low-pass r={r:g}", kernels.lowpass_params(variables["params"], r)) for r in KERNEL_RADII]
         for dname, params in defences:
             v = dict(variables, params=params)
-            res = eval_robust(ctx, logits_of(t.model, v), x, y, eps=s["eps"], steps=s["pgd_steps"],
+            res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"], steps=s["pgd_steps"],
                               batch_size=s["batch_size"], key=key, checks=dname == "none")
             warnings = res.pop("warnings", [])
             rows.append({"model": mname, "defence": dname, **res,

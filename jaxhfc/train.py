@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import math
 import os
 import pathlib
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,7 +42,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxhfc import models, parallel
+from jaxhfc import models, parallel, results
 from jaxhfc.parallel import DATA_AXIS
 
 __all__ = [
@@ -241,8 +238,7 @@ class TrainConfig:
 
     def config_hash(self) -> str:
         """Stable 16-hex-digit hash of the config (same fields, same hash, across runs)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return results.config_hash(self.to_dict(), length=16)
 
 
 # ----------------------------------------------------------------------------- state
@@ -626,10 +622,23 @@ def predict(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh,
     return pred, logits
 
 
+@functools.lru_cache(maxsize=64)
+def _eval_apply(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+    def apply(variables: Any, x: jax.Array) -> jax.Array:
+        return model.apply(variables, x, train=False)
+
+    return apply
+
+
 def logits_fn(state: TrainState | Mapping[str, Any], model: nn.Module) -> Callable[[jax.Array], jax.Array]:
-    """``x: (B, H, W, C) unit scale -> logits (B, num_classes)`` in eval mode (jittable)."""
+    """``x: (B, H, W, C) unit scale -> logits (B, num_classes)`` in eval mode (jittable).
+
+    Returns a ``jax.tree_util.Partial`` whose arguments are the variables: passed to a jitted
+    attack or analysis, the parameters stay program arguments (not constants), and one
+    compiled program serves every set of parameters of the same model (e.g. smoothed kernels).
+    """
     variables = state.variables() if isinstance(state, TrainState) else dict(state)
-    return lambda x: model.apply(variables, x, train=False)
+    return jax.tree_util.Partial(_eval_apply(model), variables)
 
 
 # ----------------------------------------------------------------------------- data
@@ -695,36 +704,17 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
 # ----------------------------------------------------------------------------- run folder
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _run_info(config: TrainConfig, mesh: Mesh, *, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
-    import orbax.checkpoint as ocp
+    from jaxhfc import results
 
     return {
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
         "num_classes": int(num_classes),
         "input_shape": [int(d) for d in input_shape],
-        "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                     "orbax-checkpoint": getattr(ocp, "__version__", "unknown"), "numpy": np.__version__},
         "devices": [str(d) for d in mesh.devices.reshape(-1)],
-        "device_kind": mesh.devices.reshape(-1)[0].device_kind,
-        "process_count": jax.process_count(),
-        "git_commit": _git_commit(),
+        **results.environment_info(),
     }
-
-
-def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = False) -> Any:
@@ -762,13 +752,11 @@ def _adversary(config: TrainConfig) -> Callable[..., jax.Array] | None:
         return None
     from jaxhfc import attacks
 
-    def adversary(lf: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
-        x_adv, _ = attacks.pgd(lf, x, y, key, eps=config.adv_eps, step_size=config.adv_step_size,
-                               steps=config.adv_steps, norm=config.adv_norm,
-                               random_start=config.adv_random_start)
-        return x_adv
-
-    return adversary
+    # XLA:CPU runs convolutions inside a while loop several times slower than unrolled
+    # (measured in benchmarks/attacks.py), so the PGD loop is unrolled on CPU only.
+    return attacks.madry_adversary(eps=config.adv_eps, step_size=config.adv_step_size, steps=config.adv_steps,
+                                   norm=config.adv_norm, random_start=config.adv_random_start,
+                                   unroll=jax.default_backend() == "cpu")
 
 
 def _regularizer(config: TrainConfig) -> Callable[[Any], jax.Array] | None:
@@ -853,7 +841,6 @@ def fit(
     run_dir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
     mesh = parallel.make_mesh(config.num_devices)
-    n_dev = mesh.devices.size
     parallel.local_batch_size(config.batch_size, mesh)  # validates divisibility
 
     prepared = prepare_data(config, datasets)
@@ -887,12 +874,12 @@ def fit(
                                  f"this config {config.config_hash()}; use the same config or a new folder")
         if resume and latest is not None:
             state = _restore(manager, latest, state)
-            history = [h for h in _read_jsonl(metrics_path) if h["step"] <= latest]
+            history = [h for h in results.read_jsonl(metrics_path) if h["step"] <= latest]
             logger.info("resumed %s from step %d", run_dir, latest)
         if is_main:
             if not (resume and (run_dir / "config.json").exists()):
                 info = _run_info(config, mesh, num_classes=num_classes, input_shape=x_train.shape[1:])
-                (run_dir / "config.json").write_text(json.dumps(info, indent=2))
+                results.write_json(run_dir / "config.json", info)
             metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
         start_step = int(parallel.to_host(state.step))
@@ -960,8 +947,7 @@ def fit(
                     record["loss"][name] = r["loss"]
                 history.append(record)
                 if is_main:
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    results.append_jsonl(metrics_path, record)
                 logger.info("epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s)", done, step_now,
                             record["train_loss"], record["train_accuracy"], record["accuracy"].get("test", float("nan")),
                             img_per_s)
