@@ -7,9 +7,12 @@ chunk of frequencies) instead of a Python loop over images, radii or frequencies
 :func:`jaxhfc.parallel.make_mesh`) the images of each chunk are sharded over the devices
 with ``jax.shard_map``; the last chunk is padded and masked, so each image counts exactly
 once, and results equal the unsharded ones. Results are fetched to the host after every
-chunk (which also keeps the number of in-flight collective steps small). Compiled sweeps
-are cached per ``logits_fn`` object, mesh and static settings, so repeated calls with the
-same ``logits_fn`` (e.g. one heat map per model, or a benchmark) compile once.
+chunk (which also keeps the number of in-flight collective steps small). The arrays of a
+``logits_fn`` (the bound arguments of a ``jax.tree_util.Partial``, e.g. the model variables
+of :func:`jaxhfc.train.logits_fn`) are arguments of the compiled sweeps, replicated over the
+mesh, never constants; sweeps are cached on the rest of ``logits_fn`` (its function and
+non-array leaves, :func:`jaxhfc.parallel.split_callable`), the mesh and static settings, so
+the same model with other parameters (e.g. smoothed kernels) reuses one compiled program.
 
 Conventions (see ``docs/architecture.md``):
 
@@ -51,7 +54,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxhfc import fourier
-from jaxhfc.parallel import DATA_AXIS
+from jaxhfc.parallel import DATA_AXIS, join_callable, split_callable
 
 __all__ = [
     "SCALINGS",
@@ -158,10 +161,31 @@ def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, pad], axis=0)
 
 
-#: Compiled sweeps are cached per (logits_fn, mesh, static settings): calling an analysis
-#: again with the same ``logits_fn`` object (and shapes) does not recompile. The cache holds
-#: references to the last few ``logits_fn`` (and so their parameters).
+#: Compiled sweeps are cached per (spec of logits_fn, mesh, static settings), where the spec
+#: (:func:`jaxhfc.parallel.split_callable`) is ``logits_fn`` without its arrays: calling an
+#: analysis again with a ``logits_fn`` of the same function and structure (any parameter
+#: values) and the same shapes does not recompile. The cache holds no parameters, only
+#: references to the functions (and any non-array leaves) of the last few ``logits_fn``.
 _CACHE_SIZE = 8
+
+
+def _compiled(builder: Callable, logits_fn: LogitsFn, mesh: Optional[Mesh], *static) -> tuple[Callable, list]:
+    """``builder(spec, mesh, *static)`` (cached when the spec is hashable) and the arrays of
+    ``logits_fn`` placed for it (replicated over ``mesh``), to pass as the first argument."""
+    arrays, spec = split_callable(logits_fn)
+    try:
+        hash(spec)
+    except TypeError:  # an unhashable non-array leaf: compile without the cache
+        fn = builder.__wrapped__(spec, mesh, *static)
+    else:
+        fn = builder(spec, mesh, *static)
+    if mesh is None:
+        placed = [jnp.asarray(a) for a in arrays]
+    else:
+        from jaxhfc import parallel
+
+        placed = parallel.global_from_full(mesh, arrays)
+    return fn, placed
 
 
 def _compile(body: Callable, mesh: Optional[Mesh], in_specs, out_specs) -> Callable:
@@ -290,14 +314,15 @@ def cell_indices(pred_low, pred_high, labels, cell: str = "low_wrong_high_right"
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _components_fn(logits_fn, make_components, n_extra: int, scaling: str, mesh: Optional[Mesh]) -> Callable:
-    def body(x, *ex):
+def _components_fn(spec, mesh: Optional[Mesh], make_components, n_extra: int, scaling: str) -> Callable:
+    def body(arrays, x, *ex):
+        logits_fn = join_callable(spec, arrays)
         comps = _scale_filtered(make_components(x, *ex), scaling)
         pred_orig = _argmax(logits_fn(x / 255.0))
         preds = jax.lax.map(lambda c: _argmax(logits_fn(c)), comps)  # (M, B): one radius at a time
         return preds, pred_orig
 
-    in_specs = (P(DATA_AXIS),) + (P(),) * n_extra
+    in_specs = (P(), P(DATA_AXIS)) + (P(),) * n_extra
     return _compile(body, mesh, in_specs, (P(None, DATA_AXIS), P(DATA_AXIS)))
 
 
@@ -317,14 +342,14 @@ def _component_predictions(
     Returns ``(preds (M, N) int32, pred_orig (N,) int32)``.
     """
 
-    fn = _components_fn(logits_fn, make_components, len(extra), scaling, mesh)
+    fn, arrays = _compiled(_components_fn, logits_fn, mesh, make_components, len(extra), scaling)
     n = images.shape[0]
     bs = _chunk_size(n, batch_size, mesh)
     extra_dev = tuple(_put(e, mesh, batch_axis=None) for e in extra)
     preds, origs = [], []
     for start in range(0, n, bs):
         chunk = _pad_rows(images[start:start + bs], bs)
-        p, o = _fetch(fn(_put(chunk, mesh, batch_axis=0), *extra_dev))  # blocks every chunk
+        p, o = _fetch(fn(arrays, _put(chunk, mesh, batch_axis=0), *extra_dev))  # blocks every chunk
         stop = min(bs, n - start)
         preds.append(np.asarray(p)[:, :stop])
         origs.append(np.asarray(o)[:stop])
@@ -686,8 +711,9 @@ def _perturb(basis: jax.Array, signs) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _heatmap_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
-    def body(xb, yb, idx, mask, freqs, basis_all, k):
+def _heatmap_fn(spec, mesh: Optional[Mesh]) -> Callable:
+    def body(arrays, xb, yb, idx, mask, freqs, basis_all, k):
+        logits_fn = join_callable(spec, arrays)
         signs = _heatmap_signs(k, freqs, idx, xb.shape[-1])
         pert = _perturb(jnp.take(basis_all, freqs, axis=0), signs)  # (F, B, H, W, C)
         xp = jnp.clip(xb[None] + pert, 0.0, 1.0)
@@ -697,7 +723,7 @@ def _heatmap_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
         return jax.lax.psum(errors, DATA_AXIS) if mesh is not None else errors
 
     spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (spec_b, spec_b, spec_b, spec_b, P(), P(), P()), P())
+    return _compile(body, mesh, (P(), spec_b, spec_b, spec_b, spec_b, P(), P(), P()), P())
 
 
 def _freq_basis(h: int, w: int, freqs: np.ndarray, eps: float) -> np.ndarray:
@@ -746,7 +772,7 @@ def fourier_heatmap(
         raise ValueError(f"freq_chunk must be >= 1, got {freq_chunk}")
     nf = h * w
     fc = min(int(freq_chunk), nf)
-    fn = _heatmap_fn(logits_fn, mesh)
+    fn, arrays = _compiled(_heatmap_fn, logits_fn, mesh)
     bs = _chunk_size(n, batch_size, mesh)
     errors = np.zeros((nf,), np.int64)
     key_dev = _put(key, mesh, batch_axis=None)
@@ -766,7 +792,7 @@ def fourier_heatmap(
         args = [_put(a, mesh, batch_axis=0) for a in (
             _pad_rows(x[start:stop], bs), _pad_rows(yv[start:stop], bs), np.where(mask, idx, 0), mask)]
         for f0, valid, freqs_dev in freq_chunks:
-            err = np.asarray(_fetch(fn(*args, freqs_dev, basis_dev, key_dev)))  # blocks every call
+            err = np.asarray(_fetch(fn(arrays, *args, freqs_dev, basis_dev, key_dev)))  # blocks every call
             errors[f0:f0 + valid] += err[:valid]
         logger.debug("heat map: %d / %d images", stop, n)
     return (errors / n).reshape(h, w)
@@ -846,17 +872,18 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _pgd_fn(logits_fn, mesh, eps, step_size, steps, norm, random_start) -> Callable:
+def _pgd_fn(spec, mesh, eps, step_size, steps, norm, random_start) -> Callable:
     from jaxhfc import attacks  # lazy: only this wrapper needs it
 
-    def body(xb, yb, idx, k):
+    def body(arrays, xb, yb, idx, k):
+        logits_fn = join_callable(spec, arrays)
         keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(idx)
         x_adv, success = attacks.pgd(logits_fn, xb, yb, keys, eps=eps, step_size=step_size, steps=steps,
                                      norm=norm, random_start=random_start)
         return x_adv - xb, success
 
     spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (spec_b, spec_b, spec_b, P()), (spec_b, spec_b))
+    return _compile(body, mesh, (P(), spec_b, spec_b, spec_b, P()), (spec_b, spec_b))
 
 
 def pgd_perturbations(
@@ -891,7 +918,8 @@ def pgd_perturbations(
     n = x.shape[0]
     yv = _check_labels(y, n, "y")
 
-    fn = _pgd_fn(logits_fn, mesh, float(eps), float(step_size), int(steps), norm, bool(random_start))
+    fn, arrays = _compiled(_pgd_fn, logits_fn, mesh, float(eps), float(step_size), int(steps), norm,
+                           bool(random_start))
     bs = _chunk_size(n, batch_size, mesh)
     key_dev = _put(key, mesh, batch_axis=None)
     deltas, succ = [], []
@@ -899,7 +927,7 @@ def pgd_perturbations(
         stop = min(n, start + bs)
         idx = np.arange(start, start + bs, dtype=np.int32)
         args = [_put(a, mesh, batch_axis=0) for a in (_pad_rows(x[start:stop], bs), _pad_rows(yv[start:stop], bs), idx)]
-        d, s = _fetch(fn(*args, key_dev))
+        d, s = _fetch(fn(arrays, *args, key_dev))
         deltas.append(np.asarray(d)[: stop - start])
         succ.append(np.asarray(s)[: stop - start])
     return np.concatenate(deltas), np.concatenate(succ)
@@ -931,8 +959,9 @@ def occlusion_positions(h: int, w: int, *, patch, stride) -> tuple[np.ndarray, n
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _occlusion_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
-    def body(xb, yb, m, fill):
+def _occlusion_fn(spec, mesh: Optional[Mesh]) -> Callable:
+    def body(arrays, xb, yb, m, fill):
+        logits_fn = join_callable(spec, arrays)
         npos = m.shape[0]
         occluded = xb[None] * (1.0 - m[:, None]) + fill * m[:, None]  # (P, B, H, W, C)
         logits = logits_fn(occluded.reshape((-1,) + xb.shape[1:])).reshape(npos, xb.shape[0], -1)
@@ -941,7 +970,7 @@ def _occlusion_fn(logits_fn, mesh: Optional[Mesh]) -> Callable:
         return jnp.moveaxis(true[..., 0], 0, 1)  # (B, P)
 
     spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (spec_b, spec_b, P(), P()), spec_b)
+    return _compile(body, mesh, (P(), spec_b, spec_b, P(), P()), spec_b)
 
 
 def occlusion_map(
@@ -981,7 +1010,7 @@ def occlusion_map(
         for b, c0 in enumerate(cols):
             masks[a, b, r0:r0 + ph, c0:c0 + pw] = 1.0
     masks = masks.reshape((-1, h, w, 1))
-    fn = _occlusion_fn(logits_fn, mesh)
+    fn, arrays = _compiled(_occlusion_fn, logits_fn, mesh)
     bs = _chunk_size(n, batch_size, mesh)
     masks_dev = _put(masks, mesh, batch_axis=None)
     fill_dev = _put(np.float32(fill), mesh, batch_axis=None)
@@ -989,5 +1018,5 @@ def occlusion_map(
     for start in range(0, n, bs):
         stop = min(n, start + bs)
         args = [_put(_pad_rows(a[start:stop], bs), mesh, batch_axis=0) for a in (x, yv)]
-        out.append(np.asarray(_fetch(fn(*args, masks_dev, fill_dev)))[: stop - start])
+        out.append(np.asarray(_fetch(fn(arrays, *args, masks_dev, fill_dev)))[: stop - start])
     return np.concatenate(out).reshape(n, rows.size, cols.size)

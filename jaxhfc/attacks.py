@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxhfc.parallel import join_callable, split_callable
+
 __all__ = [
     "PAPER_ADV_EPS",
     "PAPER_ADV_STEP_SIZE",
@@ -425,24 +427,9 @@ class RobustResult:
         }
 
 
-def _partition(fn):
-    """Split a (possibly pytree) callable into its array leaves and a static rebuild key."""
-    leaves, treedef = jax.tree_util.tree_flatten(fn)
-    is_arr = tuple(isinstance(l, (jax.Array, np.ndarray)) for l in leaves)
-    dyn = [l for l, a in zip(leaves, is_arr) if a]
-    static = tuple(None if a else l for l, a in zip(leaves, is_arr))
-    return dyn, (treedef, static, is_arr)
-
-
-def _rebuild(spec, dyn):
-    treedef, static, is_arr = spec
-    it = iter(dyn)
-    return treedef.unflatten([next(it) if a else s for a, s in zip(is_arr, static)])
-
-
 def _batch_eval(spec, attack_kw, checks, dyn, x, y, idx, key):
     """One batch: clean/adv/noise correctness, perturbation norms, zero-gradient flags."""
-    logits_fn = _rebuild(spec, dyn)
+    logits_fn = join_callable(spec, dyn)
     kw = dict(attack_kw)
     norm = kw["norm"]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
@@ -584,7 +571,7 @@ def robust_accuracy(
             raise ValueError(f"batch_size={batch_size} must be a multiple of the {ndev} "
                              "devices of the mesh")
 
-    dyn, spec = _partition(logits_fn)
+    dyn, spec = split_callable(logits_fn)
     cache_key = (spec, tuple(sorted(attack_kw.items())), bool(checks), mesh)
     try:
         fn = _compiled_eval(*cache_key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -34,6 +34,8 @@ __all__ = [
     "global_from_full",
     "to_host",
     "local_batch_size",
+    "split_callable",
+    "join_callable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,3 +244,55 @@ def to_host(x: Any) -> Any:
         return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
     return jax.tree_util.tree_map(fetch, x)
+
+
+def split_callable(fn: Callable) -> tuple[list, tuple]:
+    """Split a callable into its array leaves and a hashable static spec.
+
+    A compiled function that closes over ``fn`` bakes ``fn``'s arrays (e.g. a model's
+    parameters) into the program as constants and must be cached per ``fn`` object.
+    Instead, cache the compiled function on ``spec`` and pass ``arrays`` as (replicated)
+    arguments, rebuilding ``fn`` inside with :func:`join_callable`: callables that differ
+    only in their arrays (e.g. ``jax.tree_util.Partial(apply, params_a)`` and
+    ``Partial(apply, params_b)``) then share one compiled program.
+
+    ``fn`` is flattened as a pytree (``jax.tree_util.tree_flatten``): a plain function is
+    a single non-array leaf (no arrays), a ``Partial`` contributes its bound arguments.
+    Leaves that are ``jax.Array`` or ``np.ndarray`` are arrays; every other leaf (Python
+    numbers, functions, ...) stays in the spec and is a compile-time constant.
+
+    Args:
+        fn: A callable, possibly a pytree such as ``jax.tree_util.Partial``.
+
+    Returns:
+        ``(arrays, spec)``: the array leaves in flattening order (a list, possibly empty)
+        and ``spec = (treedef, static_leaves, is_array)``. ``spec`` is hashable when every
+        non-array leaf is (functions hash by identity), and two callables with the same
+        structure, the same non-array leaves and any array values have equal specs.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(fn)
+    is_array = tuple(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
+    arrays = [leaf for leaf, a in zip(leaves, is_array) if a]
+    static = tuple(None if a else leaf for leaf, a in zip(leaves, is_array))
+    return arrays, (treedef, static, is_array)
+
+
+def join_callable(spec: tuple, arrays: Sequence[Any]) -> Callable:
+    """Rebuild the callable split by :func:`split_callable` from its spec and arrays.
+
+    Args:
+        spec: The spec returned by :func:`split_callable`.
+        arrays: One array (or tracer) per array leaf, in the order of ``split_callable``.
+
+    Returns:
+        The callable with ``arrays`` in place of the original array leaves.
+
+    Raises:
+        ValueError: ``arrays`` does not have one entry per array leaf of ``spec``.
+    """
+    treedef, static, is_array = spec
+    arrays = list(arrays)
+    if len(arrays) != sum(is_array):
+        raise ValueError(f"spec has {sum(is_array)} array leaves, got {len(arrays)} arrays")
+    it = iter(arrays)
+    return treedef.unflatten([next(it) if a else s for a, s in zip(is_array, static)])

@@ -314,6 +314,61 @@ def test_heatmap_sharded_equals_unsharded(mesh):
     assert np.any(a != 4 / 11)  # while eps = 4 changes some predictions
 
 
+TRACES = []
+
+
+def linear_apply(params, x):
+    TRACES.append(x.shape)  # runs once per trace (Python side effect)
+    return x.reshape(x.shape[0], -1) @ params["w"] + params["b"]
+
+
+def test_partials_of_one_function_share_one_compiled_sweep(data, mesh):
+    """Two Partials of one function with other parameters: one cache entry, no retrace,
+    results of each parameter set (parameters are program arguments, not constants)."""
+    images, labels = data
+    rng = np.random.default_rng(30)
+    params = [{"w": rng.normal(size=(H * W * 3, 4)).astype(np.float32),
+               "b": rng.normal(size=(4,)).astype(np.float32)} for _ in range(2)]
+    radii = np.array([0.0, 2.0, 5.0])
+    analysis._components_fn.cache_clear()
+    TRACES.clear()
+    results, traces = [], []
+    for p in params:
+        fn = jax.tree_util.Partial(linear_apply, p)  # a new object each time
+        results.append(analysis.radius_predictions(fn, images, radii, scaling="unit", batch_size=8, mesh=mesh))
+        traces.append(len(TRACES))
+    info = analysis._components_fn.cache_info()
+    assert (info.currsize, info.misses, info.hits) == (1, 1, 1)
+    assert traces[0] > 0 and traces[1] == traces[0]  # the second parameter set is not retraced
+    for p, res in zip(params, results):
+        def np_logits(x):
+            return np.asarray(x, np.float64).reshape(len(x), -1) @ p["w"].astype(np.float64) + p["b"]
+
+        for k, r in enumerate(radii):
+            low = numpy_low_pass(images, r)
+            np.testing.assert_array_equal(res["pred_low"][k], np_logits(low / 255.0).argmax(-1))
+            np.testing.assert_array_equal(res["pred_high"][k], np_logits((images - low) / 255.0).argmax(-1))
+        np.testing.assert_array_equal(res["pred_orig"], np_logits(images / 255.0).argmax(-1))
+    assert np.any(results[0]["pred_low"] != results[1]["pred_low"])  # the parameters matter
+
+    # the other sweeps too: occlusion with both parameter sets, one compiled program
+    analysis._occlusion_fn.cache_clear()
+    x = rng.uniform(size=(5, H, W, 3)).astype(np.float32)
+    occ = [analysis.occlusion_map(jax.tree_util.Partial(linear_apply, p), x, labels[:5], patch=4, stride=4,
+                                  batch_size=8, mesh=mesh) for p in params]
+    assert analysis._occlusion_fn.cache_info().currsize == 1
+    for p, o in zip(params, occ):
+        ref = analysis.occlusion_map(lambda xx, p=p: xx.reshape(xx.shape[0], -1) @ p["w"] + p["b"], x,
+                                     labels[:5], patch=4, stride=4, batch_size=8)
+        np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-7)
+    assert np.abs(occ[0] - occ[1]).max() > 1e-3
+    # an unhashable non-array leaf: compiled without the cache, same result
+    odd = jax.tree_util.Partial(lambda tag, prm, xx: linear_apply(prm, xx), bytearray(b"x"), params[0])
+    np.testing.assert_allclose(analysis.occlusion_map(odd, x, labels[:5], patch=4, stride=4, batch_size=8),
+                               occ[0], rtol=1e-5, atol=1e-7)
+    assert analysis._occlusion_fn.cache_info().currsize == 3  # 1 + the two closures above; not cached
+
+
 # ----------------------------------------------------------------------------- spectra
 
 

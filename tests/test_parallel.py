@@ -175,3 +175,33 @@ def test_two_process_run_equals_single_process(tmp_path):
     np.testing.assert_allclose(float(got["loss"]), single_eval["loss"], rtol=1e-5)
     assert float(got["accuracy"]) == pytest.approx(single_eval["accuracy"])
     assert int(single_params[0]) == int(multi_params[0]) == 4  # TrainState.step: 4 steps taken
+
+
+def _affine(params, x, *, scale=1.0):
+    return scale * (x @ params["w"] + params["b"])
+
+
+def test_split_join_callable():
+    rng = np.random.default_rng(0)
+    pa = {"w": rng.normal(size=(3, 2)).astype(np.float32), "b": jax.numpy.ones(2)}
+    pb = {"w": rng.normal(size=(3, 2)).astype(np.float32), "b": jax.numpy.zeros(2)}
+    fa = jax.tree_util.Partial(_affine, pa, scale=2.0)
+    fb = jax.tree_util.Partial(_affine, pb, scale=2.0)
+    arrays_a, spec_a = parallel.split_callable(fa)
+    arrays_b, spec_b = parallel.split_callable(fb)
+    assert len(arrays_a) == 2 and spec_a == spec_b and hash(spec_a) == hash(spec_b)
+    assert {spec_a: 1}[spec_b] == 1  # usable as a cache key
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    ref = 2.0 * (x.astype(np.float64) @ pb["w"] + np.asarray(pb["b"]))
+    g = parallel.join_callable(spec_a, arrays_b)  # a's structure, b's arrays
+    np.testing.assert_allclose(np.asarray(g(x)), ref, rtol=1e-5)
+    # the joined callable works traced, with the arrays as jit arguments
+    out = jax.jit(lambda arr, xx: parallel.join_callable(spec_a, arr)(xx))(arrays_a, x)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(fa(x)), rtol=1e-6)
+    # another non-array leaf (scale) gives another spec
+    assert parallel.split_callable(jax.tree_util.Partial(_affine, pa, scale=3.0))[1] != spec_a
+    # a plain function: no arrays, itself in the spec
+    arrays, spec = parallel.split_callable(np.tanh)
+    assert arrays == [] and parallel.join_callable(spec, []) is np.tanh
+    with pytest.raises(ValueError, match="array leaves"):
+        parallel.join_callable(spec_a, arrays_a[:1])
