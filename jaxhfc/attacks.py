@@ -362,12 +362,9 @@ def lowpass_defended(
       A logits function of the same signature; a ``jax.tree_util.Partial`` so that the
       arrays inside ``logits_fn`` (if it is itself a ``Partial``) stay pytree leaves.
     """
-    try:
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise ValueError(f"radius must be a Python number, got {radius!r}") from None
-    if not np.isfinite(r) or r < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    from jaxhfc import fourier  # imported lazily, as in _lowpass_apply
+
+    r = fourier.check_radius(radius)
     fn = functools.partial(_lowpass_apply, radius=r, rescale=bool(rescale), clip=bool(clip))
     return jax.tree_util.Partial(fn, logits_fn)
 

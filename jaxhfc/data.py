@@ -59,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhfc import fourier
+
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
@@ -903,13 +905,7 @@ def _check_kind_radius(kind, radius) -> Optional[float]:
         raise ValueError(f"filter kind must be one of {_FILTER_KINDS}, got {kind!r}")
     if kind in ("none", None):
         return None
-    try:
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise ValueError(f"radius must be a number >= 0, got {radius!r}") from None
-    if not math.isfinite(r) or r < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
-    return r
+    return fourier.check_radius(radius)
 
 
 def filter_dataset(
@@ -938,7 +934,6 @@ def filter_dataset(
         return ds
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    from jaxhfc import fourier  # noqa: PLC0415 - keeps `import jaxhfc.data` light
 
     fn = fourier.low_pass if kind == "low" else fourier.high_pass
     n = len(ds)

@@ -39,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "PAPER_RADII",
+    "check_radius",
     "corner_radius",
     "distance_grid",
     "radius_mask",
@@ -106,7 +107,7 @@ def radius_mask(h: int, w: int, r: float) -> np.ndarray:
     Returns:
       ``(H, W)`` bool numpy array, ``True`` where the frequency is kept by the low pass.
     """
-    r = _static_radius(r)
+    r = check_radius(r)
     return distance_grid(h, w) < r
 
 
@@ -135,7 +136,8 @@ def _rfft_distance(h: int, w: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def _static_radius(r) -> float:
+def check_radius(r) -> float:
+    """``r`` as a Python float, or a ValueError naming what was expected (a finite number >= 0)."""
     try:
         value = float(r)
     except (TypeError, ValueError):
@@ -251,7 +253,7 @@ def low_pass(x, r: Radius) -> jax.Array:
     """
     x = _check_images(x)
     if _is_python_scalar(r) or (not isinstance(r, jax.core.Tracer) and np.ndim(r) == 0):
-        return _low_pass_static_jit(x, _static_radius(r))
+        return _low_pass_static_jit(x, check_radius(r))
     if r.ndim == 0:  # a traced scalar radius: a sweep of one
         return _low_pass_sweep_jit(x, jnp.reshape(r, (1,)).astype(jnp.float32))[0]
     return _low_pass_sweep_jit(x, _check_radius_array(r))

@@ -312,12 +312,9 @@ def lowpass_kernel(kernel, radius: float) -> jax.Array:
       Same shape and dtype as ``kernel``.
     """
     kernel = _check_kernel(kernel)
-    try:
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise ValueError(f"radius must be a Python number, got {radius!r}") from None
-    if not np.isfinite(r) or r < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    from jaxhfc import fourier
+
+    r = fourier.check_radius(radius)
     kh, kw = kernel.shape[:2]
     mask = _kernel_mask(kh, kw, r).reshape((kh, kw) + (1,) * (kernel.ndim - 2))
     spec = jnp.fft.fftshift(jnp.fft.fft2(kernel.astype(jnp.float32), axes=(0, 1)), axes=(0, 1))
