@@ -25,11 +25,16 @@ def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
     radii = ctx.pick(full=RADII, quick=RADII, tiny=(4,))
-    epochs = ctx.pick(full=100, quick=8, tiny=2)
-    common = dict(eval_train=True, eval_radii=radii, eval_train_subset=ctx.pick(full=10000, quick=512, tiny=128))
-    natural = ctx.train("natural", ctx.config(epochs=epochs, **common))
-    shuffle_cfg = ctx.config(epochs=ctx.pick(full=300, quick=3 * epochs, tiny=2), shuffle_labels=1.0,
-                             num_train=ctx.pick(full=None, quick=1024, tiny=None), **common)
+    epochs = ctx.pick(full=100, quick=25, tiny=2)
+    # Both models see the same training images. At quick scale that is 512 images, so that
+    # the shuffled-label model can fit its labels within minutes on a CPU (3x the epochs, as
+    # in the paper: 100 vs 300).
+    sizes = ctx.pick(full={}, quick=dict(num_train=512, num_test=500, batch_size=64), tiny={})
+    common = dict(eval_train=True, eval_radii=radii, eval_train_subset=ctx.pick(full=10000, quick=512, tiny=128),
+                  **sizes)
+    natural = ctx.train("natural", ctx.config(epochs=epochs, eval_every=1, **common))
+    shuffle_cfg = ctx.config(epochs=3 * epochs if ctx.scale != "tiny" else epochs, shuffle_labels=1.0,
+                             eval_every=ctx.pick(full=1, quick=3, tiny=1), **common)
     shuffle = ctx.train("shuffle", shuffle_cfg)
     keys = ["train"] + [f"train_low_{r}" for r in radii] + ["test"]
     rows = []
@@ -38,7 +43,7 @@ def run(ctx: Context) -> dict:
             ours = final(t, k)
             ref = REFERENCE[name].get(k)
             first = curve(t.history, k)[1][:1]
-            rows.append({"model": f"M_{name}", "evaluated on": k, "after epoch 1": first[0] if first else None,
+            rows.append({"model": f"M_{name}", "evaluated on": k, "first eval": first[0] if first else None,
                          "last epoch (poster)": ref, "last epoch (ours)": ours,
                          "difference": None if ref is None or ours is None else ours - ref})
     figs = []
@@ -49,11 +54,18 @@ def run(ctx: Context) -> dict:
         figs.append(save_figure(fig, ctx.artefact_dir(NAME) / f"{name}.png"))
     low4 = f"train_low_{radii[0]}"
     nat4, shu4 = curve(natural.history, low4)[1], curve(shuffle.history, low4)[1]
-    claims = [
-        Claim(NAME, f"M_natural learns LFC (r={radii[0]}) of its training data far better than M_shuffle",
-              (max(nat4) > max(shu4) + 0.05) if nat4 and shu4 else None,
-              f"best {low4} accuracy: natural {max(nat4):.3f}, shuffle {max(shu4):.3f} (chance 0.1)"),
-    ]
+    fitted = final(shuffle, "train") or 0.0
+    if fitted < 0.5:
+        # The claim compares what each model learned while fitting its labels; a shuffled-label
+        # model that has not fitted them (too few epochs at this scale) says nothing about it.
+        holds = None
+        evidence = (f"M_shuffle did not fit its shuffled labels at this scale (train acc {fitted:.3f} after "
+                    f"{shuffle.config.epochs} epochs); best {low4}: natural {max(nat4):.3f}, shuffle {max(shu4):.3f}")
+    else:
+        holds = max(nat4) > max(shu4) + 0.05
+        evidence = f"best {low4} accuracy: natural {max(nat4):.3f}, shuffle {max(shu4):.3f} (chance 0.1)"
+    claims = [Claim(NAME, f"M_natural learns LFC (r={radii[0]}) of its training data far better than M_shuffle",
+                    holds, evidence)]
     write_artefact(ctx, NAME, title="Fig. 3: label shuffling, accuracy on training data and its LFC copies", rows=rows,
                    claims=claims, models={"natural": natural, "shuffle": shuffle}, figures=figs,
                    settings={"radii": list(radii)},
