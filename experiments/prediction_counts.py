@@ -61,7 +61,9 @@ def run(ctx: Context) -> dict:
 
     folder = ctx.artefact_dir(NAME)
     figs = []
-    curves = {SHORT[c]: (radii.tolist(), (counts[c] / n).tolist()) for c in CELLS}
+    long = {"low_right_high_wrong": "LFC right, HFC wrong", "low_wrong_high_right": "LFC wrong, HFC right",
+            "both_right": "both right", "both_wrong": "both wrong"}
+    curves = {long[c]: (radii.tolist(), (counts[c] / n).tolist()) for c in CELLS}
     fig = plotting.curves_figure(curves, title=f"prediction counts vs radius (n={n})", xlabel="radius r",
                                  ylabel="fraction of test images")
     figs.append(save_figure(fig, folder / "counts.png"))
