@@ -307,9 +307,22 @@ def context_from_args(args) -> Context:
                    seed=args.seed, progress=not args.no_progress)
 
 
+def run_cli(fn: Callable[[], Any]) -> Any:
+    """Run a driver; a missing or corrupt dataset is one clear line and exit status 2."""
+    import sys
+
+    from jaxhfc import data
+
+    try:
+        return fn()
+    except (data.DatasetNotFoundError, data.CorruptDatasetError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main_for(run: Callable[[Context], Any], description: str, argv=None) -> Any:
     args = parser(description).parse_args(argv)
     ctx = context_from_args(args)
-    out = run(ctx)
+    out = run_cli(lambda: run(ctx))
     print(f"wrote {ctx.out}")
     return out

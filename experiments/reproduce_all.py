@@ -16,7 +16,7 @@ import importlib
 import time
 from pathlib import Path
 
-from experiments.common import Claim, context_from_args, parser
+from experiments.common import Claim, context_from_args, parser, run_cli
 from jaxhfc import results as R
 
 #: (module, title, beyond the paper?)
@@ -133,7 +133,7 @@ def main(argv=None):
     p.add_argument("--update-readme", action="store_true", help="fill the project README's results section")
     args = p.parse_args(argv)
     ctx = context_from_args(args)
-    out = run(ctx, only=args.only)
+    out = run_cli(lambda: run(ctx, only=args.only))
     if args.update_readme:
         print(f"updated {update_readme(ctx)}")
     return out

@@ -118,3 +118,13 @@ def test_update_readme_section(tiny_run, tmp_path):
     assert "synthetic dataset" in text
     claim = res["claims"]["table1"][0]
     assert claim.claim in text
+
+
+def test_missing_cifar10_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce_all.main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--tiny",
+                            "--out", str(tmp_path / "res"), "--only", "table1", "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-python.tar.gz" in err and "jaxhfc[tf]" in err
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
