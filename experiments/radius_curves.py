@@ -43,7 +43,7 @@ def run(ctx: Context) -> dict:
     figs.append(save_figure(fig, ctx.artefact_dir(NAME) / "accuracy_vs_radius.png"))
     claims = [Claim(NAME, "the BatchNorm model keeps more accuracy on HFC images (its curves cross at a larger radius)",
                     None if None in crossings.values() else crossings["batchnorm"] > crossings["vanilla"],
-                    f"crossing radius: vanilla {crossings['vanilla']}, batchnorm {crossings['batchnorm']}")]
+                    "crossing radius: " + ", ".join(f"{k} {'none' if v is None else f'{v:.2f}'}" for k, v in crossings.items()))]
     write_artefact(ctx, NAME, title="Beyond the paper: accuracy vs radius and band-pass rings", rows=rows,
                    columns=["model", "r", "LFC acc", "HFC acc", "ring", "ring acc"], claims=claims, models=models,
                    figures=figs, settings={"ring_width": 2.0})

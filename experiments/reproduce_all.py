@@ -60,7 +60,13 @@ def write_readme(ctx, done: dict, timings: dict) -> Path:
     for name, claims in done.items():
         for c in claims:
             lines.append(f"| {name} | {c.claim} | **{c.mark()}** | {c.evidence} |")
-    lines += ["", "## Time per artefact", "", "| artefact | seconds |", "|---|---|"]
+    runs = [R.read_json(d) for d in sorted((ctx.out / "runs").glob("*/done.json"))]
+    train_s = sum(r.get("seconds", 0.0) for r in runs)
+    lines += ["", "## Time", "",
+              f"{len(runs)} trained models in `runs/`, {train_s / 60:.1f} min of training in all (from each run's "
+              f"done.json); this invocation trained {ctx.trainings} of them. Wall time of each artefact in this "
+              "invocation, including the trainings it ran:", "",
+              "| artefact | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines.append("")
     for module, title, beyond in ARTEFACTS:
@@ -87,15 +93,14 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     ours = (ctx.out / "README.md").read_text()
     run_line = ours.split("\n")[2]
     claims = ours.split("## Claims\n\n", 1)[1].split("\n\n", 1)[0]
-    timing = ours.split("## Time per artefact\n\n", 1)[1].split("\n\n", 1)[0]
+    time_note = ours.split("## Time\n\n", 1)[1].split("\n\n", 1)[0]
     rel = ctx.out.resolve().relative_to(readme.resolve().parent) if ctx.out.resolve().is_relative_to(
         readme.resolve().parent) else ctx.out
-    total = sum(float(line.split("|")[2]) for line in timing.splitlines()[2:])
     body = "\n".join([
         run_line,
         "",
         f"All numbers below come from the **built-in synthetic dataset** at `{ctx.scale}` scale on that CPU, "
-        f"not from CIFAR-10 ({ctx.trainings} trainings, {total / 60:.0f} min in all). Every table and figure, with the "
+        f"not from CIFAR-10. {time_note.split(';')[0]}. Every table and figure, with the "
         f"paper's values beside ours: [{rel}/README.md]({rel}/README.md).",
         "",
         claims,
