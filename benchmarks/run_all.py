@@ -35,6 +35,7 @@ from benchmarks import common, report  # noqa: E402
 SUITE = (
     ("filters", ["--images", "50000", "--ref-images", "200"], []),
     ("input_pipeline", [], []),
+    # all devices: on this 2-core CPU host, 8 fake devices ran the step 2.5x faster than 1 device
     ("train_throughput", ["--width", "64", "--batch-sizes", "64", "--steps", "3"], []),
     ("attacks", [], []),
     ("scaling", [], []),

@@ -34,7 +34,7 @@ ARTEFACTS = (
 )
 
 
-def write_readme(ctx, done: dict, timings: dict) -> Path:
+def write_readme(ctx, timings: dict) -> Path:
     """``<out>/README.md`` from each artefact's table.md and table.json."""
     env = R.environment_info()
     lines = [
@@ -57,8 +57,10 @@ def write_readme(ctx, done: dict, timings: dict) -> Path:
         lines += [f"Scale `{ctx.scale}`: a small CNN, a few thousand images and a few epochs instead of the paper's "
                   "ResNet and 100 epochs; see each artefact's config.json for the exact settings.", ""]
     lines += ["## Claims", "", "| artefact | paper's claim | in our run | evidence |", "|---|---|---|---|"]
-    for name, claims in done.items():
-        for c in claims:
+    present = [m for m, _, _ in ARTEFACTS if (ctx.out / m / "table.json").exists()]
+    for name in present:  # every artefact on disk, also those an --only run did not redo
+        for c in R.read_json(ctx.out / name / "table.json")["claims"]:
+            c = Claim(**c)
             lines.append(f"| {name} | {c.claim} | **{c.mark()}** | {c.evidence} |")
     runs = [R.read_json(d) for d in sorted((ctx.out / "runs").glob("*/done.json"))]
     train_s = sum(r.get("seconds", 0.0) for r in runs)
@@ -70,7 +72,7 @@ def write_readme(ctx, done: dict, timings: dict) -> Path:
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines.append("")
     for module, title, beyond in ARTEFACTS:
-        if module not in done:
+        if module not in present:
             continue
         md = (ctx.out / module / "table.md").read_text()
         body = md.split("\n", 1)[1] if md.startswith("# ") else md
@@ -127,7 +129,7 @@ def run(ctx, only=None) -> dict:
         timings[module] = time.perf_counter() - t0
         for c in done[module]:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
-    path = write_readme(ctx, done, timings)
+    path = write_readme(ctx, timings)
     print(f"wrote {path} ({ctx.trainings} trainings run, {sum(timings.values()):.0f} s)")
     return {"claims": done, "timings": timings, "readme": path}
 
