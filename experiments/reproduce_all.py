@@ -66,8 +66,8 @@ def write_readme(ctx, timings: dict) -> Path:
     train_s = sum(r.get("seconds", 0.0) for r in runs)
     lines += ["", "## Time", "",
               f"{len(runs)} trained models in `runs/`, {train_s / 60:.1f} min of training in all (from each run's "
-              f"done.json); this invocation trained {ctx.trainings} of them. Wall time of each artefact in this "
-              "invocation, including the trainings it ran:", "",
+              f"done.json); this invocation trained {ctx.trainings} of them. Wall time of each artefact when it "
+              "last ran (timings.json), including any trainings it ran then:", "",
               "| artefact | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines.append("")
@@ -129,7 +129,11 @@ def run(ctx, only=None) -> dict:
         timings[module] = time.perf_counter() - t0
         for c in done[module]:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
-    path = write_readme(ctx, timings)
+    # wall times per artefact, kept across invocations (an --only run updates its artefacts)
+    times_path = ctx.out / "timings.json"
+    merged = {**(R.read_json(times_path) if times_path.exists() else {}), **timings}
+    R.write_json(times_path, merged)
+    path = write_readme(ctx, merged)
     print(f"wrote {path} ({ctx.trainings} trainings run, {sum(timings.values()):.0f} s)")
     return {"claims": done, "timings": timings, "readme": path}
 
