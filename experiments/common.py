@@ -143,16 +143,11 @@ class Context:
 
     def datasets(self, config):
         """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
-        from jaxhfc import data
+        from jaxhfc import train
 
         key = (config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train, config.num_test)
         if key not in self._datasets:
-            common = dict(data_dir=config.data_dir, source=config.data_source, seed=config.data_seed,
-                          num_train=config.num_train, num_test=config.num_test)
-            self._datasets[key] = (
-                data.load_dataset(config.dataset, split="train", **common),
-                data.load_dataset(config.dataset, split="test", **common),
-            )
+            self._datasets[key] = train.load_splits(config)
         return self._datasets[key]
 
     def run_dir(self, name: str, config) -> Path:

@@ -93,6 +93,12 @@ def _normalize_input(x: jax.Array) -> jax.Array:
     return (x - mean) / std
 
 
+def _prepare_input(x: jax.Array, normalize: bool) -> jax.Array:
+    """Check the model input and apply the optional CIFAR-10 mean/std normalisation."""
+    _check_input(x)
+    return _normalize_input(x) if normalize else x
+
+
 def _make_norm(norm: str, train: bool, dtype: Any, axis_name: str | None) -> Callable[..., Any]:
     """Return a constructor ``f(name=...) -> layer`` for the chosen normalisation."""
     if norm == "batch":
@@ -174,9 +180,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
-        _check_input(x)
-        if self.normalize:
-            x = _normalize_input(x)
+        x = _prepare_input(x, self.normalize)
         norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
         x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
                     kernel_init=self.kernel_init, name=FIRST_CONV)(x)
@@ -256,9 +260,7 @@ class PaperResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
-        _check_input(x)
-        if self.normalize:
-            x = _normalize_input(x)
+        x = _prepare_input(x, self.normalize)
         norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
         x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
                     kernel_init=self.kernel_init, name=FIRST_CONV)(x)
@@ -292,9 +294,7 @@ class SmallCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
-        _check_input(x)
-        if self.normalize:
-            x = _normalize_input(x)
+        x = _prepare_input(x, self.normalize)
         norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
         conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=False,
                                  dtype=self.dtype, kernel_init=self.kernel_init)

@@ -58,6 +58,7 @@ __all__ = [
     "evaluate",
     "predict",
     "logits_fn",
+    "load_splits",
     "prepare_data",
     "fit",
     "load_run",
@@ -644,7 +645,8 @@ def logits_fn(state: TrainState | Mapping[str, Any], model: nn.Module) -> Callab
 # ----------------------------------------------------------------------------- data
 
 
-def _load_splits(config: TrainConfig) -> tuple[Any, Any]:
+def load_splits(config: TrainConfig) -> tuple[Any, Any]:
+    """``(train, test)`` :class:`jaxhfc.data.Dataset` of a config (dataset, data dir, source, sizes, seed)."""
     from jaxhfc import data
 
     common = dict(data_dir=config.data_dir, source=config.data_source, seed=config.data_seed,
@@ -671,7 +673,7 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
     """
     from jaxhfc import data
 
-    train, test = datasets if datasets is not None else _load_splits(config)
+    train, test = datasets if datasets is not None else load_splits(config)
     if config.train_subset is not None:
         train = data.balanced_subset(train, config.train_subset, seed=config.data_seed)
     if config.shuffle_labels > 0:
