@@ -106,22 +106,13 @@ class Context:
         augmentation, no BatchNorm, paper input scaling). Quick and tiny shrink the data,
         model and epochs but keep every other setting.
         """
+        from experiments import recipes
         from jaxhfc import train
 
-        base = train.TrainConfig(
-            model=self.model, norm="none", dataset=self.dataset, data_dir=self.data_dir, seed=self.seed
-        )
-        if self.quick:
-            # 4096 training images, 10 epochs of a width-16 CNN: ~1 minute a model on 2 CPU
-            # cores, enough for the BatchNorm model to reach ~100% and pick up the HFC signal.
-            base = dataclasses.replace(base.quick(), dataset=self.dataset, norm="none", epochs=10,
-                                       num_train=4096, num_test=1000, eval_batch_size=1000, eval_every=2,
-                                       eval_radii=(4, 8, 12, 16), checkpoint_every=5)
-        if self.scale == "tiny":
-            base = dataclasses.replace(
-                base, num_train=256, num_test=192, width=8, epochs=2, batch_size=64, eval_batch_size=192,
-                eval_every=1, eval_radii=(4,), eval_train_subset=128, checkpoint_every=1,
-            )
+        fields = dict(recipes.BASE[self.scale], dataset=self.dataset, data_dir=self.data_dir, seed=self.seed)
+        if self.scale == "full":
+            fields["model"] = self.model
+        base = train.TrainConfig(**fields)
         return dataclasses.replace(base, **overrides)
 
     def pick(self, *, full, quick, tiny=None):
@@ -184,9 +175,9 @@ class Context:
     def adversarial(self) -> Trained:
         """M_adversarial: Madry PGD training with the paper's settings (Linf eps 0.03, 10
         steps of 0.003, no random start, crop + flip)."""
-        cfg = self.config(adv_eps=0.03, adv_steps=self.pick(full=10, quick=5, tiny=2),
-                          adv_step_size=self.pick(full=0.003, quick=0.008, tiny=0.015),
-                          adv_random_start=False, augment_crop=True, augment_flip=True)
+        from experiments import recipes
+
+        cfg = self.config(**recipes.ADVERSARIAL[self.scale])
         return self.train("adversarial", cfg)
 
     def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None):
