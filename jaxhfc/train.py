@@ -59,6 +59,8 @@ __all__ = [
     "predict",
     "logits_fn",
     "load_splits",
+    "load_validation",
+    "holdout_split",
     "prepare_data",
     "fit",
     "load_run",
@@ -97,6 +99,9 @@ class TrainConfig:
         num_train: Number of training examples to load (synthetic size / prefix), None: all.
         num_test: Number of test examples to load, None: all.
         train_subset: Balanced subset of the training set of this size (None: all).
+        num_val: Size of a class-balanced validation split held out from the loaded training
+            split (never trained on; :func:`load_validation`); 0: none. Selections (radius,
+            rho, epoch) are made on it, never on the test set.
         shuffle_labels: Fraction of training labels shuffled once (paper Fig. 3: 1.0).
         train_filter: Train on ``"none"``, ``"low"`` (LFC) or ``"high"`` (HFC) images.
         train_radius: Radius of the training filter.
@@ -141,6 +146,7 @@ class TrainConfig:
     num_train: int | None = None
     num_test: int | None = None
     train_subset: int | None = None
+    num_val: int = 0
     shuffle_labels: float = 0.0
     train_filter: str = "none"
     train_radius: float = 8.0
@@ -646,13 +652,49 @@ def logits_fn(state: TrainState | Mapping[str, Any], model: nn.Module) -> Callab
 
 
 def load_splits(config: TrainConfig) -> tuple[Any, Any]:
-    """``(train, test)`` :class:`jaxhfc.data.Dataset` of a config (dataset, data dir, source, sizes, seed)."""
+    """``(train, test)`` :class:`jaxhfc.data.Dataset` of a config (dataset, data dir, source, sizes, seed).
+
+    With ``config.num_val > 0`` the returned training split excludes the validation examples
+    (see :func:`load_validation`)."""
     from jaxhfc import data
 
     common = dict(data_dir=config.data_dir, source=config.data_source, seed=config.data_seed,
                   num_train=config.num_train, num_test=config.num_test)
-    return (data.load_dataset(config.dataset, split="train", **common),
-            data.load_dataset(config.dataset, split="test", **common))
+    train = data.load_dataset(config.dataset, split="train", **common)
+    if config.num_val:
+        train, _ = holdout_split(train, config.num_val, seed=config.data_seed)
+    return train, data.load_dataset(config.dataset, split="test", **common)
+
+
+def holdout_split(ds: Any, n: int, *, seed: int) -> tuple[Any, Any]:
+    """``(rest, held_out)``: a class-balanced random ``n`` examples held out of ``ds``
+    (numpy ``default_rng(seed + 7919)``), both in their original order; disjoint, and together
+    exactly ``ds``."""
+    from jaxhfc import data
+
+    if not isinstance(n, (int, np.integer)) or not 1 <= n < len(ds):
+        raise ValueError(f"validation size must be an int in [1, {len(ds) - 1}], got {n!r}")
+    held = data.balanced_subset(ds.replace(images=np.arange(len(ds))[:, None, None, None].astype(np.float32)),
+                                int(n), seed=seed + 7919)
+    idx = np.asarray(held.images[:, 0, 0, 0], np.int64)
+    keep = np.ones(len(ds), bool)
+    keep[idx] = False
+    return (ds.replace(images=ds.images[keep], labels=ds.labels[keep]),
+            ds.replace(images=ds.images[idx], labels=ds.labels[idx]))
+
+
+def load_validation(config: TrainConfig, train_full: Any | None = None) -> Any:
+    """The validation split of a config: ``num_val`` class-balanced examples held out from the
+    loaded training split (``train_full``: that split, to skip loading). Raises ValueError
+    when ``num_val`` is 0."""
+    from jaxhfc import data
+
+    if not config.num_val:
+        raise ValueError("this config holds out no validation split (num_val=0)")
+    if train_full is None:
+        train_full = data.load_dataset(config.dataset, split="train", data_dir=config.data_dir,
+                                       source=config.data_source, seed=config.data_seed, num_train=config.num_train)
+    return holdout_split(train_full, config.num_val, seed=config.data_seed)[1]
 
 
 def _radius_name(r: float) -> str:
