@@ -88,6 +88,8 @@ class TrainConfig:
         model: ``"resnet18"``, ``"paper_resnet"`` or ``"small_cnn"``.
         width: Base width (None: the model's default).
         norm: ``"batch"``, ``"none"`` or None (the model's default).
+        bn_eval: BatchNorm statistics at test time: ``"running"`` (running averages) or
+            ``"batch"`` (the current batch's, epsilon 1e-3, as the paper's code); see ``models``.
         dropout: Dropout rate before the final Dense.
         dtype: Compute dtype name (``"float32"`` or ``"bfloat16"``); params are float32.
         normalize: CIFAR-10 mean/std normalisation inside the model.
@@ -136,6 +138,7 @@ class TrainConfig:
     model: str = "resnet18"
     width: int | None = None
     norm: str | None = None
+    bn_eval: str = "running"
     dropout: float = 0.0
     dtype: str = "float32"
     normalize: bool = False
@@ -341,7 +344,8 @@ def make_optimizer(
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The model a config describes."""
     return models.get_model(config.model, num_classes=num_classes, width=config.width, norm=config.norm,
-                            dropout=config.dropout, dtype=config.dtype, normalize=config.normalize)
+                            dropout=config.dropout, dtype=config.dtype, normalize=config.normalize,
+                            bn_eval=config.bn_eval)
 
 
 def create_train_state(
