@@ -22,6 +22,14 @@ Conventions shared by every model here:
 - ``norm="batch"``: BatchNorm with momentum 0.9, epsilon 1e-5, scale 1 and bias 0 at init;
   ``axis_name`` (``"data"`` inside the mapped training step) makes the batch statistics
   synchronised over devices. ``norm="none"`` removes every normalisation layer.
+- ``bn_eval`` chooses the statistics BatchNorm uses at test time (``train=False``):
+  ``"running"`` (default): the running averages collected in training (the usual BatchNorm);
+  ``"batch"``: the paper code's BatchNorm (``tf.nn.moments`` over N, H, W), which normalises
+  with the *current batch's* mean and variance in training and at test time alike, keeps no
+  running averages (no ``batch_stats`` collection), uses epsilon 1e-3, and has no
+  normalisation right before the head (``paper_resnet`` drops its ``norm_final``). At test
+  time the statistics are those of the batch given to ``apply`` (per device when sharded),
+  so a prediction depends on the other images of its batch, as in the paper's code.
 - ``dropout`` > 0 applies dropout to the pooled features right before the final ``Dense``
   (the paper puts dropout on the fully connected layers).
 - ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the
@@ -40,7 +48,9 @@ import jax.numpy as jnp
 __all__ = [
     "FIRST_CONV",
     "MODEL_NAMES",
+    "BN_EVAL_MODES",
     "BasicBlock",
+    "BatchStatNorm",
     "PreActBlock",
     "ResNet",
     "ResNet18",
@@ -58,6 +68,9 @@ FIRST_CONV = "conv_init"
 MODEL_NAMES = ("resnet18", "paper_resnet", "small_cnn")
 
 _NORMS = ("batch", "none")
+
+#: Test-time BatchNorm statistics understood by :func:`get_model` (see the module docstring).
+BN_EVAL_MODES = ("running", "batch")
 
 # PyTorch/torchvision ResNet convention: He-normal with fan_out.
 _he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -99,8 +112,43 @@ def _prepare_input(x: jax.Array, normalize: bool) -> jax.Array:
     return _normalize_input(x) if normalize else x
 
 
-def _make_norm(norm: str, train: bool, dtype: Any, axis_name: str | None) -> Callable[..., Any]:
+class BatchStatNorm(nn.Module):
+    """BatchNorm that always normalises with the current batch's statistics (paper code).
+
+    ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` with ``mean`` and ``var`` (the
+    biased variance, as ``tf.nn.moments``) over every axis but the last, averaged over
+    ``axis_name`` when given. ``scale`` starts at 1 and ``bias`` at 0; there are no running
+    averages. Statistics are computed in float32.
+    """
+
+    epsilon: float = 1e-3
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        xf = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(xf, axis=axes)
+        mean_sq = jnp.mean(jnp.square(xf), axis=axes)
+        if self.axis_name is not None:
+            mean, mean_sq = jax.lax.pmean((mean, mean_sq), self.axis_name)
+        var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(self.dtype)
+
+
+def _make_norm(norm: str, train: bool, dtype: Any, axis_name: str | None,
+               bn_eval: str = "running") -> Callable[..., Any]:
     """Return a constructor ``f(name=...) -> layer`` for the chosen normalisation."""
+    if bn_eval not in BN_EVAL_MODES:
+        raise ValueError(f"bn_eval must be one of {BN_EVAL_MODES}; got {bn_eval!r}")
+    if norm == "batch" and bn_eval == "batch":
+        return functools.partial(BatchStatNorm, epsilon=1e-3, dtype=dtype,
+                                 axis_name=axis_name if train else None)
     if norm == "batch":
         return functools.partial(
             nn.BatchNorm,
@@ -176,12 +224,13 @@ class ResNet(nn.Module):
     normalize: bool = False
     axis_name: str | None = None
     kernel_init: Callable[..., Any] = _he_normal_fan_out
+    bn_eval: str = "running"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
         x = _prepare_input(x, self.normalize)
-        norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
+        norm = _make_norm(self.norm, train, self.dtype, self.axis_name, self.bn_eval)
         x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
                     kernel_init=self.kernel_init, name=FIRST_CONV)(x)
         x = nn.relu(norm(name="norm_init")(x))
@@ -256,12 +305,13 @@ class PaperResNet(nn.Module):
     normalize: bool = False
     axis_name: str | None = None
     kernel_init: Callable[..., Any] = _glorot_uniform
+    bn_eval: str = "running"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
         x = _prepare_input(x, self.normalize)
-        norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
+        norm = _make_norm(self.norm, train, self.dtype, self.axis_name, self.bn_eval)
         x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
                     kernel_init=self.kernel_init, name=FIRST_CONV)(x)
         for i, mult in enumerate((1, 2, 4)):
@@ -269,7 +319,9 @@ class PaperResNet(nn.Module):
                 x = PreActBlock(self.width * mult, 2 if (i > 0 and j == 0) else 1, norm,
                                 activate_before_residual=(i == 0 and j == 0), dtype=self.dtype,
                                 kernel_init=self.kernel_init, name=f"stage{i + 1}_block{j + 1}")(x)
-        x = nn.relu(norm(name="norm_final")(x))
+        if not (self.norm == "batch" and self.bn_eval == "batch"):  # paper code: no BN before the head
+            x = norm(name="norm_final")(x)
+        x = nn.relu(x)
         return _head(x, num_classes=self.num_classes, dropout=self.dropout, train=train,
                      dtype=self.dtype, kernel_init=self.kernel_init)
 
@@ -290,12 +342,13 @@ class SmallCNN(nn.Module):
     normalize: bool = False
     axis_name: str | None = None
     kernel_init: Callable[..., Any] = _he_normal_fan_out
+    bn_eval: str = "running"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Args: x: (B, H, W, C) float, unit scale. Returns: (B, num_classes) float32 logits."""
         x = _prepare_input(x, self.normalize)
-        norm = _make_norm(self.norm, train, self.dtype, self.axis_name)
+        norm = _make_norm(self.norm, train, self.dtype, self.axis_name, self.bn_eval)
         conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=False,
                                  dtype=self.dtype, kernel_init=self.kernel_init)
         x = nn.relu(norm(name="norm_init")(conv(self.width, name=FIRST_CONV)(x)))
@@ -324,6 +377,7 @@ def get_model(
     dtype: Any = jnp.float32,
     normalize: bool = False,
     axis_name: str | None = None,
+    bn_eval: str = "running",
 ) -> nn.Module:
     """Build a model by name.
 
@@ -338,6 +392,8 @@ def get_model(
         normalize: Apply CIFAR-10 mean/std normalisation inside the model.
         axis_name: Mesh axis for synchronised BatchNorm statistics in training (the training
             step sets ``"data"`` itself through ``model.clone(axis_name=...)``).
+        bn_eval: BatchNorm statistics at test time: ``"running"`` (running averages) or
+            ``"batch"`` (the current batch's, as the paper's code; see the module docstring).
 
     Returns:
         An unbound ``flax.linen.Module``; ``apply(variables, x, train=...)`` maps
@@ -353,11 +409,13 @@ def get_model(
         raise ValueError(f"dropout must be in [0, 1); got {dropout}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+    if bn_eval not in BN_EVAL_MODES:
+        raise ValueError(f"bn_eval must be one of {BN_EVAL_MODES}; got {bn_eval!r}")
     width = default_width if width is None else int(width)
     if width < 1:
         raise ValueError(f"width must be >= 1; got {width}")
     return cls(num_classes=num_classes, width=width, norm=norm, dropout=float(dropout),
-               dtype=parse_dtype(dtype), normalize=bool(normalize), axis_name=axis_name)
+               dtype=parse_dtype(dtype), normalize=bool(normalize), axis_name=axis_name, bn_eval=bn_eval)
 
 
 def count_params(params: Any) -> int:
