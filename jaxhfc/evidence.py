@@ -1,0 +1,356 @@
+"""Verdicts on claims: a signed effect, its interval over seeds (and test images), and
+named preconditions.
+
+A *claim* is stated as an effect whose sign is the claim (e.g. "LFC-trained minus
+HFC-trained test accuracy", claimed > 0). Each seed gives one value of the effect, optionally
+with a standard error over the test images it was measured on. :func:`judge` returns a
+:class:`Judgement` whose ``verdict`` is one of
+
+* ``"holds"``: the interval excludes 0 in the claimed direction;
+* ``"contradicted"``: the interval excludes 0 in the other direction;
+* ``"inconclusive"``: the interval contains 0, or there is no interval (one seed and no
+  per-image standard error);
+* ``"not tested"``: a precondition failed (e.g. a model that did not train, a vanilla model
+  that uses no HFC, an attack that failed its sanity checks); the failed ones are named.
+
+Interval (``method`` says which parts were used):
+
+* seeds (n >= 2): Student t, ``mean +- t_{n-1, (1+c)/2} * sd / sqrt(n)``;
+* test images (when per-seed standard errors ``se`` are given): ``z_{(1+c)/2} *
+  sqrt(mean(se^2))``, *not* divided by n, since every seed is evaluated on the same test
+  images and their sampling error does not average away over seeds;
+* both: the two half-widths added in quadrature.
+
+Everything here is pure numpy/math; no scipy needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "VERDICTS",
+    "Interval",
+    "Judgement",
+    "Precondition",
+    "diff_se",
+    "cell_excess",
+    "interval",
+    "judge",
+    "normal_quantile",
+    "paired_se",
+    "precondition",
+    "t_quantile",
+]
+
+VERDICTS = ("holds", "contradicted", "inconclusive", "not tested")
+
+
+# ------------------------------------------------------------------------ quantiles
+
+
+def normal_quantile(p: float) -> float:
+    """Inverse CDF of the standard normal (Acklam's rational approximation refined by one
+    Newton step; |error| < 1e-12 on (1e-12, 1 - 1e-12))."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p!r}")
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    lo = 0.02425
+    if p < lo:
+        q = math.sqrt(-2 * math.log(p))
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    elif p > 1 - lo:
+        q = math.sqrt(-2 * math.log(1 - p))
+        x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    else:
+        q = p - 0.5
+        r = q * q
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    err = 0.5 * math.erfc(-x / math.sqrt(2)) - p
+    return x - err * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    # Continued fraction of the incomplete beta function (modified Lentz).
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    x = df / (df + t * t)
+    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse CDF of Student's t with ``df`` degrees of freedom (bisection on the CDF,
+    computed from the regularised incomplete beta function; |error| < 1e-10)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p!r}")
+    if not df > 0:
+        raise ValueError(f"df must be > 0, got {df!r}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------------ standard errors
+
+
+def paired_se(a_correct, b_correct) -> float:
+    """Standard error of ``mean(a) - mean(b)`` for per-example 0/1 outcomes of two models (or
+    two inputs) on the *same* examples: ``sd(a - b, ddof=1) / sqrt(n)``."""
+    a = np.asarray(a_correct, np.float64).reshape(-1)
+    b = np.asarray(b_correct, np.float64).reshape(-1)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two equal-length outcome vectors of >= 2 examples, got {a.shape} and {b.shape}")
+    return float(np.std(a - b, ddof=1) / math.sqrt(a.size))
+
+
+def diff_se(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Standard error of a difference of two independent proportions ``p1 - p2`` measured on
+    ``n1`` and ``n2`` examples (binomial, ``sqrt(p1(1-p1)/n1 + p2(1-p2)/n2)``)."""
+    if n1 < 1 or n2 < 1:
+        raise ValueError(f"n1 and n2 must be >= 1, got {n1}, {n2}")
+    return math.sqrt(max(p1 * (1 - p1), 0.0) / n1 + max(p2 * (1 - p2), 0.0) / n2)
+
+
+def cell_excess(low_right, high_pred, labels) -> tuple[float, float]:
+    """How much more often "LFC wrong, HFC right" occurs than if the HFC predictions carried
+    no information about the label, as a fraction of the examples, with its standard error.
+
+    The baseline keeps every prediction the model made but breaks the link between an
+    example's HFC prediction and its label: HFC predictions shuffled across examples, so
+    example ``i`` is "HFC right" with probability ``f(y_i)``, the share of HFC predictions
+    equal to its label. For a constant classifier on HFC inputs (e.g. at a radius where the
+    HFC image is all zeros) the observed count equals this baseline, so the excess is 0,
+    whereas the raw count is not (every example of the favourite class is "HFC right").
+
+    Args:
+      low_right: ``(N,)`` bool, the model is right on the LFC input.
+      high_pred: ``(N,)`` int, its prediction on the HFC input.
+      labels: ``(N,)`` int labels.
+
+    Returns:
+      ``(excess, se)``: ``mean(1[L-] * (1[H+] - f(y)))`` and ``sd(.) / sqrt(N)`` of the same
+      per-example terms (the shares ``f`` treated as known).
+    """
+    lw = ~np.asarray(low_right, bool).reshape(-1)
+    hp = np.asarray(high_pred).reshape(-1).astype(np.int64)
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    if not (lw.shape == hp.shape == y.shape) or y.size < 2:
+        raise ValueError(f"need equal-length vectors of >= 2 examples, got {lw.shape}, {hp.shape}, {y.shape}")
+    k = int(max(hp.max(), y.max())) + 1
+    share = np.bincount(hp, minlength=k) / hp.size
+    terms = lw * ((hp == y).astype(np.float64) - share[y])
+    return float(terms.mean()), float(np.std(terms, ddof=1) / math.sqrt(y.size))
+
+
+# ------------------------------------------------------------------------ intervals and verdicts
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """Mean effect and its interval. ``low``/``high`` are NaN when there is no interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+    method: str
+
+    def __str__(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.mean:+.3f} (no interval)"
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+
+def _finite(values: Iterable[float], name: str) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values], np.float64)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; need one value per seed")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite numbers, got {arr.tolist()}")
+    return arr
+
+
+def interval(values: Sequence[float], *, se: Optional[Sequence[float]] = None,
+             confidence: float = 0.95) -> Interval:
+    """Mean of per-seed effects and its ``confidence`` interval (see the module docstring).
+
+    Args:
+      values: one effect per seed.
+      se: optional per-seed standard errors over test images (same length as ``values``).
+      confidence: e.g. 0.95.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    v = _finite(values, "values")
+    n = int(v.size)
+    mean = float(v.mean())
+    half_sq, parts = 0.0, []
+    if n >= 2:
+        t = t_quantile(0.5 + confidence / 2, n - 1)
+        half_sq += (t * float(np.std(v, ddof=1)) / math.sqrt(n)) ** 2
+        parts.append(f"t over {n} seeds")
+    if se is not None:
+        s = _finite(se, "se")
+        if s.size != n or np.any(s < 0):
+            raise ValueError(f"se must hold {n} non-negative values, got {s.tolist()}")
+        z = normal_quantile(0.5 + confidence / 2)
+        half_sq += (z * math.sqrt(float(np.mean(s ** 2)))) ** 2
+        parts.append("normal over test images")
+    if not parts:
+        return Interval(mean, float("nan"), float("nan"), n, confidence, "none (1 seed, no per-image error)")
+    half = math.sqrt(half_sq)
+    return Interval(mean, mean - half, mean + half, n, confidence, " + ".join(parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Precondition:
+    """A named condition a claim needs before its effect means anything."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'ok' if self.ok else 'FAILED'}{f' ({self.detail})' if self.detail else ''}"
+
+
+def precondition(name: str, values: Iterable[float], *, minimum: Optional[float] = None,
+                 maximum: Optional[float] = None, digits: int = 3) -> Precondition:
+    """A precondition that every per-seed value lies in ``[minimum, maximum]``; ``detail``
+    lists the values. A missing (None/NaN) value fails it."""
+    vals = [None if v is None else float(v) for v in values]
+    ok = bool(vals) and all(
+        v is not None and math.isfinite(v) and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
+        for v in vals
+    )
+    bound = " and ".join(s for s in ((f">= {minimum:g}" if minimum is not None else ""),
+                                      (f"<= {maximum:g}" if maximum is not None else "")) if s)
+    shown = ", ".join("n/a" if v is None else f"{v:.{digits}f}" for v in vals)
+    return Precondition(f"{name} {bound}".strip(), ok, shown)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """A verdict with everything it rests on."""
+
+    verdict: str
+    effect: Interval
+    direction: int
+    values: tuple[float, ...]
+    preconditions: tuple[Precondition, ...]
+
+    @property
+    def failed(self) -> tuple[Precondition, ...]:
+        return tuple(p for p in self.preconditions if not p.ok)
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "effect": dataclasses.asdict(self.effect),
+            "direction": self.direction,
+            "values": list(self.values),
+            "preconditions": [dataclasses.asdict(p) for p in self.preconditions],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Judgement":
+        return cls(d["verdict"], Interval(**d["effect"]), int(d["direction"]), tuple(d["values"]),
+                   tuple(Precondition(**p) for p in d["preconditions"]))
+
+
+def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[float]] = None,
+          preconditions: Sequence[Precondition] = (), confidence: float = 0.95) -> Judgement:
+    """The verdict on a claim whose effect, per seed, is ``values`` and is claimed to be
+    ``> 0`` (``direction=1``) or ``< 0`` (``direction=-1``). See the module docstring.
+
+    A failed precondition gives ``"not tested"`` whatever the effect; values that cannot be
+    computed (None/NaN) with all preconditions met give ``"not tested"`` too, with a
+    precondition saying so.
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be 1 (claimed > 0) or -1 (claimed < 0), got {direction!r}")
+    pre = tuple(preconditions)
+    raw = [None if v is None else float(v) for v in values]
+    if not raw or any(v is None or not math.isfinite(v) for v in raw):
+        pre = pre + (Precondition("effect computable on every seed", False,
+                                  ", ".join("n/a" if v is None else f"{v:.3f}" for v in raw)),)
+        nan = float("nan")
+        return Judgement("not tested", Interval(nan, nan, nan, len(raw), confidence, "none"), direction,
+                         tuple(nan if v is None else v for v in raw), pre)
+    iv = interval(raw, se=se, confidence=confidence)
+    if any(not p.ok for p in pre):
+        verdict = "not tested"
+    elif math.isnan(iv.low):
+        verdict = "inconclusive"
+    elif direction * iv.low > 0 and direction * iv.high > 0:
+        verdict = "holds"
+    elif direction * iv.low < 0 and direction * iv.high < 0:
+        verdict = "contradicted"
+    else:
+        verdict = "inconclusive"
+    return Judgement(verdict, iv, direction, tuple(raw), pre)
