@@ -65,10 +65,10 @@ class Context:
     """Settings shared by every driver of one reproduction.
 
     Attributes:
-      dataset: ``"synthetic"`` or ``"cifar10"``.
+      dataset: ``"synthetic"``, ``"cifar10"`` or a spec ``tfds:NAME``, ``npz:PATH``, ``folder:PATH``.
       scale: ``"full"`` (the paper's settings), ``"quick"`` (minutes on a CPU: small CNN, a
         few thousand images, a few epochs) or ``"tiny"`` (seconds; smoke tests and CI).
-      out: results root (default ``results/<dataset>``).
+      out: results root (default ``results/<dataset slug>``, e.g. ``results/npz-digits``).
       data_dir: dataset folder for cifar10.
       model: model name for full runs (``resnet18`` or ``paper_resnet``).
       seed: the one seed.
@@ -90,7 +90,9 @@ class Context:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        self.out = Path(self.out) if self.out else Path("results") / self.dataset
+        from jaxhfc import sources
+
+        self.out = Path(self.out) if self.out else Path("results") / sources.dataset_slug(self.dataset)
         self.out.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- configs
@@ -273,7 +275,12 @@ def final(trained: Trained, key: str) -> float | None:
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "cifar10"))
+    from jaxhfc import sources
+
+    p.add_argument("--dataset", default="synthetic", type=sources.dataset_arg,
+                   metavar="synthetic|cifar10|tfds:NAME|npz:PATH|folder:PATH",
+                   help="built-in data, or a TFDS image dataset, a keras-style .npz or an image folder "
+                        "(options ?channels=1&size=N; see jaxhfc.sources)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="minutes on a CPU: small CNN, small data, few epochs")
     g.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests and CI)")

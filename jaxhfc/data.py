@@ -73,6 +73,7 @@ __all__ = [
     "EMPTY_IMAGE_MAX",
     "augment",
     "balanced_subset",
+    "dataset_slug",
     "default_data_dir",
     "epoch_indices",
     "eval_indices",
@@ -217,6 +218,14 @@ def default_data_dir() -> str:
     return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
 
 
+def dataset_slug(name: str) -> str:
+    """A folder-name-safe short name: ``"cifar10"``, ``"npz:/x/digits.npz"`` -> ``"npz-digits"``
+    (see :func:`jaxhfc.sources.dataset_slug`)."""
+    from jaxhfc import sources  # noqa: PLC0415
+
+    return sources.dataset_slug(name)
+
+
 def load_dataset(
     name: str,
     *,
@@ -255,7 +264,18 @@ def load_dataset(
       DatasetNotFoundError: cifar10 files are not where they were looked for.
       CorruptDatasetError: cifar10 files exist but are truncated, corrupt or malformed.
       ImportError: TFDS preparation needs TensorFlow and it is not installed.
+
+    Other datasets: ``name`` may also be a spec ``tfds:NAME`` (any prepared TFDS image
+    dataset, no TensorFlow needed), ``npz:PATH`` (keras keys ``x_train``, ``y_train``,
+    ``x_test``, ``y_test``) or ``folder:PATH`` (``train/`` and ``test/``, one sub-folder per
+    class), with options ``?channels=1|3&size=N``; see :mod:`jaxhfc.sources`. Their images
+    keep the source's size; grey images become 3 channels unless ``channels=1``.
     """
+    if isinstance(name, str) and name.partition(":")[0] in ("tfds", "npz", "folder") and ":" in name:
+        from jaxhfc import sources  # noqa: PLC0415
+
+        return sources.load_split(name, split=split, data_dir=data_dir, source=source, seed=seed,
+                                  num_train=num_train, num_test=num_test)
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if source not in _SOURCES:
@@ -269,7 +289,9 @@ def load_dataset(
         default = 50_000 if split == "train" else 10_000
         return _synthetic_split(split, n=int(n) if n is not None else default, seed=seed)
     if name != "cifar10":
-        raise ValueError(f"name must be 'synthetic' or 'cifar10', got {name!r}")
+        raise ValueError(
+            f"name must be 'synthetic', 'cifar10' or a spec tfds:NAME, npz:PATH, folder:PATH; got {name!r}"
+        )
 
     data_dir = os.path.expanduser(str(data_dir)) if data_dir is not None else default_data_dir()
     if source == "archive":
