@@ -2,12 +2,12 @@
 sensitivity heat maps, spectra of adversarial perturbations and occlusion maps.
 
 Every sweep here is one compiled, batched call per chunk of images (and, for heat maps, per
-chunk of frequencies) instead of a Python loop over images, radii or frequencies. With a
-``mesh`` (a 1-D :class:`jax.sharding.Mesh` with axis ``"data"``, see
-:func:`jaxhfc.parallel.make_mesh`) the images of each chunk are sharded over the devices
-with ``jax.shard_map``; the last chunk is padded and masked, so each image counts exactly
-once, and results equal the unsharded ones. Results are fetched to the host after every
-chunk (which also keeps the number of in-flight collective steps small). The arrays of a
+chunk of frequencies) instead of a Python loop over images, radii or frequencies, run by
+:func:`jaxhfc.parallel.sweep`: with a ``mesh`` (a 1-D :class:`jax.sharding.Mesh` with axis
+``"data"``, see :func:`jaxhfc.parallel.make_mesh`) the images of each chunk are sharded
+over the devices; the last chunk is padded and the padding dropped, so each image counts
+exactly once, and results equal the unsharded ones (also with several processes, each
+passing the same full arrays). The arrays of a
 ``logits_fn`` (the bound arguments of a ``jax.tree_util.Partial``, e.g. the model variables
 of :func:`jaxhfc.train.logits_fn`) are arguments of the compiled sweeps, replicated over the
 mesh, never constants; sweeps are cached on the rest of ``logits_fn`` (its function and
@@ -51,9 +51,9 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
-from jaxhfc import fourier
+from jaxhfc import fourier, parallel
 from jaxhfc.parallel import DATA_AXIS, join_callable, split_callable
 
 __all__ = [
@@ -138,30 +138,13 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-def _n_dev(mesh: Optional[Mesh]) -> int:
-    if mesh is None:
-        return 1
-    if DATA_AXIS not in mesh.axis_names or len(mesh.axis_names) != 1:
+def _check_mesh(mesh: Optional[Mesh]) -> Optional[Mesh]:
+    if mesh is not None and tuple(mesh.axis_names) != (DATA_AXIS,):
         raise ValueError(f"mesh must be 1-D with axis {DATA_AXIS!r}, got axes {mesh.axis_names}")
-    return int(mesh.devices.size)
+    return mesh
 
 
-def _chunk_size(n: int, batch_size: int, mesh: Optional[Mesh]) -> int:
-    """Images per compiled call: at most ``batch_size`` (at least one per device), a
-    multiple of the device count, no larger than needed for ``n`` images."""
-    d = _n_dev(mesh)
-    bs = min(_check_batch_size(batch_size), n)
-    return max(d, math.ceil(bs / d) * d)
-
-
-def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
-    if a.shape[0] == size:
-        return a
-    pad = np.zeros((size - a.shape[0],) + a.shape[1:], a.dtype)
-    return np.concatenate([a, pad], axis=0)
-
-
-#: Compiled sweeps are cached per (spec of logits_fn, mesh, static settings), where the spec
+#: Compiled sweeps are cached per (spec of logits_fn, static settings), where the spec
 #: (:func:`jaxhfc.parallel.split_callable`) is ``logits_fn`` without its arrays: calling an
 #: analysis again with a ``logits_fn`` of the same function and structure (any parameter
 #: values) and the same shapes does not recompile. The cache holds no parameters, only
@@ -169,44 +152,21 @@ def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
 _CACHE_SIZE = 8
 
 
-def _compiled(builder: Callable, logits_fn: LogitsFn, mesh: Optional[Mesh], *static) -> tuple[Callable, list]:
-    """``builder(spec, mesh, *static)`` (cached when the spec is hashable) and the arrays of
-    ``logits_fn`` placed for it (replicated over ``mesh``), to pass as the first argument."""
+def _body(builder: Callable, logits_fn: LogitsFn, *static) -> tuple[Callable, list]:
+    """``builder(spec, *static)`` (cached when the spec is hashable, so that
+    :func:`jaxhfc.parallel.sweep` reuses its compiled program) and the arrays of
+    ``logits_fn``, to pass as the first broadcast argument."""
     arrays, spec = split_callable(logits_fn)
     try:
         hash(spec)
     except TypeError:  # an unhashable non-array leaf: compile without the cache
-        fn = builder.__wrapped__(spec, mesh, *static)
-    else:
-        fn = builder(spec, mesh, *static)
-    if mesh is None:
-        placed = [jnp.asarray(a) for a in arrays]
-    else:
-        from jaxhfc import parallel
-
-        placed = parallel.global_from_full(mesh, arrays)
-    return fn, placed
+        return builder.__wrapped__(spec, *static), arrays
+    return builder(spec, *static), arrays
 
 
-def _compile(body: Callable, mesh: Optional[Mesh], in_specs, out_specs) -> Callable:
-    if mesh is None:
-        return jax.jit(body)
-    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
-
-
-def _put(a, mesh: Optional[Mesh], *, batch_axis: Optional[int]):
-    """Place a host array: sharded along ``batch_axis`` over ``"data"`` (None: replicated)."""
-    if mesh is None:
-        return jnp.asarray(a)
-    from jaxhfc import parallel
-
-    return parallel.global_from_full(mesh, a, sharded=batch_axis is not None, batch_axis=batch_axis or 0)
-
-
-def _fetch(tree):
-    from jaxhfc import parallel
-
-    return parallel.to_host(tree)
+def _on_devices(a, mesh: Optional[Mesh]):
+    """A host array placed whole (replicated over ``mesh``), for sweeps that read it many times."""
+    return jnp.asarray(a) if mesh is None else parallel.global_from_full(mesh, a)
 
 
 def _scale_filtered(z: jax.Array, scaling: str) -> jax.Array:
@@ -314,16 +274,15 @@ def cell_indices(pred_low, pred_high, labels, cell: str = "low_wrong_high_right"
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _components_fn(spec, mesh: Optional[Mesh], make_components, n_extra: int, scaling: str) -> Callable:
-    def body(arrays, x, *ex):
+def _components_fn(spec, make_components, scaling: str) -> Callable:
+    def body(arrays, extra, x):
         logits_fn = join_callable(spec, arrays)
-        comps = _scale_filtered(make_components(x, *ex), scaling)
+        comps = _scale_filtered(make_components(x, *extra), scaling)
         pred_orig = _argmax(logits_fn(x / 255.0))
         preds = jax.lax.map(lambda c: _argmax(logits_fn(c)), comps)  # (M, B): one radius at a time
-        return preds, pred_orig
+        return preds.T, pred_orig
 
-    in_specs = (P(), P(DATA_AXIS)) + (P(),) * n_extra
-    return _compile(body, mesh, in_specs, (P(None, DATA_AXIS), P(DATA_AXIS)))
+    return body
 
 
 def _component_predictions(
@@ -342,18 +301,10 @@ def _component_predictions(
     Returns ``(preds (M, N) int32, pred_orig (N,) int32)``.
     """
 
-    fn, arrays = _compiled(_components_fn, logits_fn, mesh, make_components, len(extra), scaling)
-    n = images.shape[0]
-    bs = _chunk_size(n, batch_size, mesh)
-    extra_dev = tuple(_put(e, mesh, batch_axis=None) for e in extra)
-    preds, origs = [], []
-    for start in range(0, n, bs):
-        chunk = _pad_rows(images[start:start + bs], bs)
-        p, o = _fetch(fn(arrays, _put(chunk, mesh, batch_axis=0), *extra_dev))  # blocks every chunk
-        stop = min(bs, n - start)
-        preds.append(np.asarray(p)[:, :stop])
-        origs.append(np.asarray(o)[:stop])
-    return np.concatenate(preds, axis=1), np.concatenate(origs)
+    fn, arrays = _body(_components_fn, logits_fn, make_components, scaling)
+    preds, orig = parallel.sweep(fn, (images,), (arrays, tuple(extra)), batch_size=_check_batch_size(batch_size),
+                                 mesh=_check_mesh(mesh))
+    return np.ascontiguousarray(preds.T), orig
 
 
 def _check_radii(radii) -> np.ndarray:
@@ -711,19 +662,16 @@ def _perturb(basis: jax.Array, signs) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _heatmap_fn(spec, mesh: Optional[Mesh]) -> Callable:
-    def body(arrays, xb, yb, idx, mask, freqs, basis_all, k):
+def _heatmap_fn(spec) -> Callable:
+    def body(arrays, freqs, basis_all, k, xb, yb, idx):
         logits_fn = join_callable(spec, arrays)
         signs = _heatmap_signs(k, freqs, idx, xb.shape[-1])
         pert = _perturb(jnp.take(basis_all, freqs, axis=0), signs)  # (F, B, H, W, C)
         xp = jnp.clip(xb[None] + pert, 0.0, 1.0)
         logits = logits_fn(xp.reshape((-1,) + xb.shape[1:]))
-        wrong = (_argmax(logits).reshape(freqs.shape[0], -1) != yb[None]) & mask[None]
-        errors = jnp.sum(wrong.astype(jnp.int32), axis=1)  # (F,)
-        return jax.lax.psum(errors, DATA_AXIS) if mesh is not None else errors
+        return (_argmax(logits).reshape(freqs.shape[0], -1) != yb[None]).T  # (B, F) wrong
 
-    spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (P(), spec_b, spec_b, spec_b, spec_b, P(), P(), P()), P())
+    return body
 
 
 def _freq_basis(h: int, w: int, freqs: np.ndarray, eps: float) -> np.ndarray:
@@ -772,29 +720,23 @@ def fourier_heatmap(
         raise ValueError(f"freq_chunk must be >= 1, got {freq_chunk}")
     nf = h * w
     fc = min(int(freq_chunk), nf)
-    fn, arrays = _compiled(_heatmap_fn, logits_fn, mesh)
-    bs = _chunk_size(n, batch_size, mesh)
+    mesh = _check_mesh(mesh)
+    fn, arrays = _body(_heatmap_fn, logits_fn)
+    bs = _check_batch_size(batch_size)
     errors = np.zeros((nf,), np.int64)
-    key_dev = _put(key, mesh, batch_axis=None)
-    # all bases once (nf * H * W floats), indexed on the device; frequency chunks padded to
-    # one shape (padding frequencies are computed and dropped)
-    basis_dev = _put(_freq_basis(h, w, np.arange(nf, dtype=np.int32), eps), mesh, batch_axis=None)
-    freq_chunks = []
+    # images, labels and all bases (nf * H * W floats) go to the devices once and are read
+    # there by every frequency chunk; chunks are padded to one shape (padding frequencies
+    # are computed and dropped)
+    x_dev, y_dev = _on_devices(x, mesh), _on_devices(yv, mesh)
+    basis = _freq_basis(h, w, np.arange(nf, dtype=np.int32), eps)
+    broadcast = [arrays, None, _on_devices(basis, mesh), key]
     for f0 in range(0, nf, fc):
         freqs = np.arange(f0, min(nf, f0 + fc), dtype=np.int32)
         valid = freqs.shape[0]
-        freqs = np.concatenate([freqs, np.zeros((fc - valid,), np.int32)])
-        freq_chunks.append((f0, valid, _put(freqs, mesh, batch_axis=None)))
-    for start in range(0, n, bs):
-        stop = min(n, start + bs)
-        idx = np.arange(start, start + bs, dtype=np.int32)
-        mask = idx < stop
-        args = [_put(a, mesh, batch_axis=0) for a in (
-            _pad_rows(x[start:stop], bs), _pad_rows(yv[start:stop], bs), np.where(mask, idx, 0), mask)]
-        for f0, valid, freqs_dev in freq_chunks:
-            err = np.asarray(_fetch(fn(arrays, *args, freqs_dev, basis_dev, key_dev)))  # blocks every call
-            errors[f0:f0 + valid] += err[:valid]
-        logger.debug("heat map: %d / %d images", stop, n)
+        broadcast[1] = np.concatenate([freqs, np.zeros((fc - valid,), np.int32)])
+        wrong = parallel.sweep(fn, (x_dev, y_dev), broadcast, batch_size=bs, mesh=mesh, with_index=True)
+        errors[f0:f0 + valid] += wrong[:, :valid].sum(axis=0)
+        logger.debug("heat map: %d / %d frequencies", f0 + valid, nf)
     return (errors / n).reshape(h, w)
 
 
@@ -872,18 +814,17 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _pgd_fn(spec, mesh, eps, step_size, steps, norm, random_start) -> Callable:
+def _pgd_fn(spec, eps, step_size, steps, norm, random_start) -> Callable:
     from jaxhfc import attacks  # lazy: only this wrapper needs it
 
-    def body(arrays, xb, yb, idx, k):
+    def body(arrays, k, xb, yb, idx):
         logits_fn = join_callable(spec, arrays)
         keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(idx)
         x_adv, success = attacks.pgd(logits_fn, xb, yb, keys, eps=eps, step_size=step_size, steps=steps,
                                      norm=norm, random_start=random_start)
         return x_adv - xb, success
 
-    spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (P(), spec_b, spec_b, spec_b, P()), (spec_b, spec_b))
+    return body
 
 
 def pgd_perturbations(
@@ -918,19 +859,9 @@ def pgd_perturbations(
     n = x.shape[0]
     yv = _check_labels(y, n, "y")
 
-    fn, arrays = _compiled(_pgd_fn, logits_fn, mesh, float(eps), float(step_size), int(steps), norm,
-                           bool(random_start))
-    bs = _chunk_size(n, batch_size, mesh)
-    key_dev = _put(key, mesh, batch_axis=None)
-    deltas, succ = [], []
-    for start in range(0, n, bs):
-        stop = min(n, start + bs)
-        idx = np.arange(start, start + bs, dtype=np.int32)
-        args = [_put(a, mesh, batch_axis=0) for a in (_pad_rows(x[start:stop], bs), _pad_rows(yv[start:stop], bs), idx)]
-        d, s = _fetch(fn(arrays, *args, key_dev))
-        deltas.append(np.asarray(d)[: stop - start])
-        succ.append(np.asarray(s)[: stop - start])
-    return np.concatenate(deltas), np.concatenate(succ)
+    fn, arrays = _body(_pgd_fn, logits_fn, float(eps), float(step_size), int(steps), norm, bool(random_start))
+    return parallel.sweep(fn, (x, yv), (arrays, key), batch_size=_check_batch_size(batch_size),
+                          mesh=_check_mesh(mesh), with_index=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -959,8 +890,8 @@ def occlusion_positions(h: int, w: int, *, patch, stride) -> tuple[np.ndarray, n
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _occlusion_fn(spec, mesh: Optional[Mesh]) -> Callable:
-    def body(arrays, xb, yb, m, fill):
+def _occlusion_fn(spec) -> Callable:
+    def body(arrays, m, fill, xb, yb):
         logits_fn = join_callable(spec, arrays)
         npos = m.shape[0]
         occluded = xb[None] * (1.0 - m[:, None]) + fill * m[:, None]  # (P, B, H, W, C)
@@ -969,8 +900,7 @@ def _occlusion_fn(spec, mesh: Optional[Mesh]) -> Callable:
         true = jnp.take_along_axis(prob, jnp.broadcast_to(yb[None, :, None], (npos, yb.shape[0], 1)), axis=-1)
         return jnp.moveaxis(true[..., 0], 0, 1)  # (B, P)
 
-    spec_b = P(DATA_AXIS)
-    return _compile(body, mesh, (P(), spec_b, spec_b, P(), P()), spec_b)
+    return body
 
 
 def occlusion_map(
@@ -1010,13 +940,7 @@ def occlusion_map(
         for b, c0 in enumerate(cols):
             masks[a, b, r0:r0 + ph, c0:c0 + pw] = 1.0
     masks = masks.reshape((-1, h, w, 1))
-    fn, arrays = _compiled(_occlusion_fn, logits_fn, mesh)
-    bs = _chunk_size(n, batch_size, mesh)
-    masks_dev = _put(masks, mesh, batch_axis=None)
-    fill_dev = _put(np.float32(fill), mesh, batch_axis=None)
-    out = []
-    for start in range(0, n, bs):
-        stop = min(n, start + bs)
-        args = [_put(_pad_rows(a[start:stop], bs), mesh, batch_axis=0) for a in (x, yv)]
-        out.append(np.asarray(_fetch(fn(arrays, *args, masks_dev, fill_dev)))[: stop - start])
-    return np.concatenate(out).reshape(n, rows.size, cols.size)
+    fn, arrays = _body(_occlusion_fn, logits_fn)
+    out = parallel.sweep(fn, (x, yv), (arrays, masks, np.float32(fill)), batch_size=_check_batch_size(batch_size),
+                         mesh=_check_mesh(mesh))
+    return out.reshape(n, rows.size, cols.size)

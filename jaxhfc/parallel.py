@@ -14,12 +14,14 @@ its own shards); :func:`to_host` brings any global array back to numpy on every 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -36,6 +38,7 @@ __all__ = [
     "local_batch_size",
     "split_callable",
     "join_callable",
+    "sweep",
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,3 +299,133 @@ def join_callable(spec: tuple, arrays: Sequence[Any]) -> Callable:
         raise ValueError(f"spec has {sum(is_array)} array leaves, got {len(arrays)} arrays")
     it = iter(arrays)
     return treedef.unflatten([next(it) if a else s for a, s in zip(is_array, static)])
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def _leading(tree: Any, what: str) -> int | None:
+    sizes = {int(np.shape(a)[0]) for a in jax.tree_util.tree_leaves(tree) if np.ndim(a) >= 1}
+    scalars = [a for a in jax.tree_util.tree_leaves(tree) if np.ndim(a) == 0]
+    if scalars:
+        raise ValueError(f"{what} leaves must have a leading example axis (N, ...); got a scalar")
+    if len(sizes) > 1:
+        raise ValueError(f"{what} leaves must share their leading axis N; got sizes {sorted(sizes)}")
+    return sizes.pop() if sizes else None
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_program(fn: Callable, mesh: Mesh | None, treedef: Any, on_device: tuple[bool, ...],
+                   n_broadcast: int, with_index: bool) -> Callable:
+    """The jitted program of :func:`sweep` for one function, mesh and input layout."""
+
+    def body(broadcast: tuple, leaves: list, src: jax.Array, index: jax.Array) -> Any:
+        # Leaves held on the device in full are gathered here; host leaves arrive as rows.
+        rows = [jnp.take(a, src, axis=0) if dev else a for a, dev in zip(leaves, on_device)]
+        args = list(jax.tree_util.tree_unflatten(treedef, rows))
+        if with_index:
+            args.append(index)
+        return fn(*broadcast, *args)
+
+    if mesh is None:
+        return jax.jit(body)
+    specs = [P() if dev else P(DATA_AXIS) for dev in on_device]
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), specs, P(DATA_AXIS), P(DATA_AXIS)),
+                                 out_specs=P(DATA_AXIS)))
+
+
+def sweep(
+    fn: Callable[..., Any],
+    batched: Sequence[Any],
+    broadcast: Sequence[Any] = (),
+    *,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    with_index: bool = False,
+) -> Any:
+    """Map a per-batch function over the rows of whole arrays: pad, shard, run, fetch, unpad.
+
+    The rows ``0..N-1`` of ``batched`` are cut into calls of ``b`` rows (``batch_size``
+    rounded up to a multiple of the device count, at most what ``N`` needs); the last call
+    is padded with copies of row ``N - 1`` and the padding is dropped from the results. In
+    each call the ``b`` rows are split over the ``"data"`` axis of ``mesh``
+    (``jax.shard_map``), so ``fn`` sees ``b / n_devices`` rows per device; without a mesh
+    it runs on the default device (plain ``jax.jit``) on all ``b`` rows. Rows must be
+    independent: ``fn`` gets no collectives and its results for a row may not depend on
+    the other rows of the call (eval-mode models, per-example attacks).
+
+    Compilation: one program per ``(fn, mesh, input layout)`` and shapes (``fn`` is a cache
+    key: pass the same function object to reuse the program; keep arrays such as model
+    parameters in ``broadcast``, never closed over, so new values do not recompile). At
+    most two calls are in flight (the host cuts and sends call ``i + 1`` while the devices
+    run call ``i``); every result is fetched before the next-but-one call is sent, which
+    also bounds the in-flight steps of fake CPU devices.
+
+    Multi-host: every process passes the *same full* inputs and gets the *same full*
+    results. A numpy (or other host) leaf is sliced per call on the host and each process
+    places only its own devices' rows (:func:`global_from_full`); a ``jax.Array`` leaf is
+    placed whole, replicated over the mesh (kept as is when already so, e.g. a split put
+    on the devices once with :func:`global_from_full`; a global array of any sharding is
+    accepted, never read back to the host) and its rows are gathered on the device.
+
+    Args:
+        fn: ``fn(*broadcast, *rows) -> out`` (``fn(*broadcast, *rows, index)`` with
+            ``with_index``), jittable. ``rows`` mirror ``batched`` with leading axis ``b``
+            (per device: ``b / n_devices``); ``index: (rows,) int32`` are the global row
+            numbers (``>= N`` for padding), e.g. for per-example keys
+            ``fold_in(key, index)``. ``out`` is a pytree of arrays with that leading axis.
+        batched: Sequence of pytrees whose leaves are ``(N, ...)`` arrays (numpy or
+            ``jax.Array``), one per positional row argument of ``fn``.
+        broadcast: Sequence of pytrees passed whole to every call (replicated), e.g. the
+            model variables, a PRNG key, constants.
+        batch_size: Rows per compiled call (>= 1).
+        mesh: 1-D mesh with axis ``"data"`` (:func:`make_mesh`), or None.
+        with_index: Also pass the global row numbers.
+
+    Returns:
+        ``out`` with every leaf a numpy array ``(N, ...)`` in input order, on every process.
+
+    Raises:
+        ValueError: no rows, leaves of different lengths, a bad ``batch_size`` or mesh.
+    """
+    batched = tuple(batched)
+    broadcast = tuple(broadcast)
+    n = _leading(batched, "batched")
+    if not n:
+        raise ValueError("sweep needs at least one batched array with N >= 1 rows")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    if mesh is not None and tuple(mesh.axis_names) != (DATA_AXIS,):
+        raise ValueError(f"mesh must be 1-D with axis {DATA_AXIS!r}; got axes {mesh.axis_names}")
+    n_dev = 1 if mesh is None else int(mesh.devices.size)
+    b = -(-min(int(batch_size), n) // n_dev) * n_dev
+    leaves, treedef = jax.tree_util.tree_flatten(batched)
+    on_device = tuple(isinstance(a, jax.Array) for a in leaves)
+    program = _sweep_program(fn, mesh, treedef, on_device, len(broadcast), bool(with_index))
+
+    def put(a: Any, *, sharded: bool) -> Any:
+        if mesh is None:
+            return jax.tree_util.tree_map(lambda v: v if isinstance(v, jax.Array) else jnp.asarray(v), a)
+        return global_from_full(mesh, a, sharded=sharded)
+
+    broadcast_dev = put(broadcast, sharded=False)
+    full_dev = [put(a, sharded=False) if dev else None for a, dev in zip(leaves, on_device)]
+    host = [None if dev else np.asarray(a) for a, dev in zip(leaves, on_device)]
+    pending: list[tuple[int, Any]] = []
+    parts: list[Any] = []
+
+    def fetch_one() -> None:
+        rows, out = pending.pop(0)
+        parts.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:rows], to_host(out)))
+
+    for start in range(0, n, b):
+        index = np.arange(start, start + b, dtype=np.int32)
+        src = np.minimum(index, n - 1)
+        args = [f if dev else put(h[src], sharded=True) for f, h, dev in zip(full_dev, host, on_device)]
+        out = program(broadcast_dev, args, put(src, sharded=True), put(index, sharded=True))
+        pending.append((min(b, n - start), out))
+        if len(pending) > 1:
+            fetch_one()
+    while pending:
+        fetch_one()
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *parts)

@@ -519,48 +519,23 @@ def make_train_step(
 # ----------------------------------------------------------------------------- evaluation
 
 
-@functools.lru_cache(maxsize=32)
-def _eval_fn(model: nn.Module, mesh: Mesh, with_logits: bool) -> Callable[..., Any]:
-    """Jitted evaluation over padded index blocks ``idx, mask: (S, B)``, one dispatch per call."""
+@functools.lru_cache(maxsize=64)
+def _eval_rows(model: nn.Module, with_logits: bool) -> Callable[..., dict[str, jax.Array]]:
+    """Per-example evaluation of a batch (the function :func:`parallel.sweep` maps)."""
 
-    def body(variables: Any, images: jax.Array, labels: jax.Array, idx: jax.Array,
-             mask: jax.Array) -> tuple[Any, ...]:
-        def one(carry: tuple[jax.Array, ...], im: tuple[jax.Array, jax.Array]) -> tuple[Any, Any]:
-            i, m = im
-            logits = model.apply(variables, jnp.take(images, i, axis=0), train=False)
-            y = jnp.take(labels, i, axis=0)
-            m = m.astype(jnp.float32)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            pred = jnp.argmax(logits, -1).astype(jnp.int32)
-            loss_sum, correct, count = carry
-            carry = (loss_sum + jnp.sum(ce * m), correct + jnp.sum((pred == y) * m), count + jnp.sum(m))
-            return carry, ((pred, logits) if with_logits else pred)
+    def rows(variables: Any, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        logits = model.apply(variables, x, train=False)
+        out = {"loss": optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y),
+               "pred": jnp.argmax(logits, -1).astype(jnp.int32)}
+        if with_logits:
+            out["logits"] = logits.astype(jnp.float32)
+        return out
 
-        zero = jax.lax.pcast(jnp.zeros((), jnp.float32), DATA_AXIS, to="varying")
-        (loss_sum, correct, count), out = jax.lax.scan(one, (zero, zero, zero), (idx, mask))
-        sums = jax.lax.psum(jnp.stack([loss_sum, correct, count]), DATA_AXIS)
-        return sums, out
-
-    out_spec = (P(None, DATA_AXIS), P(None, DATA_AXIS)) if with_logits else P(None, DATA_AXIS)
-    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS), P(None, DATA_AXIS)),
-                           out_specs=(P(), out_spec))
-    return jax.jit(mapped)
+    return rows
 
 
-def _eval_blocks(n: int, batch_size: int, mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
-    from jaxhfc import data
-
-    n_dev = mesh.devices.size
-    batch_size = min(batch_size, -(-n // n_dev) * n_dev)  # no more padding than one device row
-    batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
-    idx, mask = data.eval_indices(n, batch_size)
-    idx = np.asarray(idx, np.int32).reshape(-1, batch_size)
-    mask = np.asarray(mask).reshape(-1, batch_size)
-    return idx, mask
-
-
-def _run_eval(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, y: Any, *,
-              batch_size: int, with_logits: bool) -> tuple[np.ndarray, Any, np.ndarray]:
+def _run_eval(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh | None, x: Any, y: Any, *,
+              batch_size: int, with_logits: bool) -> dict[str, np.ndarray]:
     variables = state.variables() if isinstance(state, TrainState) else dict(state)
     if getattr(x, "ndim", None) != 4:
         raise ValueError(f"x must be (N, H, W, C) unit-scale float; got shape {getattr(x, 'shape', None)}")
@@ -569,44 +544,41 @@ def _run_eval(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mes
         y = np.zeros((n,), np.int32)
     if int(np.shape(y)[0]) != n:
         raise ValueError(f"x and y must have the same length; got {n} and {np.shape(y)[0]}")
-    if isinstance(x, np.ndarray) and x.dtype != np.float32:
-        x = x.astype(np.float32)
-    idx, mask = _eval_blocks(n, batch_size, mesh)
-    images = parallel.global_from_full(mesh, x)
-    labels = parallel.global_from_full(mesh, np.asarray(y, np.int32) if not isinstance(y, jax.Array) else y)
-    variables = parallel.global_from_full(mesh, variables)
-    idx_g = parallel.global_from_full(mesh, idx, sharded=True, batch_axis=1)
-    mask_g = parallel.global_from_full(mesh, mask, sharded=True, batch_axis=1)
-    sums, out = _eval_fn(model, mesh, with_logits)(variables, images, labels, idx_g, mask_g)
-    sums, out = parallel.to_host((sums, out))
-    return sums, out, (idx, mask)
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x, np.float32)
+    if not isinstance(y, jax.Array):
+        y = np.asarray(y, np.int32)
+    return parallel.sweep(_eval_rows(model, with_logits), (x, y), (variables,), batch_size=batch_size, mesh=mesh)
 
 
-def evaluate(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, y: Any, *,
+def evaluate(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh | None, x: Any, y: Any, *,
              batch_size: int = 1000) -> dict[str, float]:
     """Mean loss and accuracy of a model on a whole array, data-parallel.
+
+    Runs through :func:`jaxhfc.parallel.sweep` (multi-host safe: every process passes the
+    same full arrays and gets the same numbers).
 
     Args:
         state: A :class:`TrainState` or a variables dict (``params``, optional ``batch_stats``).
         model: The model.
-        mesh: 1-D mesh over ``"data"``.
-        x: (N, H, W, C) float32 unit-scale images (numpy, or a jax array replicated on ``mesh``).
+        mesh: 1-D mesh over ``"data"`` (None: the default device).
+        x: (N, H, W, C) float32 unit-scale images (numpy, or a jax array, e.g. placed once
+            on the mesh with :func:`parallel.global_from_full`; then it is not copied again).
         y: (N,) int labels.
-        batch_size: Global evaluation batch (rounded down to a multiple of the device count);
-            the last batch is padded and masked so each example counts exactly once.
+        batch_size: Global evaluation batch (rounded up to a multiple of the device count);
+            the last batch is padded and the padding dropped, so each example counts once.
 
     Returns:
-        ``{"loss": mean cross entropy, "accuracy": fraction correct, "n": N}``.
+        ``{"loss": mean cross entropy, "accuracy": fraction correct, "n": N}`` (sums in float64).
     """
-    sums, _, _ = _run_eval(state, model, mesh, x, y, batch_size=batch_size, with_logits=False)
-    loss_sum, correct, count = (float(v) for v in sums)
+    out = _run_eval(state, model, mesh, x, y, batch_size=batch_size, with_logits=False)
     n = int(x.shape[0])
-    if int(round(count)) != n:
-        raise RuntimeError(f"evaluation counted {count} examples for {n} inputs (padding/mask bug)")
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    labels = parallel.to_host(y) if isinstance(y, jax.Array) else np.asarray(y)
+    return {"loss": float(np.sum(out["loss"], dtype=np.float64) / n),
+            "accuracy": float(np.sum(out["pred"] == labels) / n), "n": n}
 
 
-def predict(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh, x: Any, *,
+def predict(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh | None, x: Any, *,
             batch_size: int = 1000, return_logits: bool = False) -> Any:
     """Per-example predicted labels (and logits), data-parallel, in input order.
 
@@ -617,20 +589,8 @@ def predict(state: TrainState | Mapping[str, Any], model: nn.Module, mesh: Mesh,
     Returns:
         ``pred: (N,) int32``, or ``(pred, logits: (N, num_classes) float32)``.
     """
-    _, out, (idx, mask) = _run_eval(state, model, mesh, x, None, batch_size=batch_size,
-                                    with_logits=return_logits)
-    n = int(x.shape[0])
-    keep = mask.reshape(-1).astype(bool)
-    order = idx.reshape(-1)[keep]
-    pred_all = (out[0] if return_logits else out).reshape(-1)[keep]
-    pred = np.empty((n,), np.int32)
-    pred[order] = pred_all
-    if not return_logits:
-        return pred
-    logits_all = out[1].reshape(-1, out[1].shape[-1])[keep]
-    logits = np.empty((n, logits_all.shape[-1]), np.float32)
-    logits[order] = logits_all
-    return pred, logits
+    out = _run_eval(state, model, mesh, x, None, batch_size=batch_size, with_logits=return_logits)
+    return (out["pred"], out["logits"]) if return_logits else out["pred"]
 
 
 @functools.lru_cache(maxsize=64)

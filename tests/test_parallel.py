@@ -84,10 +84,11 @@ _WORKER = textwrap.dedent(
     assert parallel.initialize_distributed(f"127.0.0.1:{port}", nproc, pid, initialization_timeout=60)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from multihost_common import run
-    params, evaluation = run()
+    params, evaluation, swept = run()
     if pid == 0:
         import numpy as np
-        np.savez(out, *params, accuracy=evaluation["accuracy"], loss=evaluation["loss"])
+        np.savez(out, *params, accuracy=evaluation["accuracy"], loss=evaluation["loss"],
+                 **{"sweep_" + k: v for k, v in swept.items()})
     print("process", pid, "of", jax.process_count(), "devices", jax.device_count(), "done", flush=True)
     """
 )
@@ -96,6 +97,10 @@ _COMMON = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
     from jaxhfc import models, parallel, train
+
+    def rows(w, key, xb, yb, index):
+        noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), ()))(index)
+        return {"z": jnp.sum(xb, axis=(1, 2)) @ w + noise[:, None], "y": yb, "index": index}
 
     def run():
         # The same global batch on any number of processes/devices: 4 steps, global batch 16.
@@ -126,7 +131,13 @@ _COMMON = textwrap.dedent(
             parallel.to_host(m)
         evaluation = train.evaluate(state, model, mesh, x, y, batch_size=24)
         host = parallel.to_host(state)
-        return [np.asarray(a) for a in jax.tree_util.tree_leaves(host)], evaluation
+        # the sweep helper: host inputs and device inputs (global arrays), 48 rows in calls of 20
+        w = np.linspace(-1, 1, 30, dtype=np.float32).reshape(3, 10)
+        swept = {"pred": train.predict(state, model, mesh, images, batch_size=20)}
+        for name, inputs in (("host", (x, y)), ("device", (images, labels))):
+            out = parallel.sweep(rows, inputs, (w, jax.random.key(5)), batch_size=20, mesh=mesh, with_index=True)
+            swept.update({f"{name}_{k}": v for k, v in out.items()})
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(host)], evaluation, swept
     """
 )
 
@@ -146,7 +157,7 @@ def test_two_process_run_equals_single_process(tmp_path):
         import multihost_common  # noqa: PLC0415
     finally:
         sys.path.remove(str(tmp_path))
-    single_params, single_eval = multihost_common.run()  # 8 local devices, 1 process
+    single_params, single_eval, single_sweep = multihost_common.run()  # 8 local devices, 1 process
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -175,6 +186,11 @@ def test_two_process_run_equals_single_process(tmp_path):
     np.testing.assert_allclose(float(got["loss"]), single_eval["loss"], rtol=1e-5)
     assert float(got["accuracy"]) == pytest.approx(single_eval["accuracy"])
     assert int(single_params[0]) == int(multi_params[0]) == 4  # TrainState.step: 4 steps taken
+    # sweeps: the same rows in input order on 2 processes x 2 devices as on 1 process x 8
+    for k, v in single_sweep.items():
+        np.testing.assert_allclose(got["sweep_" + k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_array_equal(single_sweep["host_index"], np.arange(48))
+    np.testing.assert_array_equal(single_sweep["host_y"], single_sweep["device_y"])
 
 
 def _affine(params, x, *, scale=1.0):
@@ -205,3 +221,39 @@ def test_split_join_callable():
     assert arrays == [] and parallel.join_callable(spec, []) is np.tanh
     with pytest.raises(ValueError, match="array leaves"):
         parallel.join_callable(spec_a, arrays_a[:1])
+
+
+def _rows(w, key, xb, yb, index):
+    """A per-batch function of independent rows: x @ w plus a per-example random number."""
+    noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), ()))(index)
+    return {"z": xb @ w + noise[:, None], "y": yb, "index": index}
+
+
+def test_sweep_pads_shards_and_unpads_in_order():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(37, 5)).astype(np.float32)
+    y = rng.integers(0, 9, 37).astype(np.int32)
+    w = rng.normal(size=(5, 3)).astype(np.float32)
+    key = jax.random.key(1)
+    noise = np.array([float(jax.random.uniform(jax.random.fold_in(key, i), ())) for i in range(37)])
+    ref = x.astype(np.float64) @ w + noise[:, None]
+    mesh = parallel.make_mesh()
+    placed = parallel.global_from_full(mesh, (x, y))
+    for m, bs, inputs in ((None, 10, (x, y)), (None, 1000, (x, y)), (mesh, 1, (x, y)), (mesh, 12, (x, y)),
+                          (mesh, 16, placed), (parallel.make_mesh(2), 7, (jax.numpy.asarray(x), y))):
+        out = parallel.sweep(_rows, inputs, (w, key), batch_size=bs, mesh=m, with_index=True)
+        assert out["z"].shape == (37, 3) and isinstance(out["z"], np.ndarray)
+        np.testing.assert_allclose(out["z"], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(out["y"], y)
+        np.testing.assert_array_equal(out["index"], np.arange(37))
+    # a pytree of batched inputs, no index, outputs of other shapes
+    out = parallel.sweep(lambda s, t: {"sum": t["a"] * s, "rev": t["b"][:, ::-1]}, [{"a": x[:, 0], "b": x}], (2.0,),
+                         batch_size=8, mesh=mesh)
+    np.testing.assert_allclose(out["sum"], 2 * x[:, 0])
+    np.testing.assert_array_equal(out["rev"], x[:, ::-1])
+    with pytest.raises(ValueError, match="leading axis"):
+        parallel.sweep(_rows, (x, y[:5]), (w, key), batch_size=8, with_index=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        parallel.sweep(_rows, (x, y), (w, key), batch_size=0, with_index=True)
+    with pytest.raises(ValueError, match="at least one"):
+        parallel.sweep(_rows, (x[:0], y[:0]), (w, key), batch_size=4, with_index=True)
