@@ -17,6 +17,8 @@ import types
 import typing
 from typing import Any
 
+from jaxhfc.cli._errors import CLIError
+
 log = logging.getLogger("jaxhfc")
 
 
@@ -49,7 +51,7 @@ def add_train_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (run folder with config.json, metrics.jsonl, checkpoints)",
-        description="Train a model on CIFAR-10 or the synthetic data (optionally on LFC/HFC images) "
+        description="Train a model on CIFAR-10, the synthetic data or your own (--dataset npz:PATH ...) (optionally on LFC/HFC images) "
         "with evaluation on the LFC/HFC test sets; resumable with --resume.",
     )
     p.add_argument("--out", "-o", help="run folder (default: runs/train/<config hash>)")
@@ -68,6 +70,11 @@ def add_train_parser(sub: Any) -> None:
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=default_text)
         elif kind == "tuple":
             g.add_argument(flag, dest=f.name, type=float, nargs="*", default=None, help=default_text)
+        elif f.name == "dataset":
+            from jaxhfc import sources
+
+            g.add_argument(flag, dest=f.name, type=sources.dataset_arg, default=None,
+                           help=f"{default_text}; also tfds:NAME, npz:PATH, folder:PATH (see jaxhfc.sources)")
         elif f.name == "train_radius":
             g.add_argument(flag, dest=f.name, type=float, default=None, help=default_text)
         else:
@@ -92,7 +99,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxhfc import parallel
 
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    from jaxhfc.cli import CLIError
     from jaxhfc.train import fit
 
     try:
@@ -112,6 +118,21 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"acc {last['train_accuracy']:.4f}  {accs}  ({last['img_per_s']:.0f} img/s)")
     print(f"run folder: {out}")
     return 0
+
+
+def load_run(run: pathlib.Path, *, step: int | None = None) -> tuple[Any, Any, Any]:
+    """``jaxhfc.train.load_run`` with a missing, unreadable or corrupt run folder or
+    checkpoint as a one-line :class:`CLIError`."""
+    from jaxhfc import train
+
+    if not run.is_dir():
+        raise CLIError(f"{run}: no such run folder (expected config.json and checkpoints/ from jaxhfc train)")
+    try:
+        return train.load_run(run, step=step)
+    except (FileNotFoundError, train.CheckpointError) as err:
+        raise CLIError(str(err)) from None
+    except (ValueError, KeyError, TypeError) as err:  # config.json unreadable or from another version
+        raise CLIError(f"{run / 'config.json'}: not a readable run config ({type(err).__name__}: {err})") from None
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -137,13 +158,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     from jaxhfc import train
-    from jaxhfc.cli import CLIError
 
     run = pathlib.Path(args.run)
-    try:
-        config, state, model = train.load_run(run, step=args.step)
-    except (FileNotFoundError, train.CheckpointError) as err:
-        raise CLIError(str(err)) from None
+    config, state, model = load_run(run, step=args.step)
     changes: dict[str, Any] = {"eval_train": False}
     if args.radii is not None:
         changes["eval_radii"] = tuple(args.radii)

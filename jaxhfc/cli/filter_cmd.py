@@ -1,30 +1,21 @@
-"""The ``jaxhfc`` command.
+"""``jaxhfc filter``: LFC/HFC images of a picture or an .npy batch at several radii, plus a figure.
 
-Subcommands:
-  filter   LFC/HFC images of a picture or an .npy batch at several radii, plus a figure.
-  train    train a model (see ``jaxhfc train --help``).
-  eval     evaluate a run's checkpoint on original / LFC / HFC test sets.
-
-This is driver code: it parses arguments, reads and writes files and prints.
+Driver code: it parses arguments, reads and writes files and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from jaxhfc.cli._errors import CLIError
+
 log = logging.getLogger("jaxhfc")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-class CLIError(Exception):
-    """An error reported to the user as one line, exit status 2."""
-
 
 # --------------------------------------------------------------------------------------
 # filter
@@ -164,37 +155,3 @@ def add_filter_parser(sub) -> None:
     p.add_argument("--out", "-o", default="runs/filter", help="output folder (default: runs/filter)")
     p.add_argument("--max-png", type=int, default=8, help="write PNGs for at most this many images of a batch")
     p.set_defaults(func=cmd_filter)
-
-
-# --------------------------------------------------------------------------------------
-# main
-# --------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxhfc", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    add_filter_parser(sub)
-    from jaxhfc import _cli_train
-
-    _cli_train.add_train_parser(sub)
-    _cli_train.add_eval_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("jaxhfc").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        return int(args.func(args) or 0)
-    except CLIError as err:
-        print(f"jaxhfc {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
