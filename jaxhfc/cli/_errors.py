@@ -1,0 +1,16 @@
+"""What every ``jaxhfc`` command shares: the one-line user error and the errors reported as one."""
+
+from __future__ import annotations
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, exit status 2."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Library errors that mean bad input, not a bug: a missing or corrupt dataset, a run
+    folder or checkpoint that cannot be read. ``jaxhfc`` answers them with one line and
+    exit status 2. Imported on use (only evaluated when an exception propagates)."""
+    from jaxhfc import data, train
+
+    return (CLIError, data.DatasetNotFoundError, data.CorruptDatasetError, train.CheckpointError)
