@@ -16,17 +16,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jaxhfc import evidence as E
 from jaxhfc import results as R
 
 log = logging.getLogger("experiments")
 
 SCALES = ("full", "quick", "tiny")
+#: Seeds per trained artefact, by scale (``--seeds`` overrides).
+DEFAULT_SEEDS = {"full": 3, "quick": 3, "tiny": 2}
+SEED_STRIDE = 1009
+#: Size of the validation split held out from the training data (selections are made on it).
+VALIDATION = {"full": 5000, "quick": 512, "tiny": 64}
 
 
 @dataclasses.dataclass
@@ -49,15 +56,58 @@ class Trained:
 
 @dataclasses.dataclass
 class Claim:
-    """One qualitative claim of the paper and whether our run supports it."""
+    """One claim of the paper and the verdict our seeds give it.
+
+    Attributes:
+      artefact: the driver's name.
+      claim: the claim in words.
+      judgement: the :class:`jaxhfc.evidence.Judgement` (verdict, effect interval over
+        seeds, the per-seed values, the preconditions and their status).
+      effect: what the effect is, with its sign convention ("LFC minus HFC test accuracy").
+      evidence: extra words (the numbers behind the effect).
+    """
 
     artefact: str
     claim: str
-    holds: bool | None
-    evidence: str
+    judgement: E.Judgement
+    effect: str = ""
+    evidence: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.judgement, E.Judgement):  # a bare single-run bool: no interval, no verdict
+            nan = float("nan")
+            self.judgement = E.Judgement(
+                "not tested", E.Interval(nan, nan, nan, 1, 0.95, "none"), 1, (nan,),
+                (E.Precondition("an effect with an interval over seeds", False,
+                                f"single-run comparison only (it said {self.judgement})"),))
 
     def mark(self) -> str:
-        return {True: "holds", False: "does not hold", None: "not tested"}[self.holds]
+        return self.judgement.verdict
+
+    def to_dict(self) -> dict:
+        return {"artefact": self.artefact, "claim": self.claim, "judgement": self.judgement.to_dict(),
+                "effect": self.effect, "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Claim":
+        return cls(d["artefact"], d["claim"], E.Judgement.from_dict(d["judgement"]), d.get("effect", ""),
+                   d.get("evidence", ""))
+
+    def effect_text(self) -> str:
+        iv = self.judgement.effect
+        if math.isnan(iv.mean):
+            return "n/a"
+        return str(iv)
+
+    def preconditions_text(self) -> str:
+        return "; ".join(str(p) for p in self.judgement.preconditions) or "none"
+
+
+def claim(artefact: str, text: str, values, *, effect: str, direction: int = 1, se=None, preconditions=(),
+          evidence: str = "") -> Claim:
+    """A :class:`Claim` judged from per-seed effect ``values`` (see :func:`jaxhfc.evidence.judge`)."""
+    return Claim(artefact, text, E.judge(list(values), direction=direction, se=se, preconditions=preconditions),
+                 effect, evidence)
 
 
 @dataclasses.dataclass
@@ -71,7 +121,9 @@ class Context:
       out: results root (default ``results/<dataset slug>``, e.g. ``results/npz-digits``).
       data_dir: dataset folder for cifar10.
       model: model name for full runs (``resnet18`` or ``paper_resnet``).
-      seed: the one seed.
+      seed: the base seed; the reproduction's seeds are :attr:`seed_list`.
+      seeds: how many seeds every trained artefact runs (None: the scale's default,
+        :data:`DEFAULT_SEEDS`).
       progress: show progress bars.
     """
 
@@ -81,6 +133,7 @@ class Context:
     data_dir: str | None = None
     model: str = "resnet18"
     seed: int = 0
+    seeds: int | None = None
     progress: bool = True
     trainings: int = 0  # trainings actually run by this context (tests check re-runs do none)
     _datasets: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -94,6 +147,16 @@ class Context:
 
         self.out = Path(self.out) if self.out else Path("results") / sources.dataset_slug(self.dataset)
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.seeds is None:
+            self.seeds = DEFAULT_SEEDS[self.scale]
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive int, got {self.seeds!r}")
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds of this reproduction: ``seed + SEED_STRIDE * i`` for ``i < seeds`` (so base
+        seeds 0 and 1 give disjoint seed sets, and the first seed is the base seed)."""
+        return tuple(self.seed + SEED_STRIDE * i for i in range(self.seeds))
 
     # ---------------------------------------------------------------- configs
 
@@ -101,7 +164,7 @@ class Context:
     def quick(self) -> bool:
         return self.scale != "full"
 
-    def config(self, **overrides):
+    def config(self, seed: int | None = None, **overrides):
         """The vanilla config at this scale, with ``overrides`` applied last.
 
         Full scale is the paper's vanilla set-up (Adam 1e-4, batch 100, 100 epochs, no
@@ -111,7 +174,10 @@ class Context:
         from experiments import recipes
         from jaxhfc import train
 
-        fields = dict(recipes.BASE[self.scale], dataset=self.dataset, data_dir=self.data_dir, seed=self.seed)
+        fields = dict(recipes.BASE[self.scale], dataset=self.dataset, data_dir=self.data_dir,
+                      seed=self.seed if seed is None else seed)
+        fields.setdefault("num_val", VALIDATION[self.scale])
+        fields.setdefault("eval_train", True)  # eval-mode accuracy on clean training data (generalisation gaps)
         if self.scale == "full":
             fields["model"] = self.model
         base = train.TrainConfig(**fields)
@@ -138,13 +204,24 @@ class Context:
         """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
         from jaxhfc import train
 
-        key = (config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train, config.num_test)
+        key = (config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train, config.num_test,
+               config.num_val)
         if key not in self._datasets:
             self._datasets[key] = train.load_splits(config)
         return self._datasets[key]
 
+    def validation(self, config):
+        """The validation split of ``config`` (held out from its training data; never trained on)."""
+        from jaxhfc import train
+
+        key = ("val", config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train,
+               config.num_val)
+        if key not in self._datasets:
+            self._datasets[key] = train.load_validation(config)
+        return self._datasets[key]
+
     def run_dir(self, name: str, config) -> Path:
-        return self.out / "runs" / f"{name}-{config.config_hash()[:10]}"
+        return self.out / "runs" / f"{name}-s{config.seed}-{config.config_hash()[:10]}"
 
     def train(self, name: str, config) -> Trained:
         """Train ``config`` (or load it when a finished run with the same hash exists)."""
@@ -170,23 +247,45 @@ class Context:
         self._trained[run_dir] = result
         return result
 
-    def vanilla(self) -> Trained:
-        """M_natural: the vanilla model every artefact shares."""
-        return self.train("vanilla", self.config())
+    def train_seeds(self, name: str, **overrides) -> list[Trained]:
+        """``name`` trained once per seed of :attr:`seed_list` (config :meth:`config` with
+        ``overrides``); trainings that share a shape may run together as a population."""
+        return self.train_many([(name, self.config(seed=s, **overrides)) for s in self.seed_list])
 
-    def adversarial(self) -> Trained:
-        """M_adversarial: Madry PGD training with the paper's settings (Linf eps 0.03, 10
-        steps of 0.003, no random start, crop + flip)."""
+    def train_many(self, named_configs) -> list[Trained]:
+        """Train (or load) several ``(name, config)`` pairs; returns them in order."""
+        return [self.train(name, cfg) for name, cfg in named_configs]
+
+    def vanilla(self, seed: int | None = None) -> Trained:
+        """M_natural for one seed (default: the base seed)."""
+        return self.train("vanilla", self.config(seed=seed))
+
+    def vanillas(self) -> list[Trained]:
+        """M_natural, the vanilla model every artefact shares, for every seed."""
+        return self.train_seeds("vanilla")
+
+    def batchnorms(self) -> list[Trained]:
+        """The vanilla model with BatchNorm, for every seed (shared by heuristics and radius_curves)."""
+        return self.train_seeds("batchnorm", norm="batch")
+
+    def adversarial(self, seed: int | None = None) -> Trained:
+        """M_adversarial for one seed: Madry PGD training (paper: Linf eps 0.03, 10 steps of
+        0.003, no random start, crop + flip; recipes.ADVERSARIAL per scale)."""
         from experiments import recipes
 
-        cfg = self.config(**recipes.ADVERSARIAL[self.scale])
-        return self.train("adversarial", cfg)
+        return self.train("adversarial", self.config(seed=seed, **recipes.ADVERSARIAL[self.scale]))
 
-    def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None):
-        """``(x unit scale float32, y int32)`` of the test split, optionally filtered."""
+    def adversarials(self) -> list[Trained]:
+        """M_adversarial for every seed."""
+        from experiments import recipes
+
+        return self.train_seeds("adversarial", **recipes.ADVERSARIAL[self.scale])
+
+    def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None, split: str = "test"):
+        """``(x unit scale float32, y int32)`` of the test (or ``"val"``idation) split, optionally filtered."""
         from jaxhfc import data
 
-        _, test = self.datasets(config)
+        test = self.datasets(config)[1] if split == "test" else self.validation(config)
         if kind:
             test = data.filter_dataset(test, kind, radius)
         return np.asarray(data.to_model_input(test, scaling=config.scaling), np.float32), np.asarray(test.labels, np.int32)
@@ -199,6 +298,55 @@ class Context:
         return path
 
 
+def combine_seeds(per_seed: Sequence[Sequence[dict]], *, confidence: float = 0.95) -> list[dict]:
+    """Rows of several seeds (the same rows in the same order for every seed) as one set of
+    rows: a number becomes ``{"mean", "low", "high", "n", "values"}`` (``low``/``high``: the
+    Student-t interval over seeds; NaN with one seed), anything else is kept from the first
+    seed. A cell missing (None) on some seed is averaged over the seeds that have it."""
+    if not per_seed:
+        return []
+    n_rows = len(per_seed[0])
+    if any(len(rows) != n_rows for rows in per_seed):
+        raise ValueError(f"every seed must give the same rows; got {[len(r) for r in per_seed]} rows")
+    out = []
+    for i in range(n_rows):
+        row = {}
+        for col, first in per_seed[0][i].items():
+            vals = [rows[i].get(col) for rows in per_seed]
+            nums = [float(v) for v in vals if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                    and v is not None and math.isfinite(float(v))]
+            if isinstance(first, (float, np.floating)) or (nums and not isinstance(first, (str, bool))
+                                                           and not isinstance(first, (int, np.integer))):
+                if not nums:
+                    row[col] = None
+                    continue
+                if len(nums) == len(vals) and all(v == nums[0] for v in nums):
+                    row[col] = nums[0]  # the same on every seed (a reference value, a setting)
+                    continue
+                iv = E.interval(nums, confidence=confidence)
+                row[col] = {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "values": vals}
+            else:
+                row[col] = first
+        out.append(row)
+    return out
+
+
+def cell_text(value: Any, digits: int = 3) -> Any:
+    """A combined cell as ``mean ± half-width`` (95% interval over seeds) for markdown."""
+    if isinstance(value, dict) and "mean" in value:
+        if value["n"] < 2 or not math.isfinite(value["low"]):
+            return f"{value['mean']:.{digits}f}"
+        return f"{value['mean']:.{digits}f} ± {(value['high'] - value['low']) / 2:.{digits}f}"
+    return value
+
+
+def mean_of(value: Any) -> float | None:
+    """The mean of a combined cell (or the number itself)."""
+    if isinstance(value, dict):
+        return value.get("mean")
+    return value
+
+
 def write_artefact(
     ctx: Context,
     name: str,
@@ -207,15 +355,27 @@ def write_artefact(
     rows: Sequence[dict],
     columns: Sequence[str] | None = None,
     claims: Sequence[Claim] = (),
-    models: dict[str, Trained] | None = None,
+    models: dict[str, Any] | None = None,
     settings: dict | None = None,
     notes: str = "",
     figures: Sequence[str] = (),
     digits: int = 3,
+    per_seed: Sequence[Sequence[dict]] | None = None,
 ) -> Path:
-    """Write ``config.json``, ``metrics.jsonl`` (one line per row), ``table.json`` and
-    ``table.md`` of an artefact, from the same data."""
+    """Write ``config.json``, ``metrics.jsonl`` (one line per row and seed), ``table.json`` and
+    ``table.md`` of an artefact, from the same data.
+
+    ``rows`` are combined rows (:func:`combine_seeds`: numeric cells are ``{mean, low, high,
+    n, values}``) or plain rows; ``per_seed`` the rows of each seed (written to
+    metrics.jsonl with their seed). ``models`` maps a label to a :class:`Trained` or to a list
+    of them (one per seed).
+    """
     folder = ctx.artefact_dir(name)
+
+    def model_info(t: Trained) -> dict:
+        return {"run_dir": str(t.run_dir), "seed": t.config.seed, "config": t.config.to_dict(),
+                "config_hash": t.config.config_hash()}
+
     R.write_json(
         folder / "config.json",
         {
@@ -223,30 +383,69 @@ def write_artefact(
             "dataset": ctx.dataset,
             "scale": ctx.scale,
             "seed": ctx.seed,
+            "seeds": list(ctx.seed_list),
             "settings": settings or {},
-            "models": {k: {"run_dir": str(t.run_dir), "config": t.config.to_dict(), "config_hash": t.config.config_hash()}
+            "models": {k: ([model_info(x) for x in t] if isinstance(t, (list, tuple)) else model_info(t))
                        for k, t in (models or {}).items()},
             "environment": R.environment_info(),
         },
     )
     metrics = folder / "metrics.jsonl"
     R.write_text(metrics, "")
-    for row in rows:
-        R.append_jsonl(metrics, row)
+    if per_seed is not None:
+        for seed, seed_rows in zip(ctx.seed_list, per_seed):
+            for row in seed_rows:
+                R.append_jsonl(metrics, {"seed": seed, **row})
+    else:
+        for row in rows:
+            R.append_jsonl(metrics, row)
     R.write_json(folder / "table.json", {"title": title, "columns": list(columns or (rows[0].keys() if rows else [])),
-                                         "rows": list(rows), "claims": [dataclasses.asdict(c) for c in claims],
-                                         "figures": list(figures), "notes": notes})
-    md = [f"# {title}", "", f"Dataset: `{ctx.dataset}`, scale: `{ctx.scale}`.", ""]
+                                         "rows": list(rows), "claims": [c.to_dict() for c in claims],
+                                         "seeds": list(ctx.seed_list), "figures": list(figures), "notes": notes})
+    n = len(ctx.seed_list)
+    md = [f"# {title}", "", f"Dataset: `{ctx.dataset}`, scale: `{ctx.scale}`, {n} seed(s) {list(ctx.seed_list)}.", ""]
+    if n > 1:
+        md += [f"Cells are means over the {n} seeds ± the half-width of the 95% Student-t interval over seeds.", ""]
     if notes:
         md += [notes, ""]
-    md.append(R.markdown_table(rows, columns, digits=digits))
+    md.append(R.markdown_table([{k: cell_text(v, digits) for k, v in r.items()} for r in rows], columns, digits=digits))
     if claims:
-        md += ["", "| paper's claim | in our run | evidence |", "|---|---|---|"]
-        md += [f"| {c.claim} | **{c.mark()}** | {c.evidence} |" for c in claims]
+        md += ["", claims_table(claims, with_artefact=False)]
     if figures:
         md += [""] + [f"![{f}]({f})" for f in figures]
     R.write_text(folder / "table.md", "\n".join(md) + "\n")
     return folder
+
+
+def claims_table(claims: Sequence[Claim], *, with_artefact: bool = True) -> str:
+    """Markdown table of claims: verdict, effect with its interval, seeds, preconditions."""
+    head = (["artefact"] if with_artefact else []) + ["paper's claim", "verdict", "effect (sign = claim)",
+                                                      "mean [95% interval]", "seeds", "preconditions", "evidence"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for c in claims:
+        cells = ([c.artefact] if with_artefact else []) + [
+            c.claim, f"**{c.mark()}**", c.effect, c.effect_text(), str(c.judgement.effect.n),
+            c.preconditions_text(), c.evidence or ""]
+        lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_curve(trained: Sequence[Trained], key: str) -> tuple:
+    """``(epochs, mean, low, high)`` of a metric over seeds (epochs every seed evaluated)."""
+    per = [dict(zip(*curve(t.history, key))) for t in trained]
+    epochs = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    mean, low, high = [], [], []
+    for e in epochs:
+        iv = E.interval([p[e] for p in per])
+        mean.append(iv.mean)
+        low.append(iv.low)
+        high.append(iv.high)
+    return epochs, mean, low, high
+
+
+def finals(trained: Sequence[Trained], key: str) -> list:
+    """The last value of ``key`` for every seed (None where missing)."""
+    return [final(t, key) for t in trained]
 
 
 def save_figure(fig, path: Path) -> str:
@@ -287,7 +486,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results root (default results/<dataset>)")
     p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz or a prepared TFDS dir")
     p.add_argument("--model", default="resnet18", choices=("resnet18", "paper_resnet"), help="model of full-scale runs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="base seed (the seeds are seed + 1009 * i)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"seeds per trained artefact (default by scale: {DEFAULT_SEEDS})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -297,7 +498,7 @@ def context_from_args(args) -> Context:
     logging.getLogger("experiments").setLevel(logging.INFO)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     return Context(dataset=args.dataset, scale=scale, out=args.out, data_dir=args.data_dir, model=args.model,
-                   seed=args.seed, progress=not args.no_progress)
+                   seed=args.seed, seeds=args.seeds, progress=not args.no_progress)
 
 
 def run_cli(fn: Callable[[], Any]) -> Any:

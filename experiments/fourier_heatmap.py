@@ -15,49 +15,86 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Claim, Context, main_for, save_figure, write_artefact
+from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from jaxhfc import evidence as E
 
 NAME = "fourier_heatmap"
+#: Everything this artefact changes by scale. ``cut``: the radius that splits the map into low
+#: (d < cut) and high frequencies; ``min_test``/``adv_min``: preconditions (test accuracy of
+#: M_natural / M_adversarial).
+SETTINGS = {
+    "full": dict(eps=4.0, n_images=1000, freq_chunk=32, batch_size=200, cut=8, min_test=0.5, adv_min=0.5),
+    "quick": dict(eps=4.0, n_images=128, freq_chunk=16, batch_size=128, cut=8, min_test=0.5, adv_min=0.6),
+    "tiny": dict(eps=4.0, n_images=32, freq_chunk=64, batch_size=32, cut=8, min_test=0.0, adv_min=0.0),
+}
+
+
+def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
+    """Claims from per-seed ``{model: {"clean", "low", "high"}}`` error rates (clean error, mean
+    error of the low / high part of the heat map). Errors are compared with the model's clean
+    error, so a model that is wrong anyway does not look "sensitive"."""
+    pre = [E.precondition("vanilla test acc (heat-map images)", [1 - m["vanilla"]["clean"] for m in per_seed],
+                          minimum=settings["min_test"]),
+           E.precondition("adversarial test acc (heat-map images)", [1 - m["adversarial"]["clean"] for m in per_seed],
+                          minimum=settings["adv_min"])]
+    sens = lambda m, k, part: m[k][part] - m[k]["clean"]  # noqa: E731
+    se = [E.diff_se(m["vanilla"]["high"], n_images, m["adversarial"]["high"], n_images) for m in per_seed]
+    mean = lambda f: float(np.mean([f(m) for m in per_seed]))  # noqa: E731
+    return [
+        claim(NAME, "adversarial training lowers the sensitivity to high-frequency perturbations",
+              [sens(m, "vanilla", "high") - sens(m, "adversarial", "high") for m in per_seed], se=se,
+              effect="vanilla minus adversarial (high-freq error - clean error)", preconditions=pre,
+              evidence=f"high-freq minus clean error: vanilla {mean(lambda m: sens(m, 'vanilla', 'high')):.3f}, "
+                       f"adversarial {mean(lambda m: sens(m, 'adversarial', 'high')):.3f}"),
+        claim(NAME, "adversarially trained models are relatively more sensitive to low than high frequencies",
+              [(m["adversarial"]["low"] - m["adversarial"]["high"]) - (m["vanilla"]["low"] - m["vanilla"]["high"])
+               for m in per_seed], se=se,
+              effect="(low - high freq error) of adversarial minus that of vanilla", preconditions=pre,
+              evidence=f"low minus high error: adversarial {mean(lambda m: m['adversarial']['low'] - m['adversarial']['high']):.3f}, "
+                       f"vanilla {mean(lambda m: m['vanilla']['low'] - m['vanilla']['high']):.3f}"),
+    ]
 
 
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting, train
 
-    eps = ctx.pick(full=4.0, quick=4.0)
-    models = {"vanilla": ctx.vanilla(), "batchnorm": ctx.train("batchnorm", ctx.config(norm="batch")),
-              "adversarial": ctx.adversarial()}
-    x, y = ctx.test_arrays(models["vanilla"].config)
-    n = ctx.pick(full=1000, quick=256, tiny=32)
+    st = SETTINGS[ctx.scale]
+    eps, n = st["eps"], st["n_images"]
+    models = {"vanilla": ctx.vanillas(), "batchnorm": ctx.batchnorms(), "adversarial": ctx.adversarials()}
+    x, y = ctx.test_arrays(models["vanilla"][0].config)
     x, y = x[:n], y[:n]
+    n = len(y)
     h, w = x.shape[1:3]
     dist = fourier.distance_grid(h, w)
-    maps, rows = {}, []
-    for name, t in models.items():
-        m = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(ctx.seed + 3),
-                                     eps=eps, mesh=ctx.mesh(), freq_chunk=ctx.pick(full=32, quick=16, tiny=64),
-                                     batch_size=ctx.pick(full=200, quick=128, tiny=32))
-        maps[name] = m
-        np.save(ctx.artefact_dir(NAME) / f"heatmap_{name}.npy", m)
-        rows.append({"model": name, "mean error": float(m.mean()),
-                     "error, low freq (d < 8)": float(m[dist < 8].mean()),
-                     "error, high freq (d >= 8)": float(m[dist >= 8].mean()),
-                     "clean error": 1.0 - train.evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]})
-    fig = plotting.heatmap_figure(maps, title=f"Fourier sensitivity: error rate, L2 eps={eps:g} (centre = low frequencies)")
+    per_seed_metrics, per_seed_rows, first_maps = [], [], {}
+    for i, seed in enumerate(ctx.seed_list):
+        metrics, rows = {}, []
+        for name, ts in models.items():
+            t = ts[i]
+            m = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(seed + 3), eps=eps, mesh=ctx.mesh(),
+                                         freq_chunk=st["freq_chunk"], batch_size=st["batch_size"])
+            if i == 0:
+                first_maps[name] = m
+                np.save(ctx.artefact_dir(NAME) / f"heatmap_{name}.npy", m)
+            clean = 1.0 - train.evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
+            lo, hi = float(m[dist < st["cut"]].mean()), float(m[dist >= st["cut"]].mean())
+            metrics[name] = {"clean": clean, "low": lo, "high": hi}
+            rows.append({"model": name, "mean error": float(m.mean()), f"error, low freq (d < {st['cut']})": lo,
+                         f"error, high freq (d >= {st['cut']})": hi, "clean error": clean,
+                         "high-freq minus clean": hi - clean})
+        per_seed_metrics.append(metrics)
+        per_seed_rows.append(rows)
+    fig = plotting.heatmap_figure(first_maps, title=f"Fourier sensitivity (seed {ctx.seed_list[0]}): error rate, "
+                                                    f"L2 eps={eps:g} (centre = low frequencies)")
     figs = [save_figure(fig, ctx.artefact_dir(NAME) / "heatmaps.png")]
-    hi = {r["model"]: r["error, high freq (d >= 8)"] for r in rows}
-    lo = {r["model"]: r["error, low freq (d < 8)"] for r in rows}
-    claims = [
-        Claim(NAME, "adversarial training lowers the sensitivity to high-frequency perturbations",
-              hi["adversarial"] < hi["vanilla"], f"high-freq error: adversarial {hi['adversarial']:.3f}, vanilla {hi['vanilla']:.3f}"),
-        Claim(NAME, "adversarially trained models are relatively more sensitive to low than high frequencies",
-              lo["adversarial"] - hi["adversarial"] > lo["vanilla"] - hi["vanilla"],
-              f"low-high error: adversarial {lo['adversarial'] - hi['adversarial']:.3f}, vanilla {lo['vanilla'] - hi['vanilla']:.3f}"),
-    ]
-    write_artefact(ctx, NAME, title="Beyond the paper: Fourier sensitivity heat maps", rows=rows, claims=claims,
-                   models=models, figures=figs, settings={"eps_l2_per_channel": eps, "n_images": int(n)},
-                   notes="Yin et al. 2019's method on our models; heat maps saved as heatmap_<model>.npy "
-                         "(indexed like the shifted spectrum, zero frequency at the centre).")
-    return {"rows": rows, "claims": claims, "maps": maps}
+    claims = judge_claims(per_seed_metrics, st, n)
+    rows = combine_seeds(per_seed_rows)
+    write_artefact(ctx, NAME, title="Beyond the paper: Fourier sensitivity heat maps", rows=rows,
+                   per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
+                   settings={**st, "eps_l2_per_channel": eps, "n_images": int(n)},
+                   notes="Yin et al. 2019's method on our models; the first seed's heat maps are saved as "
+                         "heatmap_<model>.npy (indexed like the shifted spectrum, zero frequency at the centre).")
+    return {"rows": rows, "claims": claims, "maps": first_maps}
 
 
 def main(argv=None):

@@ -1,25 +1,37 @@
 """Fig. 4-6: training heuristics and the HFC they make a model use. Vanilla, mixup, small and
-large batches, dropout, BatchNorm and adversarial training; after each epoch, accuracy on the
-original test set and on its LFC / HFC copies at r = 4, 8, 12, 16. Fig. 6: models trained on
-LFC only (r = 12), with and without BatchNorm, tested on original and LFC data.
+large batches, dropout, BatchNorm and adversarial training; after each evaluation, accuracy on
+the original test set and on its LFC / HFC copies at r = 4, 8, 12, 16. Fig. 6: models trained
+on LFC only (r = 12), with and without BatchNorm, tested on original and LFC data.
 
 Paper claims: BatchNorm makes a model use much more HFC (its HFC-test accuracy is far higher);
 bigger batches give a smaller generalisation gap and more invariance to HFC; adversarial
 training makes a model rely less on HFC.
 
-    python -m experiments.heuristics [--quick] [--dataset synthetic|cifar10]
+    python -m experiments.heuristics [--quick] [--seeds N] [--dataset ...]
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import Claim, Context, curve, final, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, final, main_for, save_figure, seed_curve,
+                                write_artefact)
+from jaxhfc import evidence as E
 
 NAME = "heuristics"
+#: Everything this artefact changes by scale (base recipes: experiments/recipes.py).
+#: ``min_test``: precondition, test accuracy of every model compared; ``adv_min``: of
+#: M_adversarial; ``hfc_min``: M_natural's mean HFC-test accuracy (it must use HFC at all for
+#: "relies less on HFC" to mean anything).
+SETTINGS = {
+    "full": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.5, hfc_min=0.2),
+    "quick": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.6, hfc_min=0.2),
+    "tiny": dict(batches=(32, 128), lfc_radius=4, min_test=0.0, adv_min=0.0, hfc_min=0.0),
+}
 
-def variants(ctx: Context) -> dict:
-    small, large = ctx.pick(full=(32, 512), quick=(32, 512), tiny=(32, 128))
+
+def variants(settings: dict) -> dict:
+    small, large = settings["batches"]
     return {
         "vanilla": {},
         "mixup": {"mixup_alpha": 1.0},  # the code's Beta(1, 1); the paper's text says alpha 0.5
@@ -31,80 +43,122 @@ def variants(ctx: Context) -> dict:
     }
 
 
-def _hfc_mean(t, radii) -> float:
-    vals = [final(t, f"test_high_{r}") for r in radii]
-    return float(np.mean([v for v in vals if v is not None]))
+def _mean_hfc(m: dict, radii) -> float:
+    return float(np.mean([m[f"test_high_{r}"] for r in radii]))
+
+
+def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, num_classes: int) -> list:
+    """Claims from per-seed metrics ``{variant: {"train": eval-mode acc on clean training data,
+    "test": .., "test_high_<r>": ..}}`` (variants as in :func:`variants`)."""
+    small, large = (f"batch {b}" for b in settings["batches"])
+    chance = 1.0 / num_classes
+    trained = lambda v: E.precondition(f"{v} test acc", [m[v]["test"] for m in per_seed],  # noqa: E731
+                                       minimum=settings["min_test"])
+    claims = []
+    bn = [_mean_hfc(m["batchnorm"], radii) - _mean_hfc(m["vanilla"], radii) for m in per_seed]
+    bn_se = [float(np.mean([E.diff_se(m["batchnorm"][f"test_high_{r}"], n_test, m["vanilla"][f"test_high_{r}"], n_test)
+                            for r in radii])) for m in per_seed]
+    claims.append(claim(NAME, "BatchNorm makes the model use more HFC (higher accuracy on HFC test images)", bn,
+                        se=bn_se, effect="BN minus vanilla HFC-test acc, mean over radii",
+                        preconditions=[trained("vanilla"), trained("batchnorm")],
+                        evidence=f"mean HFC-test acc: BN {np.mean([_mean_hfc(m['batchnorm'], radii) for m in per_seed]):.3f}, "
+                                 f"vanilla {np.mean([_mean_hfc(m['vanilla'], radii) for m in per_seed]):.3f}"))
+    gap = lambda m, v: m[v]["train"] - m[v]["test"]  # noqa: E731
+    claims.append(claim(NAME, "a larger batch gives a smaller generalisation gap",
+                        [gap(m, small) - gap(m, large) for m in per_seed],
+                        effect=f"gap({small}) minus gap({large}); gap = eval-mode clean train acc minus test acc",
+                        preconditions=[trained(small), trained(large)],
+                        evidence=f"gap {small} {np.mean([gap(m, small) for m in per_seed]):.3f}, "
+                                 f"{large} {np.mean([gap(m, large) for m in per_seed]):.3f}"))
+
+    def rel(m, v):  # share of the above-chance accuracy that survives on HFC images
+        return (_mean_hfc(m[v], radii) - chance) / max(m[v]["test"] - chance, 1e-6)
+
+    claims.append(claim(NAME, "adversarial training makes the model rely less on HFC",
+                        [rel(m, "vanilla") - rel(m, "adversarial") for m in per_seed],
+                        effect="vanilla minus adversarial (HFC acc - chance) / (clean acc - chance)",
+                        preconditions=[trained("vanilla"),
+                                       E.precondition("adversarial test acc", [m["adversarial"]["test"] for m in per_seed],
+                                                      minimum=settings["adv_min"]),
+                                       E.precondition("vanilla mean HFC-test acc", [_mean_hfc(m["vanilla"], radii)
+                                                                                    for m in per_seed],
+                                                      minimum=settings["hfc_min"])],
+                        evidence=f"relative HFC acc: vanilla {np.mean([rel(m, 'vanilla') for m in per_seed]):.3f}, "
+                                 f"adversarial {np.mean([rel(m, 'adversarial') for m in per_seed]):.3f}"))
+    return claims
 
 
 def run(ctx: Context) -> dict:
+    from experiments import recipes
     from jaxhfc import plotting
 
-    radii = ctx.config().eval_radii  # (4, 8, 12, 16); (4,) at tiny scale
-    models = {}
-    for label, over in variants(ctx).items():
-        if over == "adversarial":
-            models[label] = ctx.adversarial()
-        elif label == "vanilla":
-            models[label] = ctx.vanilla()
-        else:
-            models[label] = ctx.train(label.replace(" ", "_"), ctx.config(**over))
-    rows = []
-    for label, t in models.items():
-        row = {"variant": label, "train acc": t.history[-1]["train_accuracy"] if t.history else None,
-               "test": final(t, "test")}
-        for r in radii:
-            row[f"LFC {r}"] = final(t, f"test_low_{r}")
-            row[f"HFC {r}"] = final(t, f"test_high_{r}")
-        row["gap"] = None if row["train acc"] is None or row["test"] is None else row["train acc"] - row["test"]
-        rows.append(row)
-
-    # Fig. 6: LFC-only training, with and without BatchNorm.
-    r6 = ctx.pick(full=12, quick=12, tiny=4)
-    fig6 = {}
+    settings = SETTINGS[ctx.scale]
+    radii = ctx.config().eval_radii
+    labels = list(variants(settings))
+    named, keys = [], []
+    for label, over in variants(settings).items():
+        over = dict(recipes.ADVERSARIAL[ctx.scale]) if over == "adversarial" else dict(over)
+        for s in ctx.seed_list:
+            named.append((label.replace(" ", "_"), ctx.config(seed=s, eval_train=True, **over)))
+            keys.append((label, s))
+    r6 = settings["lfc_radius"]
     for norm in ("none", "batch"):
-        t = ctx.train(f"lfc{r6}_{norm}", ctx.config(train_filter="low", train_radius=float(r6), norm=norm,
-                                                   eval_radii=(r6,)))
-        fig6[norm] = t
-        rows.append({"variant": f"trained on LFC r={r6}, norm={norm}", "train acc": t.history[-1]["train_accuracy"],
-                     "test": final(t, "test"), f"LFC {r6}": final(t, f"test_low_{r6}")})
+        for s in ctx.seed_list:
+            named.append((f"lfc{r6}_{norm}", ctx.config(seed=s, train_filter="low", train_radius=float(r6), norm=norm,
+                                                        eval_radii=(r6,))))
+            keys.append((f"lfc_{norm}", s))
+    trained = dict(zip(keys, ctx.train_many(named)))
+    models = {label: [trained[(label, s)] for s in ctx.seed_list] for label in labels}
+    fig6 = {norm: [trained[(f"lfc_{norm}", s)] for s in ctx.seed_list] for norm in ("none", "batch")}
+
+    per_seed_metrics, per_seed_rows = [], []
+    for i, s in enumerate(ctx.seed_list):
+        metrics, rows = {}, []
+        for label in labels:
+            t = models[label][i]
+            m = {"train": final(t, "train"), "test": final(t, "test")}
+            row = {"variant": label, "train acc": m["train"], "test": m["test"]}
+            for r in radii:
+                m[f"test_low_{r}"] = row[f"LFC {r}"] = final(t, f"test_low_{r}")
+                m[f"test_high_{r}"] = row[f"HFC {r}"] = final(t, f"test_high_{r}")
+            row["gap"] = None if m["train"] is None or m["test"] is None else m["train"] - m["test"]
+            metrics[label] = m
+            rows.append(row)
+        for norm, ts in fig6.items():
+            rows.append({"variant": f"trained on LFC r={r6}, norm={norm}", "train acc": ts[i].history[-1]["train_accuracy"],
+                         "test": final(ts[i], "test"), f"LFC {r6}": final(ts[i], f"test_low_{r6}")})
+        per_seed_metrics.append(metrics)
+        per_seed_rows.append(rows)
+    _, test = ctx.datasets(named[0][1])
+    claims = judge_claims(per_seed_metrics, settings, radii=radii, n_test=len(test), num_classes=test.num_classes)
 
     figs = []
-    for label, t in models.items():
-        curves = {"test": curve(t.history, "test")}
+    for label, ts in models.items():
+        curves = {"test": seed_curve(ts, "test")}
         for r in radii:
-            curves[f"LFC {r}"] = curve(t.history, f"test_low_{r}")
-            curves[f"HFC {r}"] = curve(t.history, f"test_high_{r}")
+            curves[f"LFC {r}"] = seed_curve(ts, f"test_low_{r}")
+            curves[f"HFC {r}"] = seed_curve(ts, f"test_high_{r}")
         styles = {"test": "k-", **{f"HFC {r}": "--" for r in radii}}
-        fig = plotting.curves_figure(curves, title=label, styles=styles)
+        fig = plotting.curves_figure(curves, title=f"{label} ({len(ts)} seeds, band: 95% interval)", styles=styles)
         figs.append(save_figure(fig, ctx.artefact_dir(NAME) / f"{label.replace(' ', '_').replace('.', '')}.png"))
     fig = plotting.curves_figure(
-        {f"{n}: {k}": curve(t.history, key) for n, t in fig6.items()
+        {f"{n}: {k}": seed_curve(ts, key) for n, ts in fig6.items()
          for k, key in (("original", "test"), (f"LFC {r6}", f"test_low_{r6}"))},
         title=f"Fig. 6: trained on LFC r={r6}, with/without BN")
     figs.append(save_figure(fig, ctx.artefact_dir(NAME) / "fig6_lfc_bn.png"))
 
-    van, bn, adv = models["vanilla"], models["batchnorm"], models["adversarial"]
-    labels = list(models)
-    small, large = models[labels[2]], models[labels[3]]
-    gap = lambda t: t.history[-1]["train_accuracy"] - final(t, "test")  # noqa: E731
-    claims = [
-        Claim(NAME, "BatchNorm makes the model use more HFC (higher accuracy on HFC test images)",
-              _hfc_mean(bn, radii) > _hfc_mean(van, radii),
-              f"mean HFC-test acc: BN {_hfc_mean(bn, radii):.3f} vs vanilla {_hfc_mean(van, radii):.3f}"),
-        Claim(NAME, "a larger batch gives a smaller generalisation gap", gap(large) < gap(small),
-              f"train-test gap: {labels[3]} {gap(large):.3f}, {labels[2]} {gap(small):.3f}"),
-        Claim(NAME, "adversarial training makes the model rely less on HFC",
-              _hfc_mean(adv, radii) < _hfc_mean(van, radii),
-              f"mean HFC-test acc: adversarial {_hfc_mean(adv, radii):.3f} vs vanilla {_hfc_mean(van, radii):.3f}"),
-    ]
     cols = ["variant", "train acc", "test", "gap"] + [f"{k} {r}" for r in radii for k in ("LFC", "HFC")]
     if f"LFC {r6}" not in cols:
         cols.append(f"LFC {r6}")
+    rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 4-6: heuristics, accuracy on original / LFC / HFC test data", rows=rows,
-                   columns=cols, claims=claims, models={**models, **{f"lfc_{k}": v for k, v in fig6.items()}},
-                   figures=figs, settings={"radii": list(radii)},
-                   notes="Last-epoch accuracies; curves per epoch in the figures (dashed: HFC). "
-                         "The paper reports these as figures only, so there is no paper column.")
+                   per_seed=per_seed_rows, columns=cols, claims=claims,
+                   models={**models, **{f"lfc_{k}": v for k, v in fig6.items()}}, figures=figs,
+                   settings={**settings, "radii": list(radii)},
+                   notes="Last-evaluation accuracies; 'train acc' is measured in eval mode on clean training data "
+                         "(for the Fig. 6 rows: the running accuracy over the LFC training batches). Curves per epoch "
+                         "in the figures (dashed: HFC). The paper reports these as figures only, so there is no paper "
+                         "column.")
     return {"rows": rows, "claims": claims}
 
 

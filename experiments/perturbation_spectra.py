@@ -13,45 +13,91 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Claim, Context, main_for, save_figure, write_artefact
+from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from jaxhfc import evidence as E
 
 NAME = "perturbation_spectra"
+#: Everything this artefact changes by scale. ``min_attacked``: precondition, the number of
+#: examples per model that were right before the attack and wrong after it (only those count).
+SETTINGS = {
+    "full": dict(n_images=2000, eps=0.03, steps=20, batch_size=500, radius=8, min_test=0.5, adv_min=0.5,
+                 min_attacked=50),
+    "quick": dict(n_images=256, eps=0.03, steps=10, batch_size=128, radius=8, min_test=0.5, adv_min=0.6,
+                  min_attacked=20),
+    "tiny": dict(n_images=32, eps=0.03, steps=2, batch_size=32, radius=8, min_test=0.0, adv_min=0.0,
+                 min_attacked=1),
+}
+
+
+def judge_claims(per_seed: list[dict], settings: dict) -> list:
+    """Claim from per-seed ``{model: {"test", "attacked", "share"}}``: test accuracy, number of
+    examples right before and wrong after the attack, and their pooled perturbation energy
+    share outside ``radius`` (None when no example was attacked)."""
+    pre = [E.precondition("vanilla test acc", [m["vanilla"]["test"] for m in per_seed], minimum=settings["min_test"]),
+           E.precondition("adversarial test acc", [m["adversarial"]["test"] for m in per_seed],
+                          minimum=settings["adv_min"]),
+           *[E.precondition(f"{k}: examples right before and wrong after the attack",
+                            [m[k]["attacked"] for m in per_seed], minimum=settings["min_attacked"], digits=0)
+             for k in ("vanilla", "adversarial")]]
+    vals = [None if m["vanilla"]["share"] is None or m["adversarial"]["share"] is None
+            else m["vanilla"]["share"] - m["adversarial"]["share"] for m in per_seed]
+    r = settings["radius"]
+    shown = lambda k: ", ".join("n/a" if m[k]["share"] is None else f"{m[k]['share']:.3f}" for m in per_seed)  # noqa: E731
+    return [claim(NAME, "attacks on the vanilla model use more high-frequency energy than attacks on the adversarial one",
+                  vals, effect=f"vanilla minus adversarial share of perturbation energy outside r={r} "
+                               "(successful attacks on correctly classified examples only)",
+                  preconditions=pre, evidence=f"share outside r={r}: vanilla {shown('vanilla')}; "
+                                              f"adversarial {shown('adversarial')}")]
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, plotting
+    from jaxhfc import analysis, plotting, train
 
-    models = {"vanilla": ctx.vanilla(), "adversarial": ctx.adversarial()}
-    x, y = ctx.test_arrays(models["vanilla"].config)
-    n = ctx.pick(full=2000, quick=256, tiny=32)
+    st = SETTINGS[ctx.scale]
+    models = {"vanilla": ctx.vanillas(), "adversarial": ctx.adversarials()}
+    x, y = ctx.test_arrays(models["vanilla"][0].config)
+    n = st["n_images"]
     x, y = x[:n], y[:n]
-    eps, steps = 0.03, ctx.pick(full=20, quick=10, tiny=2)
-    spectra, shares, rows = {}, {}, []
-    for name, t in models.items():
-        delta, success = analysis.pgd_perturbations(t.logits_fn(), x, y,
-                                                    jax.random.key(ctx.seed + 5), eps=eps, step_size=2.5 * eps / steps,
-                                                    steps=steps, mesh=ctx.mesh(), batch_size=ctx.pick(full=500, quick=128, tiny=32))
-        spectra[name] = analysis.perturbation_spectrum(delta)
-        share = analysis.energy_share_outside(delta)
-        shares[name] = share
-        np.savez_compressed(ctx.artefact_dir(NAME) / f"spectrum_{name}.npz", spectrum=spectra[name], **share)
-        for r, s in zip(share["radii"], share["share_pooled"]):
-            if r in (0, 4, 8, 12, 16):
-                rows.append({"model": name, "r": int(r), "energy share outside r": float(s),
-                             "attack success": float(np.mean(success))})
-    curves = {k: (list(range(len(v))), (v / v.sum()).tolist()) for k, v in spectra.items()}
-    fig = plotting.curves_figure(curves, title="PGD perturbation spectrum (normalised)", xlabel="radius (ring)",
-                                 ylabel="share of power", ylim=None)
-    figs = [save_figure(fig, ctx.artefact_dir(NAME) / "spectra.png")]
-    curves = {k: (v["radii"].tolist(), v["share_pooled"].tolist()) for k, v in shares.items()}
-    figs.append(save_figure(plotting.curves_figure(curves, title="energy share outside r", xlabel="radius r",
-                                                   ylabel="share"), ctx.artefact_dir(NAME) / "energy_outside.png"))
-    s8 = {k: float(v["share_pooled"][list(v["radii"]).index(8)]) for k, v in shares.items()}
-    claims = [Claim(NAME, "attacks on the vanilla model use more high-frequency energy than attacks on the adversarial one",
-                    s8["vanilla"] > s8["adversarial"],
-                    f"energy share outside r=8: vanilla {s8['vanilla']:.3f}, adversarial {s8['adversarial']:.3f}")]
-    write_artefact(ctx, NAME, title="Beyond the paper: spectra of PGD perturbations", rows=rows, claims=claims,
-                   models=models, figures=figs, settings={"eps": eps, "steps": steps, "n_images": int(n)})
+    eps, steps = st["eps"], st["steps"]
+    per_seed_metrics, per_seed_rows, first = [], [], {}
+    for i, seed in enumerate(ctx.seed_list):
+        metrics, rows = {}, []
+        for name, ts in models.items():
+            t = ts[i]
+            clean_ok = train.predict(t.state, t.model, ctx.mesh(), x) == y
+            delta, success = analysis.pgd_perturbations(t.logits_fn(), x, y, jax.random.key(seed + 5), eps=eps,
+                                                        step_size=2.5 * eps / steps, steps=steps, mesh=ctx.mesh(),
+                                                        batch_size=st["batch_size"])
+            keep = clean_ok & np.asarray(success, bool)
+            share = None
+            if keep.any():
+                sh = analysis.energy_share_outside(delta[keep])
+                share = float(sh["share_pooled"][list(sh["radii"]).index(st["radius"])])
+                if i == 0:
+                    first[name] = (analysis.perturbation_spectrum(delta[keep]), sh)
+                    np.savez_compressed(ctx.artefact_dir(NAME) / f"spectrum_{name}.npz", spectrum=first[name][0], **sh)
+            metrics[name] = {"test": float(clean_ok.mean()), "attacked": int(keep.sum()), "share": share}
+            rows.append({"model": name, "clean acc": float(clean_ok.mean()),
+                         "attack success (of clean-correct)": float(keep.sum() / max(clean_ok.sum(), 1)),
+                         f"energy share outside r={st['radius']}": share})
+        per_seed_metrics.append(metrics)
+        per_seed_rows.append(rows)
+    figs = []
+    if first:
+        curves = {k: (list(range(len(v[0]))), (v[0] / v[0].sum()).tolist()) for k, v in first.items()}
+        fig = plotting.curves_figure(curves, title="PGD perturbation spectrum (normalised, first seed)",
+                                     xlabel="radius (ring)", ylabel="share of power", ylim=None)
+        figs.append(save_figure(fig, ctx.artefact_dir(NAME) / "spectra.png"))
+        curves = {k: (v[1]["radii"].tolist(), v[1]["share_pooled"].tolist()) for k, v in first.items()}
+        figs.append(save_figure(plotting.curves_figure(curves, title="energy share outside r (first seed)",
+                                                       xlabel="radius r", ylabel="share"),
+                                ctx.artefact_dir(NAME) / "energy_outside.png"))
+    claims = judge_claims(per_seed_metrics, st)
+    rows = combine_seeds(per_seed_rows)
+    write_artefact(ctx, NAME, title="Beyond the paper: spectra of PGD perturbations", rows=rows,
+                   per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
+                   settings={**st, "n_images": int(len(y))},
+                   notes="Only examples the model classified right before the attack and wrong after it count.")
     return {"rows": rows, "claims": claims}
 
 

@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from experiments.common import Claim, Context, main_for, save_figure, write_artefact
+from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from jaxhfc import evidence as E
 
 NAME = "prediction_counts"
 #: Public reproduction (PAPER.md), counts out of 10,000:
@@ -29,48 +30,109 @@ CELLS = ("low_right_high_wrong", "low_wrong_high_right", "both_right", "both_wro
 SHORT = {"low_right_high_wrong": "L+H-", "low_wrong_high_right": "L-H+", "both_right": "L+H+", "both_wrong": "L-H-"}
 
 
+#: Everything this artefact changes by scale. ``select``: radii searched (on the validation
+#: split) for the "L- H+" claim; ``counter``: radii of the counterpoint claim (pre-set);
+#: ``min_test``: precondition, M_natural's test accuracy.
+SETTINGS = {
+    "full": dict(batch_size=1000, select=tuple(range(4, 17)), counter=(8, 12, 16), min_test=0.5),
+    "quick": dict(batch_size=256, select=tuple(range(4, 17)), counter=(8, 12, 16), min_test=0.5),
+    "tiny": dict(batch_size=64, select=(4, 8), counter=(8, 12, 16), min_test=0.0),
+}
+
+
+def select_radius(val_low_right, val_high_pred, val_labels, radii) -> float:
+    """The radius (of ``radii``, rows of the prediction arrays) where "LFC wrong, HFC right"
+    exceeds its label-blind baseline the most on the *validation* split."""
+    ex = [E.cell_excess(val_low_right[k], val_high_pred[k], val_labels)[0] for k in range(len(radii))]
+    return float(radii[int(np.argmax(ex))])
+
+
+def judge_claims(per_seed: list[dict], settings: dict) -> list:
+    """Claims from per-seed ``{"test_acc", "r_star", "excess", "excess_se", "counter", "counter_se",
+    "cells": {cell: share at r_star}}`` (see :func:`run`)."""
+    trained = E.precondition("M_natural test acc", [m["test_acc"] for m in per_seed], minimum=settings["min_test"])
+    rs = ", ".join(f"{m['r_star']:g}" for m in per_seed)
+    claims = [
+        claim(NAME, "some test images are classified right from their HFC and wrong from their LFC, more often than "
+                    "label-blind HFC predictions would be (paper: about 6% of CIFAR-10)",
+              [m["excess"] for m in per_seed], se=[m["excess_se"] for m in per_seed],
+              effect="share of L-H+ test images minus its label-blind baseline, at the radius chosen on validation",
+              preconditions=[trained],
+              evidence=f"radius per seed (chosen on validation): {rs}; L-H+ share "
+                       f"{np.mean([m['cells']['low_wrong_high_right'] for m in per_seed]):.3f}"),
+        claim(NAME, "(public reproduction's counterpoint) 'LFC right, HFC wrong' is more common than 'LFC wrong, "
+                    "HFC right' for r >= 8",
+              [m["counter"] for m in per_seed], se=[m["counter_se"] for m in per_seed],
+              effect=f"share L+H- minus share L-H+, mean over r in {list(settings['counter'])}",
+              preconditions=[trained]),
+    ]
+    return claims
+
+
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
 
-    model = ctx.vanilla()
-    cfg = model.config
+    st = SETTINGS[ctx.scale]
+    models = ctx.vanillas()
+    cfg = models[0].config
     _, test = ctx.datasets(cfg)
+    val = ctx.validation(cfg)
     h, w = test.images.shape[1:3]
     corner = math.ceil(fourier.corner_radius(h, w) + 1e-9)
     radii = np.array(list(range(0, 17)) + [corner], np.float32)
-    preds = analysis.radius_predictions(model.logits_fn(), test.images, radii,
-                                        scaling=cfg.scaling, batch_size=ctx.pick(full=1000, quick=256, tiny=64),
-                                        mesh=ctx.mesh())
-    counts = analysis.prediction_counts(preds["pred_low"], preds["pred_high"], test.labels, pred_orig=preds["pred_orig"])
-    n = counts["n"]
-    rows = []
-    for k, r in enumerate(radii):
-        row = {"r": int(r)}
-        for c in CELLS:
-            row[f"{SHORT[c]} ours"] = int(counts[c][k])
-        row["LFC acc"] = float(counts["low_right"][k]) / n
-        row["HFC acc"] = float(counts["high_right"][k]) / n
-        ref = REFERENCE.get(int(r))
-        for c, v in zip(CELLS, ref or (None,) * 4):
-            row[f"{SHORT[c]} repro %"] = None if v is None else 100.0 * v / 10000
-        for c in CELLS:
-            row[f"{SHORT[c]} ours %"] = 100.0 * row[f"{SHORT[c]} ours"] / n
-        row["agree with original (LFC)"] = int(counts["low_agree"][k])
-        row["agree with original (HFC)"] = int(counts["high_agree"][k])
-        rows.append(row)
-
     folder = ctx.artefact_dir(NAME)
+    per_seed_metrics, per_seed_rows, all_counts, saved = [], [], [], {}
+    for model in models:
+        preds = analysis.radius_predictions(model.logits_fn(), test.images, radii, scaling=cfg.scaling,
+                                            batch_size=st["batch_size"], mesh=ctx.mesh())
+        counts = analysis.prediction_counts(preds["pred_low"], preds["pred_high"], test.labels,
+                                            pred_orig=preds["pred_orig"])
+        n = counts["n"]
+        all_counts.append(counts)
+        sel = np.asarray(st["select"], np.float32)
+        vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.scaling,
+                                         batch_size=st["batch_size"], mesh=ctx.mesh())
+        r_star = select_radius(vp["pred_low"] == val.labels, vp["pred_high"], val.labels, sel)
+        k_star = int(np.flatnonzero(radii == r_star)[0])
+        low_right = preds["pred_low"] == test.labels
+        high_right = preds["pred_high"] == test.labels
+        excess, excess_se = E.cell_excess(low_right[k_star], preds["pred_high"][k_star], test.labels)
+        ks = [int(np.flatnonzero(radii == r)[0]) for r in st["counter"] if r in radii]
+        d = np.mean([(low_right[k] & ~high_right[k]).astype(float) - (~low_right[k] & high_right[k]) for k in ks], axis=0)
+        per_seed_metrics.append({
+            "test_acc": float(np.mean(preds["pred_orig"] == test.labels)), "r_star": r_star, "excess": excess,
+            "excess_se": excess_se, "counter": float(d.mean()), "counter_se": float(np.std(d, ddof=1) / math.sqrt(n)),
+            "cells": {c: float(counts[c][k_star]) / n for c in CELLS}})
+        rows = []
+        for k, r in enumerate(radii):
+            row = {"r": int(r)}
+            ref = REFERENCE.get(int(r))
+            for c, v in zip(CELLS, ref or (None,) * 4):
+                row[f"{SHORT[c]} ours %"] = 100.0 * float(counts[c][k]) / n
+                row[f"{SHORT[c]} repro %"] = None if v is None else 100.0 * v / 10000
+            row["LFC acc"] = float(counts["low_right"][k]) / n
+            row["HFC acc"] = float(counts["high_right"][k]) / n
+            row["L-H+ excess %"] = 100.0 * E.cell_excess(low_right[k], preds["pred_high"][k], test.labels)[0]
+            rows.append(row)
+        per_seed_rows.append(rows)
+        if not saved:
+            saved = {**preds, "labels": test.labels, "r_star": r_star}
+    claims = judge_claims(per_seed_metrics, st)
+
     figs = []
     long = {"low_right_high_wrong": "LFC right, HFC wrong", "low_wrong_high_right": "LFC wrong, HFC right",
             "both_right": "both right", "both_wrong": "both wrong"}
-    curves = {long[c]: (radii.tolist(), (counts[c] / n).tolist()) for c in CELLS}
-    fig = plotting.curves_figure(curves, title=f"prediction counts vs radius (n={n})", xlabel="radius r",
-                                 ylabel="fraction of test images")
+    curves = {}
+    for c in CELLS:
+        per = np.stack([cnt[c] / cnt["n"] for cnt in all_counts])
+        ivs = [E.interval(per[:, k]) for k in range(len(radii))]
+        curves[long[c]] = (radii.tolist(), [iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs])
+    fig = plotting.curves_figure(curves, title=f"prediction counts vs radius (n={n}, {len(models)} seeds)",
+                                 xlabel="radius r", ylabel="fraction of test images")
     figs.append(save_figure(fig, folder / "counts.png"))
-    # examples: HFC right, LFC wrong, at the radius where that cell is largest (r in 4..16)
-    mid = [k for k, r in enumerate(radii) if 4 <= r <= 16]
-    k_best = max(mid, key=lambda k: counts["low_wrong_high_right"][k])
-    r_best = float(radii[k_best])
+    # examples (first seed): HFC right, LFC wrong, at the radius chosen on validation
+    preds, r_best = saved, saved["r_star"]
+    k_best = int(np.flatnonzero(radii == r_best)[0])
     idx = analysis.cell_indices(preds["pred_low"][k_best], preds["pred_high"][k_best], test.labels)[:8]
     if len(idx):
         imgs = test.images[idx].astype(np.float32)
@@ -82,24 +144,20 @@ def run(ctx: Context) -> dict:
         fig = plotting.image_grid(grid, row_titles=titles, col_titles=["original", f"LFC r={r_best:g}", f"HFC r={r_best:g}"],
                                   modes=["clip", "clip", "minmax"])
         figs.append(save_figure(fig, folder / "examples_hfc_right_lfc_wrong.png"))
-    best = int(counts["low_wrong_high_right"][k_best])
-    claims = [
-        Claim(NAME, "some test images are classified right from their HFC and wrong from their LFC "
-                    "(paper: about 6% on CIFAR-10)", best > 0,
-              f"max over r in 4..16: {best}/{n} ({100 * best / n:.1f}%) at r={r_best:g}"),
-        Claim(NAME, "(public reproduction's counterpoint) 'LFC right, HFC wrong' is the more common cell for r >= 8",
-              all(counts["low_right_high_wrong"][k] >= counts["low_wrong_high_right"][k] for k, r in enumerate(radii) if r >= 8),
-              "compare the L+H- and L-H+ columns for r >= 8"),
-    ]
-    np.savez_compressed(folder / "predictions.npz", **{k: v for k, v in preds.items()}, labels=test.labels)
-    cols = ["r"] + [f"{SHORT[c]} {s}" for c in CELLS for s in ("ours", "ours %", "repro %")] + ["LFC acc", "HFC acc"]
+    np.savez_compressed(folder / "predictions.npz", **{k: v for k, v in saved.items()})
+    cols = ["r"] + [f"{SHORT[c]} {s}" for c in CELLS for s in ("ours %", "repro %")] + ["LFC acc", "HFC acc",
+                                                                                         "L-H+ excess %"]
+    rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 1/2: test images classified right/wrong from their LFC (L) and HFC (H)",
-                   rows=rows, columns=cols, claims=claims, models={"vanilla": model}, figures=figs, digits=2,
-                   settings={"radii": radii.tolist(), "scaling": cfg.scaling, "n_test": n},
-                   notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc. The four cells add up to "
-                         f"the {n} test images at every radius. 'repro %' is the public reproduction on CIFAR-10 "
-                         f"(counts out of 10,000, PAPER.md). r={corner} is beyond the corner: the LFC is the image.")
-    return {"rows": rows, "claims": claims, "counts": counts}
+                   rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims, models={"vanilla": models},
+                   figures=figs, digits=2,
+                   settings={**st, "radii": radii.tolist(), "scaling": cfg.scaling, "n_test": n, "n_val": len(val)},
+                   notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc.; percentages of the {n} "
+                         f"test images (the four cells add up to 100% at every radius). 'L-H+ excess' is the L-H+ share "
+                         f"minus what label-blind HFC predictions (the same predictions shuffled across images) would "
+                         f"give. 'repro %' is the public reproduction on CIFAR-10 (PAPER.md). r={corner} is beyond the "
+                         f"corner: the LFC is the image. predictions.npz holds the first seed's predictions.")
+    return {"rows": rows, "claims": claims, "counts": all_counts}
 
 
 def main(argv=None):

@@ -2,52 +2,89 @@
 every radius 0..corner (one compiled sweep), with the crossing point marked, and accuracy on
 band-pass rings (annuli of width 2), for the vanilla and the BatchNorm model.
 
-    python -m experiments.radius_curves [--quick] [--dataset synthetic|cifar10]
+    python -m experiments.radius_curves [--quick] [--seeds N] [--dataset ...]
 """
 
 from __future__ import annotations
 
-from experiments.common import Claim, Context, main_for, save_figure, write_artefact
+import numpy as np
+
+from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from jaxhfc import evidence as E
 
 NAME = "radius_curves"
+#: Everything this artefact changes by scale; ``min_test``: precondition on both models.
+SETTINGS = {
+    "full": dict(batch_size=1000, ring_width=2.0, min_test=0.5),
+    "quick": dict(batch_size=256, ring_width=2.0, min_test=0.5),
+    "tiny": dict(batch_size=64, ring_width=2.0, min_test=0.0),
+}
+
+
+def judge_claims(per_seed: list[dict], settings: dict) -> list:
+    """Claim from per-seed ``{"vanilla": {"test", "crossing"}, "batchnorm": {...}}`` (crossing
+    None when the LFC and HFC curves do not cross)."""
+    pre = [E.precondition(f"{m} test acc", [s[m]["test"] for s in per_seed], minimum=settings["min_test"])
+           for m in ("vanilla", "batchnorm")]
+    vals = [None if s["batchnorm"]["crossing"] is None or s["vanilla"]["crossing"] is None
+            else s["batchnorm"]["crossing"] - s["vanilla"]["crossing"] for s in per_seed]
+    fmt = lambda v: "none" if v is None else f"{v:.2f}"  # noqa: E731
+    return [claim(NAME, "the BatchNorm model keeps more accuracy on HFC images (its curves cross at a larger radius)",
+                  vals, effect="crossing radius of BN minus vanilla", preconditions=pre,
+                  evidence="crossing radius per seed: " + "; ".join(
+                      f"vanilla {fmt(s['vanilla']['crossing'])}, BN {fmt(s['batchnorm']['crossing'])}" for s in per_seed))]
 
 
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
 
-    models = {"vanilla": ctx.vanilla(), "batchnorm": ctx.train("batchnorm", ctx.config(norm="batch"))}
-    cfg = models["vanilla"].config
+    st = SETTINGS[ctx.scale]
+    models = {"vanilla": ctx.vanillas(), "batchnorm": ctx.batchnorms()}
+    cfg = models["vanilla"][0].config
     _, test = ctx.datasets(cfg)
-    rows, curves, figs = [], {}, []
-    crossings = {}
-    for name, t in models.items():
-        fn = t.logits_fn()
-        res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.scaling, mesh=ctx.mesh(),
-                                          batch_size=ctx.pick(full=1000, quick=256, tiny=64))
-        crossings[name] = res["crossing"]
-        curves[f"{name} LFC"] = (res["radii"].tolist(), res["acc_low"].tolist())
-        curves[f"{name} HFC"] = (res["radii"].tolist(), res["acc_high"].tolist())
-        rings = analysis.ring_accuracy(fn, test.images, test.labels, width=2.0, scaling=cfg.scaling, mesh=ctx.mesh(),
-                                       batch_size=ctx.pick(full=1000, quick=256, tiny=64))
-        for r, lo, hi in zip(res["radii"], res["acc_low"], res["acc_high"]):
-            rows.append({"model": name, "r": float(r), "LFC acc": float(lo), "HFC acc": float(hi)})
-        for a, b, acc in zip(rings["r_in"], rings["r_out"], rings["acc"]):
-            rows.append({"model": name, "ring": f"[{a:g}, {b:g})", "ring acc": float(acc)})
-    fig = plotting.curves_figure(curves, title="accuracy vs radius (crossing marked)", xlabel="radius r",
-                                 styles={k: "--" if "HFC" in k else "-" for k in curves})
+    per_seed_metrics, per_seed_rows, per_seed_curves = [], [], []
+    for i in range(len(ctx.seed_list)):
+        metrics, rows, curves = {}, [], {}
+        for name, ts in models.items():
+            fn = ts[i].logits_fn()
+            res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.scaling, mesh=ctx.mesh(),
+                                              batch_size=st["batch_size"])
+            rings = analysis.ring_accuracy(fn, test.images, test.labels, width=st["ring_width"], scaling=cfg.scaling,
+                                           mesh=ctx.mesh(), batch_size=st["batch_size"])
+            metrics[name] = {"test": float(res["acc_orig"]), "crossing": res["crossing"]}
+            curves[name] = res
+            for r, lo, hi in zip(res["radii"], res["acc_low"], res["acc_high"]):
+                rows.append({"model": name, "r": float(r), "LFC acc": float(lo), "HFC acc": float(hi)})
+            for a, b, acc in zip(rings["r_in"], rings["r_out"], rings["acc"]):
+                rows.append({"model": name, "ring": f"[{a:g}, {b:g})", "ring acc": float(acc)})
+        per_seed_metrics.append(metrics)
+        per_seed_rows.append(rows)
+        per_seed_curves.append(curves)
+    claims = judge_claims(per_seed_metrics, st)
+    bands = {}
+    for name in models:
+        radii = per_seed_curves[0][name]["radii"]
+        for kind in ("low", "high"):
+            per = np.stack([c[name][f"acc_{kind}"] for c in per_seed_curves])
+            ivs = [E.interval(per[:, k]) for k in range(per.shape[1])]
+            bands[f"{name} {'LFC' if kind == 'low' else 'HFC'}"] = (
+                radii.tolist(), [iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs])
+    fig = plotting.curves_figure(bands, title=f"accuracy vs radius ({len(ctx.seed_list)} seeds; crossings marked)",
+                                 xlabel="radius r", styles={k: "--" if "HFC" in k else "-" for k in bands})
     ax = fig.axes[0]
-    for name, c in crossings.items():
-        if c is not None:
+    for name in models:
+        cs = [m[name]["crossing"] for m in per_seed_metrics if m[name]["crossing"] is not None]
+        if cs:
+            c = float(np.mean(cs))
             ax.axvline(c, color="gray", lw=0.8, ls=":")
             ax.text(c, 0.95, f"{name}: {c:.1f}", fontsize=7, rotation=90, va="top")
-    figs.append(save_figure(fig, ctx.artefact_dir(NAME) / "accuracy_vs_radius.png"))
-    claims = [Claim(NAME, "the BatchNorm model keeps more accuracy on HFC images (its curves cross at a larger radius)",
-                    None if None in crossings.values() else crossings["batchnorm"] > crossings["vanilla"],
-                    "crossing radius: " + ", ".join(f"{k} {'none' if v is None else f'{v:.2f}'}" for k, v in crossings.items()))]
+    figs = [save_figure(fig, ctx.artefact_dir(NAME) / "accuracy_vs_radius.png")]
+    rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Beyond the paper: accuracy vs radius and band-pass rings", rows=rows,
-                   columns=["model", "r", "LFC acc", "HFC acc", "ring", "ring acc"], claims=claims, models=models,
-                   figures=figs, settings={"ring_width": 2.0})
-    return {"rows": rows, "claims": claims, "crossings": crossings}
+                   per_seed=per_seed_rows, columns=["model", "r", "LFC acc", "HFC acc", "ring", "ring acc"],
+                   claims=claims, models=models, figures=figs, settings=st)
+    return {"rows": rows, "claims": claims, "crossings": [{k: v["crossing"] for k, v in m.items()}
+                                                          for m in per_seed_metrics]}
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import importlib
 import time
 from pathlib import Path
 
-from experiments.common import Claim, context_from_args, parser, run_cli
+from experiments.common import Claim, claims_table, context_from_args, parser, run_cli
 from jaxhfc import results as R
 
 #: (module, title, beyond the paper?)
@@ -37,31 +37,55 @@ ARTEFACTS = (
 def write_readme(ctx, timings: dict) -> Path:
     """``<out>/README.md`` from each artefact's table.md and table.json."""
     env = R.environment_info()
+    seeds = list(ctx.seed_list)
+    flags = f"{' --quick' if ctx.scale == 'quick' else ''}{' --tiny' if ctx.scale == 'tiny' else ''}"
     lines = [
         f"# jaxhfc reproduction: `{ctx.dataset}` data, `{ctx.scale}` scale",
         "",
-        f"Made by `python -m experiments.reproduce_all{' --quick' if ctx.scale == 'quick' else ''}"
-        f"{' --tiny' if ctx.scale == 'tiny' else ''} --dataset {ctx.dataset}` on {env['processor']} "
+        f"Made by `python -m experiments.reproduce_all{flags} --dataset {ctx.dataset} --seed {ctx.seed} "
+        f"--seeds {len(seeds)}` on {env['processor']} "
         f"({env['backend']}, {env['device_count']} device(s): {env['device_kind']}), jax {env['versions']['jax']}, "
         f"commit {env['git_commit']}, {env['time']}.",
         "",
     ]
     if ctx.dataset == "synthetic":
         lines += [
-            "**These numbers come from the built-in synthetic dataset**, not CIFAR-10: 32x32 images whose class is "
-            "carried by low-frequency blobs and, independently, by a faint high-frequency pattern "
-            "(`jaxhfc.data.make_synthetic`). The paper's columns are CIFAR-10 numbers; the comparison is qualitative.",
+            "**These numbers come from the built-in synthetic dataset**, not CIFAR-10 (`jaxhfc.data.make_synthetic`, "
+            "docs/synthetic.md). It is a model of what the paper argues natural data is like, built so the "
+            "machinery can be checked on a CPU: evidence about CNNs on natural images comes from CIFAR-10 runs. "
+            "The paper's columns are CIFAR-10 numbers; the comparison is qualitative.",
             "",
         ]
     if ctx.scale != "full":
         lines += [f"Scale `{ctx.scale}`: a small CNN, a few thousand images and a few epochs instead of the paper's "
-                  "ResNet and 100 epochs; see each artefact's config.json for the exact settings.", ""]
-    lines += ["## Claims", "", "| artefact | paper's claim | in our run | evidence |", "|---|---|---|---|"]
+                  "ResNet and 100 epochs; the recipes are in `experiments/recipes.py` and each artefact's settings in "
+                  "the `SETTINGS` dict at the top of its driver (also in its config.json).", ""]
+    lines += [
+        "## Claims",
+        "",
+        f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
+        "with a 95% interval: Student t over seeds, combined in quadrature with the per-image binomial/delta-method "
+        "error where the effect is measured on test images (`jaxhfc.evidence`). **holds**: the interval excludes 0 in "
+        "the claimed direction; **contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0; "
+        "**not tested**: a precondition failed (named in the table). Selections (radii) are made on a validation split "
+        "held out from the training data, never on the test set.",
+        "",
+    ]
     present = [m for m, _, _ in ARTEFACTS if (ctx.out / m / "table.json").exists()]
+    all_claims = []
     for name in present:  # every artefact on disk, also those an --only run did not redo
         for c in R.read_json(ctx.out / name / "table.json")["claims"]:
-            c = Claim(**c)
-            lines.append(f"| {name} | {c.claim} | **{c.mark()}** | {c.evidence} |")
+            all_claims.append(Claim.from_dict(c) if "judgement" in c else None)
+    all_claims = [c for c in all_claims if c is not None]
+    lines.append(claims_table(all_claims).rstrip("\n"))
+    try:
+        from experiments import recipes
+
+        deviations = list(getattr(recipes, "DEVIATIONS", ()))
+    except ImportError:  # pragma: no cover
+        deviations = []
+    if deviations:
+        lines += ["", "## Where we differ from the paper's code", ""] + [f"- {d}" for d in deviations]
     runs = [R.read_json(d) for d in sorted((ctx.out / "runs").glob("*/done.json"))]
     train_s = sum(r.get("seconds", 0.0) for r in runs)
     lines += ["", "## Time", "",
@@ -94,7 +118,7 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
         raise ValueError(f"{readme} has no {RESULTS_START} ... {RESULTS_END} section to fill")
     ours = (ctx.out / "README.md").read_text()
     run_line = ours.split("\n")[2]
-    claims = ours.split("## Claims\n\n", 1)[1].split("\n\n", 1)[0]
+    claims = ours.split("## Claims\n\n", 1)[1].split("\n## ", 1)[0].strip()
     time_note = ours.split("## Time\n\n", 1)[1].split("\n\n", 1)[0]
     rel = ctx.out.resolve().relative_to(readme.resolve().parent) if ctx.out.resolve().is_relative_to(
         readme.resolve().parent) else ctx.out

@@ -77,13 +77,22 @@ def curves_figure(
     ylim: tuple[float, float] | None = (0.0, 1.0),
     ax=None,
 ):
-    """Line plot of named ``(x, y)`` curves; ``styles`` maps a name to a matplotlib format."""
+    """Line plot of named curves; ``styles`` maps a name to a matplotlib format.
+
+    A curve is ``(x, y)``, or ``(x, y, low, high)`` to draw a band (e.g. a 95% interval over
+    seeds) around the line.
+    """
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    for name, (xs, ys) in curves.items():
+    for name, curve in curves.items():
+        xs, ys = curve[0], curve[1]
         fmt = (styles or {}).get(name, "-")
-        ax.plot(xs, ys, fmt, label=name, lw=1.5, ms=3)
+        (line,) = ax.plot(xs, ys, fmt, label=name, lw=1.5, ms=3)
+        if len(curve) == 4 and len(xs):
+            lo, hi = np.asarray(curve[2], float), np.asarray(curve[3], float)
+            if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ylim:

@@ -1,0 +1,157 @@
+"""Each artefact's verdict rule on hand-made per-seed metrics: a planted effect holds, its
+reverse is contradicted, noise is inconclusive, and a failed precondition (a model that did not
+train) gives "not tested" naming it. No training here: these are the rules alone."""
+import numpy as np
+import pytest
+
+from experiments import (fourier_heatmap, heuristics, label_shuffle, perturbation_spectra, prediction_counts,
+                         radius_curves, table1)
+
+QUICK = "quick"
+
+
+def verdicts(claims):
+    return [c.mark() for c in claims]
+
+
+def failed_names(c):
+    return [p.name for p in c.judgement.failed]
+
+
+# ------------------------------------------------------------------ table 1
+
+def _t1(low_test, high_test, fit=0.99):
+    radii = table1.SETTINGS[QUICK]["radii"]
+    return {"low": {r: (fit, low_test) for r in radii}, "high": {r: (fit, high_test) for r in radii}}
+
+
+def test_table1_rule():
+    st = table1.SETTINGS[QUICK]
+    planted = [_t1(0.80 + d, 0.15 - d) for d in (0.0, 0.01, -0.01)]
+    assert verdicts(table1.judge_claims(planted, st, 1000)) == ["holds"]
+    reverse = [_t1(0.15 - d, 0.80 + d) for d in (0.0, 0.01, -0.01)]
+    assert verdicts(table1.judge_claims(reverse, st, 1000)) == ["contradicted"]
+    noise = [_t1(0.5 + d, 0.5 - d) for d in (0.03, -0.04, 0.01)]
+    assert verdicts(table1.judge_claims(noise, st, 1000)) == ["inconclusive"]
+    # An HFC-trained model that did not fit its training data: not tested, and it is named.
+    unfit = [_t1(0.8, 0.1, fit=0.2) for _ in range(3)]
+    c = table1.judge_claims(unfit, st, 1000)[0]
+    assert c.mark() == "not tested" and any("train acc" in n for n in failed_names(c))
+    # With 250 test images the per-image error alone makes a 0.02 effect inconclusive.
+    small = [_t1(0.52, 0.50) for _ in range(3)]
+    assert verdicts(table1.judge_claims(small, st, 250)) == ["inconclusive"]
+
+
+# ------------------------------------------------------------------ heuristics
+
+def _heur(st, *, bn_hfc=0.6, van_hfc=0.3, adv_hfc=0.15, small_gap=0.10, large_gap=0.02, adv_test=0.7, test=0.85):
+    small, large = (f"batch {b}" for b in st["batches"])
+    radii = (4, 8, 12, 16)
+
+    def model(hfc, t=test, gap=0.05):
+        return {"test": t, "train": t + gap, **{f"test_high_{r}": hfc for r in radii}}
+
+    return {"vanilla": model(van_hfc), "batchnorm": model(bn_hfc), small: model(van_hfc, gap=small_gap),
+            large: model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
+            "dropout 0.5": model(van_hfc)}
+
+
+def test_heuristics_rules():
+    st = heuristics.SETTINGS[QUICK]
+    kw = dict(radii=(4, 8, 12, 16), n_test=1000, num_classes=10)
+    rng = np.random.default_rng(0)
+    planted = [_heur(st, bn_hfc=0.6 + 0.01 * rng.standard_normal()) for _ in range(3)]
+    assert verdicts(heuristics.judge_claims(planted, st, **kw)) == ["holds", "holds", "holds"]
+    reverse = [_heur(st, bn_hfc=0.1, small_gap=0.0, large_gap=0.1 + 0.01 * i, adv_hfc=0.5) for i in range(3)]
+    assert verdicts(heuristics.judge_claims(reverse, st, **kw)) == ["contradicted"] * 3
+    # The adversarial claim needs M_adversarial trained and a vanilla model that uses HFC at all.
+    stuck = [_heur(st, adv_test=0.22) for _ in range(3)]
+    c = heuristics.judge_claims(stuck, st, **kw)[2]
+    assert c.mark() == "not tested" and failed_names(c) == ["adversarial test acc >= 0.6"]
+    no_hfc = [_heur(st, van_hfc=0.1, adv_hfc=0.1) for _ in range(3)]
+    c = heuristics.judge_claims(no_hfc, st, **kw)[2]
+    assert c.mark() == "not tested" and failed_names(c) == ["vanilla mean HFC-test acc >= 0.2"]
+    # Relative to clean accuracy: an adversarial model with lower HFC accuracy only because its
+    # clean accuracy is lower relies on HFC just as much -> not "holds".
+    same_share = [_heur(st, van_hfc=0.1 + 0.5 * 0.75, test=0.85, adv_hfc=0.1 + 0.5 * 0.6 + d, adv_test=0.7)
+                  for d in (0.01, -0.01, 0.0)]
+    assert heuristics.judge_claims(same_share, st, **kw)[2].mark() == "inconclusive"
+
+
+# ------------------------------------------------------------------ label shuffle
+
+def test_label_shuffle_rule():
+    st = label_shuffle.SETTINGS[QUICK]
+    m = lambda nat, shu, fit_n=1.0, fit_s=1.0: {"natural": {"train": fit_n, "train_low_4": nat},  # noqa: E731
+                                                "shuffle": {"train": fit_s, "train_low_4": shu}}
+    assert verdicts(label_shuffle.judge_claims([m(0.4 + d, 0.12) for d in (0, .01, -.01)], st, 512)) == ["holds"]
+    assert verdicts(label_shuffle.judge_claims([m(0.12, 0.4 + d) for d in (0, .01, -.01)], st, 512)) == ["contradicted"]
+    # M_natural at 0.51 on its own labels (the issue's case) is not a model that fitted them.
+    c = label_shuffle.judge_claims([m(0.4, 0.1, fit_n=0.51) for _ in range(3)], st, 512)[0]
+    assert c.mark() == "not tested" and "M_natural" in failed_names(c)[0]
+
+
+# ------------------------------------------------------------------ prediction counts
+
+def test_prediction_counts_radius_selection_uses_the_given_split():
+    rng = np.random.default_rng(3)
+    n, radii = 2000, np.array([4.0, 8.0, 12.0])
+    y = rng.integers(0, 10, n)
+    low_right = np.stack([rng.random(n) < 0.5 for _ in radii])
+    # HFC predictions informative only at r = 8 on this split
+    high = np.stack([rng.integers(0, 10, n), np.where(rng.random(n) < 0.8, y, (y + 1) % 10), rng.integers(0, 10, n)])
+    assert prediction_counts.select_radius(low_right, high, y, radii) == 8.0
+
+
+def test_prediction_counts_rule_constant_classifier_not_tested():
+    st = prediction_counts.SETTINGS[QUICK]
+    ok = [{"test_acc": 0.9, "r_star": 8.0, "excess": 0.05 + d, "excess_se": 0.005, "counter": 0.3, "counter_se": 0.01,
+           "cells": {"low_wrong_high_right": 0.06}} for d in (0, 0.002, -0.002)]
+    assert verdicts(prediction_counts.judge_claims(ok, st)) == ["holds", "holds"]
+    # Label-blind HFC predictions: excess ~ 0 -> inconclusive, even with many L-H+ images.
+    blind = [dict(m, excess=e, cells={"low_wrong_high_right": 0.09}) for m, e in zip(ok, (0.003, -0.004, 0.001))]
+    assert prediction_counts.judge_claims(blind, st)[0].mark() == "inconclusive"
+    # A constant classifier (test acc 0.1) is not a trained model: not tested.
+    const = [dict(m, test_acc=0.1) for m in ok]
+    assert verdicts(prediction_counts.judge_claims(const, st)) == ["not tested", "not tested"]
+
+
+# ------------------------------------------------------------------ radius curves, heat maps, spectra
+
+def test_radius_curves_rule():
+    st = radius_curves.SETTINGS[QUICK]
+    m = lambda v, b, t=0.9: {"vanilla": {"test": t, "crossing": v}, "batchnorm": {"test": t, "crossing": b}}  # noqa: E731
+    assert verdicts(radius_curves.judge_claims([m(2.0, 4.0 + d) for d in (0, .1, -.1)], st)) == ["holds"]
+    assert verdicts(radius_curves.judge_claims([m(2.0, None)] * 3, st)) == ["not tested"]
+
+
+def test_fourier_heatmap_rule_compares_with_clean_error():
+    st = fourier_heatmap.SETTINGS[QUICK]
+    # The issue's case: the adversarial model's high-frequency error (0.802) equals its clean
+    # error (0.801): it did not train, and it is not "insensitive" either -> not tested.
+    stuck = [{"vanilla": {"clean": 0.1, "low": 0.15, "high": 0.17}, "adversarial": {"clean": 0.801, "low": 0.82,
+                                                                                     "high": 0.802}}] * 3
+    assert verdicts(fourier_heatmap.judge_claims(stuck, st, 128)) == ["not tested", "not tested"]
+    good = [{"vanilla": {"clean": 0.1, "low": 0.15, "high": 0.6 + d}, "adversarial": {"clean": 0.25, "low": 0.7,
+                                                                                       "high": 0.3}}
+            for d in (0, .02, -.02)]
+    assert verdicts(fourier_heatmap.judge_claims(good, st, 1000)) == ["holds", "holds"]
+
+
+def test_perturbation_spectra_rule():
+    st = perturbation_spectra.SETTINGS[QUICK]
+    m = lambda v, a, na=100: {"vanilla": {"test": 0.9, "attacked": 200, "share": v},  # noqa: E731
+                              "adversarial": {"test": 0.7, "attacked": na, "share": a}}
+    assert verdicts(perturbation_spectra.judge_claims([m(0.4 + d, 0.2) for d in (0, .01, -.01)], st)) == ["holds"]
+    # No successful attack on correctly classified examples: nothing to compare.
+    c = perturbation_spectra.judge_claims([m(0.4, None, na=0)] * 3, st)[0]
+    assert c.mark() == "not tested" and any("adversarial: examples" in n for n in failed_names(c))
+
+
+@pytest.mark.parametrize("module", [table1, heuristics, label_shuffle, prediction_counts, radius_curves,
+                                    fourier_heatmap, perturbation_spectra])
+def test_one_place_per_artefact(module):
+    # Every scale is spelled out in the artefact's own SETTINGS, with the same keys.
+    assert set(module.SETTINGS) == {"full", "quick", "tiny"}
+    keys = {k: set(v) for k, v in module.SETTINGS.items()}
+    assert keys["full"] == keys["quick"] == keys["tiny"]
