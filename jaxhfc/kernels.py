@@ -21,7 +21,11 @@ Definitions (all spatial, over the first two axes, for every ``(in, out)`` pair)
   the 8 neighbours of w[i,j])`` with borders by duplicating edge values, i.e.
   ``scipy.signal.convolve2d(w, mask, mode='same', boundary='symm')`` with the 3x3 mask of
   centre 1 and ``rho`` elsewhere; no renormalisation (a constant kernel becomes
-  ``(1 + 8 rho)`` times itself).
+  ``(1 + 8 rho)`` times itself). That scales the first layer's output, and with it the
+  logits of a model without normalisation layers, by up to ``1 + 8 rho`` (a saturated
+  softmax masks cross-entropy gradients); ``renormalize=True`` divides by ``1 + 8 rho``
+  (mask weights summing to 1: a constant kernel is unchanged), which separates the
+  smoothing from that rescaling.
 - **Kernel low pass** (:func:`lowpass_kernel`): the ``fourier`` convention applied to each
   ``kh x kw`` kernel: ``real(ifft2(ifftshift(M * fftshift(fft2(w)))))`` with
   ``M = distance from (kh//2, kw//2) < radius``.
@@ -257,15 +261,18 @@ def smoothness_penalty(params, *, layers: Layers = "all") -> jax.Array:
 # ----------------------------------------------------------------------------- smoothing
 
 
-def smooth_kernel(kernel, rho) -> jax.Array:
+def smooth_kernel(kernel, rho, *, renormalize: bool = False) -> jax.Array:
     """Paper Eq. 3: add ``rho`` times the sum of the 8 spatial neighbours to each weight.
 
     Borders duplicate the edge values (numpy ``'symmetric'`` padding = scipy's
-    ``boundary='symm'``); applied to every ``(in, out)`` pair; no renormalisation.
+    ``boundary='symm'``); applied to every ``(in, out)`` pair; no renormalisation (the
+    paper's), or divided by ``1 + 8 rho`` with ``renormalize=True``.
 
     Args:
       kernel: ``(kh, kw, ...)`` float, e.g. ``(kh, kw, in, out)``.
-      rho: the neighbour weight (a number or a traced scalar).
+      rho: the neighbour weight (a number or a traced scalar; ``1 + 8 rho`` must not be 0
+        when renormalising).
+      renormalize: divide the result by ``1 + 8 rho``.
 
     Returns:
       Same shape and dtype as ``kernel``.
@@ -280,12 +287,19 @@ def smooth_kernel(kernel, rho) -> jax.Array:
             if di == 1 and dj == 1:
                 continue
             neigh = neigh + padded[di:di + kh, dj:dj + kw]
-    return (kernel + jnp.asarray(rho, kernel.dtype) * neigh).astype(kernel.dtype)
+    rho_c = jnp.asarray(rho, kernel.dtype)
+    out = kernel + rho_c * neigh
+    if renormalize:
+        if isinstance(rho, (int, float)) and 1 + 8 * rho == 0:
+            raise ValueError(f"renormalize divides by 1 + 8*rho, which is 0 for rho={rho!r}")
+        out = out / (1 + 8 * rho_c)
+    return out.astype(kernel.dtype)
 
 
-def smooth_params(params, rho, *, layers: Layers = "first"):
-    """Apply :func:`smooth_kernel` to the selected conv layers (the paper: the first only)."""
-    return _map_kernels(params, layers, lambda k: smooth_kernel(k, rho))
+def smooth_params(params, rho, *, layers: Layers = "first", renormalize: bool = False):
+    """Apply :func:`smooth_kernel` to the selected conv layers (the paper: the first only);
+    ``renormalize=True`` divides by ``1 + 8 rho`` (see the module docstring)."""
+    return _map_kernels(params, layers, lambda k: smooth_kernel(k, rho, renormalize=renormalize))
 
 
 @functools.lru_cache(maxsize=64)

@@ -82,6 +82,32 @@ def test_smooth_constant_kernel():
     for rho in (0.0, 0.25, 1.0):
         np.testing.assert_allclose(K.smooth_kernel(k, rho), (1 + 8 * rho) * k, rtol=1e-6)
         assert float(K.smoothness(K.smooth_kernel(k, rho))) == 0.0
+        # renormalised by 1 + 8 rho: a constant kernel is a fixed point
+        np.testing.assert_allclose(K.smooth_kernel(k, rho, renormalize=True), k, rtol=1e-6)
+
+
+def test_renormalised_smoothing_matches_scipy_and_keeps_scale():
+    rng = np.random.default_rng(7)
+    k = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    rho = 0.5
+    mask = np.full((3, 3), rho) / (1 + 8 * rho)  # weights sum to 1
+    mask[1, 1] = 1.0 / (1 + 8 * rho)
+    ref = np.stack([np.stack([scipy.signal.convolve2d(k[:, :, i, o], mask, mode="same",
+                                                      boundary="symm") for o in range(4)], -1)
+                    for i in range(3)], -2)
+    np.testing.assert_allclose(K.smooth_kernel(k, rho, renormalize=True), ref, rtol=1e-5, atol=1e-6)
+    # the sum of each 2-D kernel (its response to a flat image patch) is preserved: the symm
+    # padding makes each weight appear 9 times in total, 1 + 8 rho after renormalising
+    out = np.asarray(K.smooth_kernel(k, rho, renormalize=True))
+    np.testing.assert_allclose(out.sum((0, 1)), k.sum((0, 1)), rtol=1e-4, atol=1e-5)
+    raw = np.asarray(K.smooth_kernel(k, rho))
+    np.testing.assert_allclose(raw.sum((0, 1)), (1 + 8 * rho) * k.sum((0, 1)), rtol=1e-4, atol=1e-5)
+    p = _params()
+    np.testing.assert_allclose(K.smooth_params(p, rho, renormalize=True)["conv_init"]["kernel"],
+                               np.asarray(K.smooth_params(p, rho)["conv_init"]["kernel"]) / 5.0,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="1 \\+ 8\\*rho"):
+        K.smooth_kernel(k, -0.125, renormalize=True)
 
 
 def test_smoothness_formula_and_smoothing_lowers_it():
