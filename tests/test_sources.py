@@ -248,3 +248,20 @@ def test_tfds_cifar100_and_mnist_under_mock_data(tmp_path):
     assert mnist.images.shape == (12, 28, 28, 3) and mnist.num_classes == 10
     assert all(np.array_equal(mnist.images[..., c], mnist.images[..., 0]) for c in (1, 2))
     assert sorted(map(bytes, mnist.images[..., :1])) == sorted(map(bytes, mnist_img))
+
+
+# ----------------------------------------------------------------------------- drivers
+
+
+@pytest.mark.slow
+def test_table1_driver_on_npz_digits(digits_npz, tmp_path):
+    """python -m experiments.table1 --dataset npz:PATH --tiny (about 30 s on 2 CPU cores). Quick
+    variants: the parser/results-folder test above, and tests/test_cli_analyze.py, which trains
+    on the same digits .npz through `jaxhfc train`."""
+    import json
+
+    from experiments import table1
+
+    table1.main(["--dataset", f"npz:{digits_npz}", "--tiny", "--out", str(tmp_path), "--no-progress"])
+    table = json.loads((tmp_path / "table1" / "table.json").read_text())
+    assert len(table["rows"]) == 4 and "npz:" in (tmp_path / "table1" / "table.md").read_text()
