@@ -125,6 +125,8 @@ class Context:
       seeds: how many seeds every trained artefact runs (None: the scale's default,
         :data:`DEFAULT_SEEDS`).
       progress: show progress bars.
+      populations: train models that share a shape together (one compiled program).
+      max_population: the most models in one population.
     """
 
     dataset: str = "synthetic"
@@ -135,6 +137,8 @@ class Context:
     seed: int = 0
     seeds: int | None = None
     progress: bool = True
+    populations: bool = True
+    max_population: int = 8
     trainings: int = 0  # trainings actually run by this context (tests check re-runs do none)
     _datasets: dict = dataclasses.field(default_factory=dict, repr=False)
     _trained: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -253,8 +257,49 @@ class Context:
         return self.train_many([(name, self.config(seed=s, **overrides)) for s in self.seed_list])
 
     def train_many(self, named_configs) -> list[Trained]:
-        """Train (or load) several ``(name, config)`` pairs; returns them in order."""
+        """Train (or load) several ``(name, config)`` pairs; returns them in order.
+
+        Unfinished trainings that can share one compiled program (equal
+        :func:`jaxhfc.train.population_key`: e.g. seeds, or LFC/HFC radii of one recipe) are
+        trained together as a population (:func:`jaxhfc.train.fit_population`) when
+        :attr:`populations` is on; each keeps its own run folder and resumes on its own.
+        """
+        from jaxhfc import train
+
+        named_configs = list(named_configs)
+        pending: dict[Any, list] = {}
+        for name, cfg in named_configs:
+            run_dir = self.run_dir(name, cfg)
+            if run_dir in self._trained or (run_dir / "done.json").exists():
+                continue
+            key = train.population_key(cfg) if self.populations and hasattr(train, "population_key") else run_dir
+            pending.setdefault(key, [])
+            if all(self.run_dir(n, c) != run_dir for n, c in pending[key]):
+                pending[key].append((name, cfg))
+        for group in pending.values():
+            if len(group) < 2:
+                continue
+            for chunk in range(0, len(group), self.max_population):
+                part = group[chunk:chunk + self.max_population]
+                if len(part) > 1:
+                    self._train_population(part)
         return [self.train(name, cfg) for name, cfg in named_configs]
+
+    def _train_population(self, group) -> None:
+        from jaxhfc import train
+
+        dirs = [self.run_dir(n, c) for n, c in group]
+        log.info("population of %d: %s", len(group), ", ".join(d.name for d in dirs))
+        t0 = time.perf_counter()
+        results = train.fit_population([c for _, c in group], dirs, resume=True, progress=self.progress,
+                                       datasets=[self.datasets(c) for _, c in group])
+        seconds = (time.perf_counter() - t0) / len(group)
+        for (name, cfg), run_dir, res in zip(group, dirs, results):
+            self.trainings += 1
+            R.write_json(run_dir / "done.json", {"name": name, "config_hash": cfg.config_hash(), "seconds": seconds,
+                                                 "population": len(group),
+                                                 "final": res.history[-1] if res.history else None})
+            self._trained[run_dir] = Trained(name, cfg, res.state, res.model, res.history, run_dir, trained_now=True)
 
     def vanilla(self, seed: int | None = None) -> Trained:
         """M_natural for one seed (default: the base seed)."""

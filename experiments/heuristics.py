@@ -71,11 +71,17 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
                         evidence=f"gap {small} {np.mean([gap(m, small) for m in per_seed]):.3f}, "
                                  f"{large} {np.mean([gap(m, large) for m in per_seed]):.3f}"))
 
-    def rel(m, v):  # share of the above-chance accuracy that survives on HFC images
-        return (_mean_hfc(m[v], radii) - chance) / max(m[v]["test"] - chance, 1e-6)
+    def rel(m, v):  # share of the above-chance accuracy that survives on HFC images (None: at chance)
+        above = m[v]["test"] - chance
+        return None if above < 0.02 else (_mean_hfc(m[v], radii) - chance) / above
 
+    def rel_diff(m):
+        a, b = rel(m, "vanilla"), rel(m, "adversarial")
+        return None if a is None or b is None else a - b
+
+    mean_rel = lambda v: np.mean([x for x in (rel(m, v) for m in per_seed) if x is not None] or [np.nan])  # noqa: E731
     claims.append(claim(NAME, "adversarial training makes the model rely less on HFC",
-                        [rel(m, "vanilla") - rel(m, "adversarial") for m in per_seed],
+                        [rel_diff(m) for m in per_seed],
                         effect="vanilla minus adversarial (HFC acc - chance) / (clean acc - chance)",
                         preconditions=[trained("vanilla"),
                                        E.precondition("adversarial test acc", [m["adversarial"]["test"] for m in per_seed],
@@ -83,8 +89,8 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
                                        E.precondition("vanilla mean HFC-test acc", [_mean_hfc(m["vanilla"], radii)
                                                                                     for m in per_seed],
                                                       minimum=settings["hfc_min"])],
-                        evidence=f"relative HFC acc: vanilla {np.mean([rel(m, 'vanilla') for m in per_seed]):.3f}, "
-                                 f"adversarial {np.mean([rel(m, 'adversarial') for m in per_seed]):.3f}"))
+                        evidence=f"relative HFC acc: vanilla {mean_rel('vanilla'):.3f}, "
+                                 f"adversarial {mean_rel('adversarial'):.3f}"))
     return claims
 
 

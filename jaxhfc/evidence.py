@@ -319,7 +319,10 @@ class Judgement:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Judgement":
-        return cls(d["verdict"], Interval(**d["effect"]), int(d["direction"]), tuple(d["values"]),
+        """Inverse of :meth:`to_dict`, also after a JSON round trip (which writes NaN as null)."""
+        nan = lambda v: float("nan") if v is None else v  # noqa: E731
+        eff = {k: (nan(v) if k in ("mean", "low", "high") else v) for k, v in d["effect"].items()}
+        return cls(d["verdict"], Interval(**eff), int(d["direction"]), tuple(nan(v) for v in d["values"]),
                    tuple(Precondition(**p) for p in d["preconditions"]))
 
 

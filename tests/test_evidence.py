@@ -73,6 +73,12 @@ def test_failed_precondition_means_not_tested_and_is_named():
     j2 = E.judge([0.1, None, 0.2])
     assert j2.verdict == "not tested" and "computable" in j2.failed[0].name
     assert E.Judgement.from_dict(j.to_dict()) == j
+    # JSON writes NaN (no interval) as null; reading it back gives NaN again
+    import json
+
+    one = E.judge([0.3])
+    back = E.Judgement.from_dict(json.loads(json.dumps(one.to_dict()).replace("NaN", "null")))
+    assert back.verdict == "inconclusive" and math.isnan(back.effect.low) and back.effect.mean == 0.3
 
 
 def test_cell_excess_constant_and_informative_classifiers():

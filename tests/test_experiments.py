@@ -32,35 +32,54 @@ def test_every_artefact_written(tiny_run):
         assert table["rows"], module
         for fig in table["figures"]:
             assert (folder / fig).stat().st_size > 1000
-        # metrics.jsonl holds the same rows as the table
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == len(table["rows"])
+        # metrics.jsonl holds the table's rows, once per seed for artefacts combined over seeds
+        lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        if lines and "seed" in lines[0]:
+            assert len(lines) == len(table["rows"]) * len(ctx.seed_list)
+            assert sorted({x["seed"] for x in lines}) == sorted(ctx.seed_list)
+        else:
+            assert len(lines) == len(table["rows"])
     readme = (ctx.out / "README.md").read_text()
     assert "synthetic dataset" in readme and "## Claims" in readme
     for module, title, _ in reproduce_all.ARTEFACTS:
         assert title in readme
     n_claims = sum(len(v) for v in res["claims"].values())
     section = readme.split("## Claims", 1)[1].split("## Time", 1)[0]
-    marks = ("| **holds** |", "| **does not hold** |", "| **not tested** |")
+    marks = ("| **holds** |", "| **contradicted** |", "| **inconclusive** |", "| **not tested** |")
     assert sum(section.count(m) for m in marks) == n_claims
+    for claims in res["claims"].values():
+        for c in claims:  # every claim shows its interval (or says why it has none) and its seeds
+            assert c.mark() in ("holds", "contradicted", "inconclusive", "not tested")
+            assert c.effect_text() in section and c.effect in section
 
 
 def test_prediction_counts_add_up(tiny_run):
     ctx, _ = tiny_run
+    folder = ctx.out / "prediction_counts"
     table = _table(ctx, "prediction_counts")
-    n = json.loads((ctx.out / "prediction_counts" / "config.json").read_text())["settings"]["n_test"]
     radii = [row["r"] for row in table["rows"]]
     assert radii[:17] == list(range(17)) and radii[-1] == 23
-    for row in table["rows"]:
-        assert row["L+H- ours"] + row["L-H+ ours"] + row["L+H+ ours"] + row["L-H- ours"] == n
-        assert row["LFC acc"] == pytest.approx((row["L+H- ours"] + row["L+H+ ours"]) / n)
+    per_seed = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert len(per_seed) == len(radii) * len(ctx.seed_list)
+    for row in per_seed:
+        cells = [row[f"{c} ours %"] for c in ("L+H-", "L-H+", "L+H+", "L-H-")]
+        assert sum(cells) == pytest.approx(100.0)
+        assert row["LFC acc"] == pytest.approx((cells[0] + cells[2]) / 100)
     # at r = 0 the HFC is the original image and beyond the corner the LFC is: both are the
     # image divided by its own max (the paper scaling of filtered images), so they agree
-    preds = np.load(ctx.out / "prediction_counts" / "predictions.npz")
+    preds = np.load(folder / "predictions.npz")
     assert np.array_equal(preds["pred_high"][0] == preds["labels"], preds["pred_low"][-1] == preds["labels"])
+    # the radius of the claim was chosen on the validation split, among the SETTINGS radii
+    assert float(preds["r_star"]) in prediction_counts_settings(ctx)["select"]
     # the paper-reproduction columns are there, as fractions
     row8 = next(r for r in table["rows"] if r["r"] == 8)
     assert row8["L+H- repro %"] == pytest.approx(39.09)
+
+
+def prediction_counts_settings(ctx):
+    from experiments import prediction_counts
+
+    return prediction_counts.SETTINGS[ctx.scale]
 
 
 def test_table_shapes(tiny_run):
@@ -69,22 +88,27 @@ def test_table_shapes(tiny_run):
     assert [(r["trained on"], r["r"]) for r in t1["rows"]] == [("LFC", 4), ("LFC", 12), ("HFC", 4), ("HFC", 12)]
     assert {"train acc (repro)", "train acc (ours)", "test acc (repro)", "test acc (ours)", "test diff"} <= set(t1["columns"])
     for r in t1["rows"]:
-        assert 0.0 <= r["test acc (ours)"] <= 1.0
-        assert r["test diff"] == pytest.approx(r["test acc (ours)"] - r["test acc (repro)"])
+        ours = r["test acc (ours)"]  # combined over seeds: mean, interval, per-seed values
+        assert 0.0 <= ours["mean"] <= 1.0 and ours["mean"] == pytest.approx(np.mean(ours["values"]))
+        assert len(ours["values"]) == len(ctx.seed_list) and ours["low"] <= ours["mean"] <= ours["high"]
+        assert common.mean_of(r["test diff"]) == pytest.approx(ours["mean"] - r["test acc (repro)"])
     heur = _table(ctx, "heuristics")
     variants = [r["variant"] for r in heur["rows"]]
     assert variants[:7] == ["vanilla", "mixup", "batch 32", "batch 128", "dropout 0.5", "batchnorm", "adversarial"]
     rob = _table(ctx, "robustness")
     for r in rob["rows"]:
         # robust accuracy never exceeds clean accuracy
-        assert r["PGD 0.03"] <= r["clean"] + 1e-9 and r["FGSM 0.03"] <= r["clean"] + 1e-9
+        m = common.mean_of
+        assert m(r["PGD 0.03"]) <= m(r["clean"]) + 1e-9 and m(r["FGSM 0.03"]) <= m(r["clean"]) + 1e-9
     assert {r["defence"] for r in rob["rows"]} >= {"none", "smooth rho=1", "kernel low-pass r=1"}
 
 
 def test_shared_models_and_rerun_trains_nothing(tiny_run):
     ctx, _ = tiny_run
     runs = sorted(p.name for p in (ctx.out / "runs").iterdir())
-    assert sum(name.startswith("vanilla-") for name in runs) == 1  # shared by every artefact
+    # one vanilla model per seed, shared by every artefact
+    assert sorted(n.rsplit("-", 1)[0] for n in runs if n.startswith("vanilla-")) == sorted(
+        f"vanilla-s{s}" for s in ctx.seed_list)
     assert all((ctx.out / "runs" / name / "done.json").exists() for name in runs)
     again = common.Context(dataset="synthetic", scale="tiny", out=ctx.out, progress=False)
     from experiments import heuristics, table1
@@ -104,7 +128,7 @@ def test_results_notebook_reads_the_run(tiny_run, monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     text = outputs_text(run_notebook("02_quick_reproduction.ipynb"))
     first = res["claims"]["table1"][0]
-    assert first.claim in text and first.evidence in text
+    assert first.claim in text and first.effect in text and first.mark() in text
     assert "| trained on | r |" in text
 
 
@@ -118,6 +142,18 @@ def test_update_readme_section(tiny_run, tmp_path):
     assert "synthetic dataset" in text
     claim = res["claims"]["table1"][0]
     assert claim.claim in text
+
+
+def test_same_seed_same_numbers(tiny_run, tmp_path):
+    # A fresh reproduction with only the base seed gives that seed's numbers again, exactly.
+    ctx, _ = tiny_run
+    from experiments import table1
+
+    one = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, seeds=1, progress=False)
+    table1.run(one)
+    fresh = [json.loads(x) for x in (tmp_path / "table1" / "metrics.jsonl").read_text().splitlines()]
+    before = [json.loads(x) for x in (ctx.out / "table1" / "metrics.jsonl").read_text().splitlines()]
+    assert fresh == [r for r in before if r["seed"] == ctx.seed_list[0]]
 
 
 def test_missing_cifar10_is_one_clear_error(tmp_path, capsys):
