@@ -55,6 +55,13 @@ __all__ = [
     "build_model",
     "create_train_state",
     "make_train_step",
+    "make_train_loop",
+    "DATA_FIELDS",
+    "EVAL_FIELDS",
+    "EVAL_KINDS",
+    "population_key",
+    "eval_set_name",
+    "fit_population",
     "evaluate",
     "predict",
     "logits_fn",
@@ -402,48 +409,25 @@ def _augment_per_example(key: jax.Array, x: jax.Array, positions: jax.Array, *, 
     return jax.vmap(lambda k, xi: data.augment(k, xi[None], crop_pad=crop_pad, flip=flip)[0])(keys, x)
 
 
-def make_train_step(
+def _step_body(
     model: nn.Module,
     tx: optax.GradientTransformation,
-    mesh: Mesh,
+    n_dev: int,
     *,
     global_batch: int,
     num_classes: int,
-    label_smoothing: float = 0.0,
-    mixup_alpha: float = 0.0,
-    crop_pad: int = 0,
-    flip: bool = False,
-    regularizer: Callable[[Any], jax.Array] | None = None,
-    regularizer_weight: float = 0.0,
-    adversary: Callable[..., jax.Array] | None = None,
+    label_smoothing: float,
+    mixup_alpha: float,
+    crop_pad: int,
+    flip: bool,
+    regularizer: Callable[[Any], jax.Array] | None,
+    regularizer_weight: float,
+    adversary: Callable[..., jax.Array] | None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Build the jitted data-parallel step ``step(state, batch, keys) -> (state, metrics)``.
-
-    Args:
-        model: The model (its BatchNorm is given ``axis_name="data"`` here).
-        tx: The optax optimizer.
-        mesh: 1-D mesh over ``"data"``.
-        global_batch: B, the global batch size (divisible by the device count).
-        num_classes: Number of classes (for one-hot targets).
-        label_smoothing: Label smoothing epsilon.
-        mixup_alpha: Mixup Beta(alpha, alpha), one lambda per device batch (0: off).
-        crop_pad: Random-crop padding in pixels (0: no crop).
-        flip: Random horizontal flips.
-        regularizer: ``params -> scalar`` added to the loss with ``regularizer_weight``.
-        regularizer_weight: Its weight.
-        adversary: ``adversary(logits_fn, x, y, key) -> x_adv`` run per device on the local
-            batch with the model in eval mode; the step then trains on ``x_adv`` only (Madry).
-
-    Returns:
-        ``step(state, batch, keys)`` with ``state`` a replicated :class:`TrainState`
-        (donated), ``batch = (images (N,H,W,C) float32 replicated, labels (N,) int32
-        replicated, idx (B,) int32 sharded over "data")`` and ``keys`` a dict of replicated
-        keys ``data``, ``dropout``, ``attack``. ``metrics`` (replicated scalars): ``loss_sum``
-        (sum of per-example cross entropies), ``correct`` (argmax == label count),
-        ``count`` (B), ``regularizer`` (its unweighted value).
-    """
-    n_dev = mesh.devices.size
-    local_b = parallel.local_batch_size(global_batch, mesh)
+    """The per-device step ``body(state, images, labels, idx, keys) -> (state, metrics)``."""
+    if global_batch % n_dev:
+        raise ValueError(f"global batch {global_batch} must be divisible by the number of devices {n_dev}")
+    local_b = global_batch // n_dev
     train_model = model.clone(axis_name=DATA_AXIS)
 
     def body(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
@@ -503,15 +487,137 @@ def make_train_step(
         }
         return new_state, metrics
 
-    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS), P()), out_specs=(P(), P()))
+    return body
+
+
+def make_train_loop(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    global_batch: int,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
+    crop_pad: int = 0,
+    flip: bool = False,
+    regularizer: Callable[[Any], jax.Array] | None = None,
+    regularizer_weight: float = 0.0,
+    adversary: Callable[..., jax.Array] | None = None,
+    population: int | None = None,
+    shared_images: bool = True,
+    shared_labels: bool = True,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build the jitted data-parallel loop ``loop(state, images, labels, idx, keys) -> (state, metrics)``.
+
+    One call runs ``S`` optimizer steps on the devices (``S`` = ``idx.shape[0]``; a
+    ``lax.scan`` when ``S > 1``, the plain step when ``S == 1``) and returns every step's
+    metrics, so the host fetches once per call and a non-finite loss still names its step.
+    With ``population=K`` the state, indices and keys carry a leading model axis and the
+    step is ``jax.vmap``-ed over it inside the data-parallel map: K models that share the
+    architecture and step settings train in one program, each on its own data, order and
+    keys, exactly as each would alone (to float tolerance).
+
+    Args:
+        model, tx, global_batch, num_classes, label_smoothing, mixup_alpha, crop_pad, flip,
+        regularizer, regularizer_weight, adversary: See :func:`make_train_step`.
+        mesh: 1-D mesh over ``"data"``.
+        population: K, the number of models (None: one model, no model axis).
+        shared_images: With a population: one ``images`` array for every model (else
+            ``images`` is ``(K, N, H, W, C)``); ``shared_labels`` likewise for ``labels``.
+
+    Returns:
+        ``loop(state, images, labels, idx, keys)`` with ``state`` a replicated
+        :class:`TrainState` (donated; leaves ``(K, ...)`` with a population), ``images
+        (N, H, W, C)`` float32 and ``labels (N,)`` int32 replicated (``(K, N, ...)`` unless
+        shared), ``idx: (S, B)`` (``(S, K, B)``) int32 global row indices sharded over
+        ``"data"`` on the ``B`` axis, and ``keys`` a dict of replicated keys ``data``,
+        ``dropout``, ``attack`` (``(K,)`` each). ``metrics`` (replicated): ``loss_sum``,
+        ``correct``, ``count``, ``regularizer`` of every step, shape ``(S,)`` (``(S, K)``).
+    """
+    n_dev = mesh.devices.size
+    body = _step_body(model, tx, n_dev, global_batch=global_batch, num_classes=num_classes,
+                      label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, crop_pad=crop_pad, flip=flip,
+                      regularizer=regularizer, regularizer_weight=regularizer_weight, adversary=adversary)
+    if population is not None:
+        body = jax.vmap(body, in_axes=(0, None if shared_images else 0, None if shared_labels else 0, 0, 0))
+
+    def chunk(state: TrainState, images: jax.Array, labels: jax.Array, idxs: jax.Array,
+              keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        if idxs.shape[0] == 1:  # no loop: XLA:CPU runs convolutions in while loops several times slower
+            state, m = body(state, images, labels, idxs[0], keys)
+            return state, jax.tree_util.tree_map(lambda a: a[None], m)
+        return jax.lax.scan(lambda s, i: body(s, images, labels, i, keys), state, idxs)
+
+    idx_spec = P(None, DATA_AXIS) if population is None else P(None, None, DATA_AXIS)
+    mapped = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), idx_spec, P()), out_specs=(P(), P()))
+    want = (global_batch,) if population is None else (population, global_batch)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def loop(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
+             keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        if idx.ndim != len(want) + 1 or idx.shape[1:] != want or idx.shape[0] < 1:
+            raise ValueError(f"idx must have shape (S, {', '.join(map(str, want))}); got {idx.shape}")
+        return mapped(state, images, labels, idx.astype(jnp.int32), keys)
+
+    return loop
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    global_batch: int,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
+    crop_pad: int = 0,
+    flip: bool = False,
+    regularizer: Callable[[Any], jax.Array] | None = None,
+    regularizer_weight: float = 0.0,
+    adversary: Callable[..., jax.Array] | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build the jitted data-parallel step ``step(state, batch, keys) -> (state, metrics)``.
+
+    One step of :func:`make_train_loop` (which runs many steps per call).
+
+    Args:
+        model: The model (its BatchNorm is given ``axis_name="data"`` here).
+        tx: The optax optimizer.
+        mesh: 1-D mesh over ``"data"``.
+        global_batch: B, the global batch size (divisible by the device count).
+        num_classes: Number of classes (for one-hot targets).
+        label_smoothing: Label smoothing epsilon.
+        mixup_alpha: Mixup Beta(alpha, alpha), one lambda per device batch (0: off).
+        crop_pad: Random-crop padding in pixels (0: no crop).
+        flip: Random horizontal flips.
+        regularizer: ``params -> scalar`` added to the loss with ``regularizer_weight``.
+        regularizer_weight: Its weight.
+        adversary: ``adversary(logits_fn, x, y, key) -> x_adv`` run per device on the local
+            batch with the model in eval mode; the step then trains on ``x_adv`` only (Madry).
+
+    Returns:
+        ``step(state, batch, keys)`` with ``state`` a replicated :class:`TrainState`
+        (donated), ``batch = (images (N,H,W,C) float32 replicated, labels (N,) int32
+        replicated, idx (B,) int32 sharded over "data")`` and ``keys`` a dict of replicated
+        keys ``data``, ``dropout``, ``attack``. ``metrics`` (replicated scalars): ``loss_sum``
+        (sum of per-example cross entropies), ``correct`` (argmax == label count),
+        ``count`` (B), ``regularizer`` (its unweighted value).
+    """
+    parallel.local_batch_size(global_batch, mesh)  # validates divisibility
+    loop = make_train_loop(model, tx, mesh, global_batch=global_batch, num_classes=num_classes,
+                           label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, crop_pad=crop_pad, flip=flip,
+                           regularizer=regularizer, regularizer_weight=regularizer_weight, adversary=adversary)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state: TrainState, batch: tuple[jax.Array, jax.Array, jax.Array],
              keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         images, labels, idx = batch
-        if idx.shape != (global_batch,):
-            raise ValueError(f"idx must have shape ({global_batch},); got {idx.shape}")
-        return mapped(state, images, labels, idx.astype(jnp.int32), keys)
+        if tuple(idx.shape) != (global_batch,):
+            raise ValueError(f"idx must have shape ({global_batch},); got {tuple(idx.shape)}")
+        state, m = loop(state, images, labels, idx[None], keys)
+        return state, jax.tree_util.tree_map(lambda a: a[0], m)
 
     return step
 
@@ -661,8 +767,23 @@ def load_validation(config: TrainConfig, train_full: Any | None = None) -> Any:
     return holdout_split(train_full, config.num_val, seed=config.data_seed)[1]
 
 
-def _radius_name(r: float) -> str:
-    return str(int(r)) if float(r).is_integer() else str(r).replace(".", "p")
+#: Kinds of filtered evaluation sets (:func:`eval_set_name`).
+EVAL_KINDS = ("test_low", "test_high", "train_low")
+
+
+def eval_set_name(kind: str, radius: float) -> str:
+    """Name of a filtered evaluation set in ``metrics.jsonl``: ``kind`` and the radius, an
+    integer radius without decimals and a point written ``p``.
+
+    >>> eval_set_name("test_low", 12.0), eval_set_name("test_high", 12.5), eval_set_name("train_low", 4)
+    ('test_low_12', 'test_high_12p5', 'train_low_4')
+    """
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"kind must be one of {EVAL_KINDS}; got {kind!r}")
+    r = float(radius)
+    if not math.isfinite(r) or r < 0:
+        raise ValueError(f"radius must be a finite number >= 0; got {radius!r}")
+    return f"{kind}_{int(r) if r.is_integer() else repr(r).replace('.', 'p')}"
 
 
 def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:
@@ -693,8 +814,8 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
 
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"test": arrays(test)}
     for r in config.eval_radii:
-        sets[f"test_low_{_radius_name(r)}"] = arrays(data.filter_dataset(test, "low", r))
-        sets[f"test_high_{_radius_name(r)}"] = arrays(data.filter_dataset(test, "high", r))
+        sets[eval_set_name("test_low", r)] = arrays(data.filter_dataset(test, "low", r))
+        sets[eval_set_name("test_high", r)] = arrays(data.filter_dataset(test, "high", r))
     if config.eval_train:
         n_sub = config.eval_train_subset
         base, used = train, train_used
@@ -705,7 +826,7 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
             used = data.filter_dataset(base, kind, config.train_radius) if kind else base
         sets["train"] = arrays(used)
         for r in config.eval_radii:
-            sets[f"train_low_{_radius_name(r)}"] = arrays(data.filter_dataset(base, "low", r))
+            sets[eval_set_name("train_low", r)] = arrays(data.filter_dataset(base, "low", r))
     return {"train": arrays(train_used), "eval": sets, "num_classes": int(train.num_classes)}
 
 
@@ -775,26 +896,325 @@ def _regularizer(config: TrainConfig) -> Callable[[Any], jax.Array] | None:
     return kernels.smoothness_penalty
 
 
-# Fields of TrainConfig that change the compiled step (everything else is data or keys).
-_STEP_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay", "schedule", "batch_size",
-                "label_smoothing", "mixup_alpha", "augment_crop", "augment_flip", "kernel_penalty",
-                "adv_eps", "adv_steps", "adv_step_size", "adv_random_start", "adv_norm")
+#: Fields of :class:`TrainConfig` that never change the compiled training program: the data
+#: *values* (not their shapes), the seeds and the evaluation/checkpoint settings. Every other
+#: field is part of :func:`population_key` and of the compiled-step cache key, so a new field
+#: costs a recompile (never a stale program) until it is listed here.
+DATA_FIELDS = ("data_dir", "data_source", "data_seed", "shuffle_labels", "train_filter", "train_radius",
+               "scaling", "seed")
+#: Evaluation and checkpoint settings (see :data:`DATA_FIELDS`).
+EVAL_FIELDS = ("num_test", "eval_every", "eval_batch_size", "eval_radii", "eval_train", "eval_train_subset",
+               "checkpoint_every", "keep_checkpoints")
+
+
+def population_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
+    """Hashable key of the compiled training program of a config.
+
+    Configs with equal keys can train together in one :func:`fit_population` call: they
+    differ at most in :data:`DATA_FIELDS` (seed, data seed, training filter and radius,
+    shuffled labels, scaling, data source) and :data:`EVAL_FIELDS`. The key is every other
+    field as ``(name, value)`` pairs, so a field added to :class:`TrainConfig` separates
+    populations (and recompiles) until it is declared data or evaluation only.
+    """
+    skip = set(DATA_FIELDS) | set(EVAL_FIELDS)
+    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_step(model: nn.Module, mesh: Mesh, step_settings: tuple[tuple[str, Any], ...], total_steps: int,
-                 num_classes: int) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
-    """Optimizer and jitted step for a config, cached so repeated fits reuse the compilation."""
-    c = TrainConfig(**dict(step_settings))
+def _cached_loop(model: nn.Module, mesh: Mesh, key: tuple[tuple[str, Any], ...], total_steps: int,
+                 num_classes: int, population: int | None, shared_images: bool,
+                 shared_labels: bool) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+    """Optimizer and jitted training loop for a :func:`population_key`, cached so repeated
+    fits reuse the compilation."""
+    c = TrainConfig(**dict(key))
     tx = make_optimizer(optimizer=c.optimizer, learning_rate=c.learning_rate, momentum=c.momentum,
                         weight_decay=c.weight_decay, schedule=c.schedule, total_steps=total_steps)
-    step = make_train_step(
+    loop = make_train_loop(
         model, tx, mesh, global_batch=c.batch_size, num_classes=num_classes,
         label_smoothing=c.label_smoothing, mixup_alpha=c.mixup_alpha,
         crop_pad=4 if c.augment_crop else 0, flip=c.augment_flip,
         regularizer=_regularizer(c), regularizer_weight=c.kernel_penalty, adversary=_adversary(c),
+        population=population, shared_images=shared_images, shared_labels=shared_labels,
     )
-    return tx, step
+    return tx, loop
+
+
+def _loop_plan(steps_per_epoch: int, steps_per_call: int | None) -> tuple[int, int]:
+    """``(S, calls in flight)``: steps per compiled call and calls sent before the oldest is fetched.
+
+    On CPU one step per call (XLA:CPU runs convolutions inside while loops several times
+    slower: benchmarks/train_loop.py) and at most 8 steps in flight (fake CPU devices
+    deadlock with ~50 collective steps in flight); elsewhere up to 100 steps scanned on the
+    device per call, the next call queued behind the running one.
+    """
+    cpu = jax.default_backend() == "cpu"
+    if steps_per_call is None:
+        steps_per_call = 1 if cpu else 100
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, (int, np.integer)) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be a positive int or None; got {steps_per_call!r}")
+    s = min(int(steps_per_call), steps_per_epoch)
+    return s, (max(1, 8 // s) if cpu else 1)
+
+
+@dataclasses.dataclass
+class _Member:
+    """One model of a training call: its config, run folder, keys, data and history."""
+
+    config: TrainConfig
+    run_dir: pathlib.Path
+    prepared: dict[str, Any]
+    keys: dict[str, jax.Array]
+    manager: Any = None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    eval_sets: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def metrics_path(self) -> pathlib.Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+def _prepare_members(configs: Sequence[TrainConfig], workdirs: Sequence[Any],
+                     datasets: tuple[Any, Any] | None) -> list[_Member]:
+    """Members with their data; configs with the same data share the prepared arrays."""
+    splits: dict[Any, tuple[Any, Any]] = {}
+    prepared: dict[TrainConfig, dict[str, Any]] = {}
+    members = []
+    for config, workdir in zip(configs, workdirs):
+        data_key = dataclasses.replace(config, seed=0, eval_every=0, checkpoint_every=0, keep_checkpoints=1)
+        if data_key not in prepared:
+            ds = datasets
+            if ds is None:
+                load_key = tuple(getattr(config, f) for f in ("dataset", "data_dir", "data_source", "data_seed",
+                                                               "num_train", "num_test", "num_val"))
+                if load_key not in splits:
+                    splits[load_key] = load_splits(config)
+                ds = splits[load_key]
+            prepared[data_key] = prepare_data(config, ds)
+        members.append(_Member(config=config, run_dir=pathlib.Path(workdir), prepared=prepared[data_key],
+                               keys=named_keys(config.seed)))
+    return members
+
+
+def _stack_keys(members: Sequence[_Member], population: bool) -> dict[str, jax.Array]:
+    names = ("data", "dropout", "attack")
+    if not population:
+        return {k: members[0].keys[k] for k in names}
+    return {k: jax.random.wrap_key_data(jnp.stack([jax.random.key_data(m.keys[k]) for m in members]))
+            for k in names}
+
+
+@functools.lru_cache(maxsize=8)
+def _stack_fn(mesh: Mesh) -> Callable[..., Any]:
+    return jax.jit(lambda states: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states),
+                   out_shardings=parallel.replicated(mesh))
+
+
+@functools.lru_cache(maxsize=8)
+def _unstack_fn(mesh: Mesh, k: int) -> Callable[..., Any]:
+    return jax.jit(lambda state: [jax.tree_util.tree_map(lambda a: a[i], state) for i in range(k)],
+                   out_shardings=parallel.replicated(mesh))
+
+
+def _resume_step(members: Sequence[_Member], resume: bool) -> int | None:
+    """Check the run folders and return the step to restore (None: start fresh)."""
+    latest = []
+    for m in members:
+        step = m.manager.latest_step()
+        if step is not None and not resume:
+            raise FileExistsError(f"{m.run_dir} already holds checkpoints (newest step {step}); "
+                                  "pass resume=True (--resume) or use a new folder")
+        if resume and (m.run_dir / "config.json").exists():
+            saved = json.loads((m.run_dir / "config.json").read_text())
+            if saved.get("config_hash") != m.config.config_hash():
+                raise ValueError(f"cannot resume {m.run_dir}: its config.json has hash {saved.get('config_hash')}, "
+                                 f"this config {m.config.config_hash()}; use the same config or a new folder")
+        latest.append(step if resume else None)
+    if all(s is None for s in latest):
+        return None
+    common = min(s or 0 for s in latest)
+    for m, s in zip(members, latest):
+        if s is not None and s != common and common not in m.manager.all_steps():
+            raise CheckpointError(
+                f"the models of this population stopped at different steps ({latest}) and {m.run_dir} has no "
+                f"checkpoint at step {common}; resume its members one by one with fit(..., resume=True)")
+    for m in members:  # a model ahead of the others redoes its steps after the common one
+        for s in m.manager.all_steps():
+            if s > common:
+                m.manager.delete(s)
+    return common if common > 0 else None
+
+
+def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, population: bool, resume: bool,
+           progress: bool, datasets: tuple[Any, Any] | None,
+           step_callback: Callable[[int, list[dict[str, float]]], None] | None,
+           steps_per_call: int | None) -> list[RunResult]:
+    """The fit loop of :func:`fit` (one model) and :func:`fit_population` (a model axis)."""
+    from tqdm.auto import tqdm
+
+    from jaxhfc import data
+
+    t_start = time.perf_counter()
+    config = configs[0]
+    is_main = jax.process_index() == 0
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.local_batch_size(config.batch_size, mesh)  # validates divisibility
+    members = _prepare_members(configs, workdirs, datasets)
+    trains = [m.prepared["train"] for m in members]
+    n_train = int(trains[0][0].shape[0])
+    for m, (x, _) in zip(members, trains):
+        if int(x.shape[0]) != n_train:
+            raise ValueError(f"the models of a population must have training sets of one size; {m.run_dir} has "
+                             f"{x.shape[0]}, {members[0].run_dir} {n_train}")
+    if n_train < config.batch_size:
+        raise ValueError(f"training set ({n_train}) is smaller than the batch size ({config.batch_size})")
+    steps_per_epoch = n_train // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    num_classes = members[0].prepared["num_classes"]
+    k_models = len(members)
+    shared_images = all(x is trains[0][0] or np.array_equal(x, trains[0][0]) for x, _ in trains)
+    shared_labels = all(y is trains[0][1] or np.array_equal(y, trains[0][1]) for _, y in trains)
+
+    model = build_model(config, num_classes)
+    tx, loop = _cached_loop(model, mesh, population_key(config), total_steps, num_classes,
+                            k_models if population else None, shared_images or not population,
+                            shared_labels or not population)
+    states = [create_train_state(model, tx, m.keys["init"], trains[0][0].shape[1:], mesh=mesh) for m in members]
+    steps_per_call, calls_in_flight = _loop_plan(steps_per_epoch, steps_per_call)
+
+    for m in members:
+        m.run_dir.mkdir(parents=True, exist_ok=True)
+        m.manager = _checkpoint_manager(m.run_dir, m.config.keep_checkpoints)
+    try:
+        start = _resume_step(members, resume)
+        for i, m in enumerate(members):
+            if start is not None:
+                states[i] = _restore(m.manager, start, states[i])
+                m.history = [h for h in results.read_jsonl(m.metrics_path) if h["step"] <= start]
+                logger.info("resumed %s from step %d", m.run_dir, start)
+            if is_main:
+                if not (resume and (m.run_dir / "config.json").exists()):
+                    info = _run_info(m.config, mesh, num_classes=num_classes, input_shape=trains[0][0].shape[1:])
+                    results.write_json(m.run_dir / "config.json", info)
+                m.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in m.history))
+        start_step = start or 0
+        if start_step % steps_per_epoch:
+            raise CheckpointError(f"checkpoint step {start_step} is not at an epoch boundary "
+                                  f"({steps_per_epoch} steps per epoch)")
+        start_epoch = start_step // steps_per_epoch
+
+        def put(arrays: list[np.ndarray], shared: bool) -> jax.Array:
+            return parallel.global_from_full(mesh, arrays[0] if shared else np.stack(arrays))
+
+        images = put([x for x, _ in trains], shared_images or not population)
+        labels = put([y for _, y in trains], shared_labels or not population)
+        for m in members:
+            m.eval_sets = {name: (parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y))
+                           for name, (x, y) in m.prepared["eval"].items()}
+        step_keys = parallel.global_from_full(mesh, _stack_keys(members, population))
+        state = _stack_fn(mesh)(states) if population else states[0]
+        del states
+        compiled = False
+
+        for epoch in range(start_epoch, config.epochs):
+            perms = [np.asarray(data.epoch_indices(jax.random.fold_in(m.keys["data"], epoch), n_train,
+                                                   config.batch_size), np.int32) for m in members]
+            idx_epoch = np.stack(perms, axis=1) if population else perms[0]  # (steps, [K,] B)
+            sums = np.zeros((k_models, 3))  # loss_sum, correct, count of the epoch
+            t_epoch = time.perf_counter()
+            t_timed, timed_steps = t_epoch, 0
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=not (progress and is_main), unit="step")
+            pending: list[tuple[int, jax.Array]] = []
+
+            def drain_one() -> None:
+                s0, m_dev = pending.pop(0)
+                host = parallel.to_host(m_dev)
+                loss = np.asarray(host["loss_sum"], np.float64).reshape(-1, k_models)
+                correct = np.asarray(host["correct"], np.float64).reshape(-1, k_models)
+                count = np.asarray(host["count"], np.float64).reshape(-1, k_models)
+                reg = np.asarray(host["regularizer"], np.float64).reshape(-1, k_models)
+                for i in range(loss.shape[0]):
+                    g = epoch * steps_per_epoch + s0 + i + 1
+                    step_loss = loss[i] / count[i]
+                    for j, m in enumerate(members):
+                        if not math.isfinite(step_loss[j]) or not math.isfinite(reg[i, j]):
+                            raise FloatingPointError(
+                                f"non-finite training loss {step_loss[j]} at step {g} (epoch {epoch + 1}, batch "
+                                f"{s0 + i + 1}/{steps_per_epoch}) of {m.run_dir}; newest checkpoint: step "
+                                f"{m.manager.latest_step()}. Lower the learning rate or check the inputs for NaN/inf.")
+                    sums[:, 0] += loss[i]
+                    sums[:, 1] += correct[i]
+                    sums[:, 2] += count[i]
+                    if step_callback is not None:
+                        step_callback(g, [{"loss": float(step_loss[j]), "accuracy": float(correct[i, j] / count[i, j])}
+                                          for j in range(k_models)])
+                bar.update(loss.shape[0])
+                bar.set_postfix(loss=f"{np.mean(sums[:, 0] / sums[:, 2]):.4f}",
+                                acc=f"{np.mean(sums[:, 1] / sums[:, 2]):.3f}")
+
+            for s0 in range(0, steps_per_epoch, steps_per_call):
+                n_steps = min(steps_per_call, steps_per_epoch - s0)
+                idx = parallel.global_from_full(mesh, idx_epoch[s0:s0 + n_steps], sharded=True,
+                                                batch_axis=idx_epoch.ndim - 1)
+                state, m_dev = loop(state, images, labels, idx, step_keys)
+                pending.append((s0, m_dev))
+                if not compiled:  # the first call of the process compiles: wait, and time from here
+                    drain_one()
+                    compiled, t_timed = True, time.perf_counter()
+                    continue
+                timed_steps += n_steps
+                while len(pending) > calls_in_flight:
+                    drain_one()
+            while pending:
+                drain_one()
+            bar.close()
+            t_done = time.perf_counter()
+            epoch_time = t_done - t_epoch
+            img_per_s = timed_steps * config.batch_size / (t_done - t_timed) if timed_steps else float("nan")
+            done = epoch + 1
+            step_now = done * steps_per_epoch
+            last = done == config.epochs
+            due_eval = [last or (m.config.eval_every > 0 and done % m.config.eval_every == 0) for m in members]
+            due_ckpt = [last or (m.config.checkpoint_every > 0 and done % m.config.checkpoint_every == 0)
+                        for m in members]
+            if not any(due_eval) and not any(due_ckpt):
+                continue
+            member_states = _unstack_fn(mesh, k_models)(state) if population else [state]
+            for j, m in enumerate(members):
+                if due_eval[j]:
+                    record: dict[str, Any] = {
+                        "epoch": done, "step": step_now, "train_loss": sums[j, 0] / sums[j, 2],
+                        "train_accuracy": sums[j, 1] / sums[j, 2], "img_per_s": img_per_s,
+                        "epoch_time_s": epoch_time, "time_s": time.perf_counter() - t_start,
+                        "accuracy": {}, "loss": {},
+                    }
+                    if population:
+                        record["population"] = k_models
+                    for name, (x, y) in m.eval_sets.items():
+                        r = evaluate(member_states[j], model, mesh, x, y, batch_size=m.config.eval_batch_size)
+                        record["accuracy"][name] = r["accuracy"]
+                        record["loss"][name] = r["loss"]
+                    m.history.append(record)
+                    if is_main:
+                        results.append_jsonl(m.metrics_path, record)
+                    logger.info("%s epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s per model)",
+                                m.run_dir, done, step_now, record["train_loss"], record["train_accuracy"],
+                                record["accuracy"].get("test", float("nan")), img_per_s)
+                if due_ckpt[j]:
+                    import orbax.checkpoint as ocp
+
+                    m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
+            del member_states
+        final = _unstack_fn(mesh, k_models)(state) if population else [state]
+        for m in members:
+            m.manager.wait_until_finished()
+    finally:
+        for m in members:
+            if m.manager is not None:
+                m.manager.wait_until_finished()
+                m.manager.close()
+    return [RunResult(state=s, history=m.history, run_dir=m.run_dir, model=model, config=m.config)
+            for s, m in zip(final, members)]
 
 
 def fit(
@@ -805,6 +1225,7 @@ def fit(
     progress: bool = True,
     datasets: tuple[Any, Any] | None = None,
     step_callback: Callable[[int, dict[str, float]], None] | None = None,
+    steps_per_call: int | None = None,
 ) -> RunResult:
     """Train and evaluate a model as ``config`` says, writing a run folder.
 
@@ -818,9 +1239,15 @@ def fit(
       per second in that epoch, compilation excluded), ``epoch_time_s``, ``time_s`` (wall
       time since the start of this process's run), ``accuracy: {set: value}`` and
       ``loss: {set: value}`` for the sets of :func:`prepare_data` (``test``,
-      ``test_low_8``, ``test_high_8``, ``train``, ``train_low_4``, ...);
+      ``test_low_8``, ``test_high_8``, ``train``, ``train_low_4``, ...; see
+      :func:`eval_set_name`);
     - ``checkpoints/<step>/``: orbax checkpoints every ``checkpoint_every`` epochs and at the
       end (the newest ``keep_checkpoints`` are kept).
+
+    The steps run on the devices in calls of ``steps_per_call`` steps (:func:`make_train_loop`),
+    with the metrics of every step fetched a few calls later; the result does not depend on
+    ``steps_per_call`` beyond float rounding, and a resumed run is bit-identical to an
+    uninterrupted one with the same ``steps_per_call``.
 
     Args:
         config: The run.
@@ -828,10 +1255,14 @@ def fit(
         resume: Continue from the newest checkpoint (a run killed at any point ends with the
             same parameters as an uninterrupted one; metrics lines after the checkpoint are
             dropped and recomputed). Starts fresh when there is none.
-        progress: Show a tqdm progress bar (epoch, img/s, loss, accuracy).
+        progress: Show a tqdm progress bar (epoch, loss, accuracy).
         datasets: Optional ``(train, test)`` Datasets to use instead of loading.
-        step_callback: Called after every step with ``(step, {"loss", "accuracy"})``; an
-            exception raised there stops the run like a kill (nothing more is saved).
+        step_callback: Called for every step with ``(step, {"loss", "accuracy"})`` once its
+            metrics are fetched (at most a few calls after the step ran); an exception raised
+            there stops the run like a kill (nothing more is saved).
+        steps_per_call: Optimizer steps per compiled call, scanned on the device (None: 1 on
+            CPU, where XLA runs convolutions in loops slowly and fake devices need frequent
+            fetches; 100 elsewhere; at most one epoch).
 
     Returns:
         :class:`RunResult` with the final state, the metrics history and the run folder.
@@ -841,133 +1272,63 @@ def fit(
         CheckpointError: The newest checkpoint could not be restored.
         FileExistsError: ``workdir`` holds checkpoints and ``resume`` is False.
     """
-    from tqdm.auto import tqdm
+    callback = None if step_callback is None else (lambda step, ms: step_callback(step, ms[0]))
+    return _train([config], [workdir], population=False, resume=resume, progress=progress, datasets=datasets,
+                  step_callback=callback, steps_per_call=steps_per_call)[0]
 
-    from jaxhfc import data
 
-    t_start = time.perf_counter()
-    run_dir = pathlib.Path(workdir)
-    is_main = jax.process_index() == 0
-    mesh = parallel.make_mesh(config.num_devices)
-    parallel.local_batch_size(config.batch_size, mesh)  # validates divisibility
+def fit_population(
+    configs: Sequence[TrainConfig],
+    workdirs: Sequence[str | os.PathLike[str]],
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    datasets: tuple[Any, Any] | None = None,
+    step_callback: Callable[[int, list[dict[str, float]]], None] | None = None,
+    steps_per_call: int | None = None,
+) -> list[RunResult]:
+    """Train K models that share a :func:`population_key` in one compiled program.
 
-    prepared = prepare_data(config, datasets)
-    x_train, y_train = prepared["train"]
-    n_train = int(x_train.shape[0])
-    if n_train < config.batch_size:
-        raise ValueError(f"training set ({n_train}) is smaller than the batch size ({config.batch_size})")
-    steps_per_epoch = n_train // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    num_classes = prepared["num_classes"]
+    The step of :func:`fit` is ``jax.vmap``-ed over a model axis inside the data-parallel
+    map (:func:`make_train_loop`): each model has its own parameters, optimizer state,
+    seed (initialisation, epoch order, augmentation, dropout), training data (filter and
+    radius, shuffled labels) and run folder, and ends as it would with :func:`fit` alone
+    (to float tolerance: batched convolutions round differently). Each run folder gets what
+    :func:`fit` writes (``config.json``, ``metrics.jsonl`` with ``"population": K`` added,
+    checkpoints on its own schedule) and can be resumed, evaluated and loaded alone. Data
+    shared by several models (e.g. seeds of one config) is prepared and held once.
 
-    model = build_model(config, num_classes)
-    settings = tuple((f, getattr(config, f)) for f in _STEP_FIELDS)
-    tx, step_fn = _cached_step(model, mesh, settings, total_steps, num_classes)
-    keys = named_keys(config.seed)
-    state = create_train_state(model, tx, keys["init"], x_train.shape[1:], mesh=mesh)
+    Args:
+        configs: K >= 1 configs with equal :func:`population_key` (group configs by it).
+        workdirs: K distinct run folders, one per config.
+        resume: Continue from the checkpoints of the run folders (default True: a
+            population is a unit of work of a driver that may be re-run). All models restart
+            from the newest step they all have a checkpoint for.
+        progress, datasets, steps_per_call: As in :func:`fit`.
+        step_callback: Called for every step with ``(step, [{"loss", "accuracy"}] * K)``.
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
-    manager = _checkpoint_manager(run_dir, config.keep_checkpoints)
-    history: list[dict[str, Any]] = []
-    try:
-        latest = manager.latest_step()
-        if latest is not None and not resume:
-            raise FileExistsError(f"{run_dir} already holds checkpoints (newest step {latest}); "
-                                  "pass resume=True (--resume) or use a new folder")
-        if resume and (run_dir / "config.json").exists():
-            saved = json.loads((run_dir / "config.json").read_text())
-            if saved.get("config_hash") != config.config_hash():
-                raise ValueError(f"cannot resume {run_dir}: its config.json has hash {saved.get('config_hash')}, "
-                                 f"this config {config.config_hash()}; use the same config or a new folder")
-        if resume and latest is not None:
-            state = _restore(manager, latest, state)
-            history = [h for h in results.read_jsonl(metrics_path) if h["step"] <= latest]
-            logger.info("resumed %s from step %d", run_dir, latest)
-        if is_main:
-            if not (resume and (run_dir / "config.json").exists()):
-                info = _run_info(config, mesh, num_classes=num_classes, input_shape=x_train.shape[1:])
-                results.write_json(run_dir / "config.json", info)
-            metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    Returns:
+        One :class:`RunResult` per config, in order.
 
-        start_step = int(parallel.to_host(state.step))
-        if start_step % steps_per_epoch:
-            raise CheckpointError(f"checkpoint step {start_step} is not at an epoch boundary "
-                                  f"({steps_per_epoch} steps per epoch)")
-        start_epoch = start_step // steps_per_epoch
-
-        images = parallel.global_from_full(mesh, x_train)
-        labels = parallel.global_from_full(mesh, y_train)
-        eval_sets = {name: (parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y))
-                     for name, (x, y) in prepared["eval"].items()}
-        step_keys = parallel.global_from_full(mesh, {k: keys[k] for k in ("data", "dropout", "attack")})
-        compiled_once = False
-
-        for epoch in range(start_epoch, config.epochs):
-            perm = np.asarray(data.epoch_indices(jax.random.fold_in(keys["data"], epoch), n_train,
-                                                 config.batch_size), np.int32)
-            loss_sum = correct = count = 0.0
-            train_time, timed_steps, t_epoch = 0.0, 0, time.perf_counter()
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=not (progress and is_main), unit="step")
-            for s in bar:
-                t0 = time.perf_counter()
-                idx = parallel.global_from_full(mesh, perm[s], sharded=True)
-                state, m = step_fn(state, (images, labels, idx), step_keys)
-                m = parallel.to_host(m)  # fetch every step: bounds in-flight collectives
-                dt = time.perf_counter() - t0
-                if compiled_once:
-                    train_time += dt
-                    timed_steps += 1
-                else:
-                    compiled_once = True  # the first step of the process includes compilation
-                global_step = epoch * steps_per_epoch + s + 1
-                step_loss = float(m["loss_sum"]) / float(m["count"])
-                if not math.isfinite(step_loss) or not math.isfinite(float(m["regularizer"])):
-                    raise FloatingPointError(
-                        f"non-finite training loss {step_loss} at step {global_step} (epoch {epoch + 1}, "
-                        f"batch {s + 1}/{steps_per_epoch}); newest checkpoint: step {manager.latest_step()}. "
-                        "Lower the learning rate or check the inputs for NaN/inf."
-                    )
-                loss_sum += float(m["loss_sum"])
-                correct += float(m["correct"])
-                count += float(m["count"])
-                img_s = timed_steps * config.batch_size / train_time if train_time > 0 else float("nan")
-                bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", img_s=f"{img_s:.0f}")
-                if step_callback is not None:
-                    step_callback(global_step, {"loss": step_loss, "accuracy": float(m["correct"]) / float(m["count"])})
-            bar.close()
-            epoch_time = time.perf_counter() - t_epoch
-            img_per_s = timed_steps * config.batch_size / train_time if train_time > 0 else float("nan")
-            done = epoch + 1
-            step_now = done * steps_per_epoch
-            last = done == config.epochs
-            if last or (config.eval_every > 0 and done % config.eval_every == 0):
-                record: dict[str, Any] = {
-                    "epoch": done, "step": step_now, "train_loss": loss_sum / count,
-                    "train_accuracy": correct / count, "img_per_s": img_per_s,
-                    "epoch_time_s": epoch_time, "time_s": time.perf_counter() - t_start,
-                    "accuracy": {}, "loss": {},
-                }
-                for name, (x, y) in eval_sets.items():
-                    r = evaluate(state, model, mesh, x, y, batch_size=config.eval_batch_size)
-                    record["accuracy"][name] = r["accuracy"]
-                    record["loss"][name] = r["loss"]
-                history.append(record)
-                if is_main:
-                    results.append_jsonl(metrics_path, record)
-                logger.info("epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s)", done, step_now,
-                            record["train_loss"], record["train_accuracy"], record["accuracy"].get("test", float("nan")),
-                            img_per_s)
-            if last or (config.checkpoint_every > 0 and done % config.checkpoint_every == 0):
-                import orbax.checkpoint as ocp
-
-                manager.save(step_now, args=ocp.args.StandardSave(state))
-        manager.wait_until_finished()
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-    return RunResult(state=state, history=history, run_dir=run_dir, model=model, config=config)
+    Raises:
+        ValueError: Configs with different population keys, a workdir used twice, or
+            training sets of different sizes.
+        FloatingPointError, CheckpointError, FileExistsError: As in :func:`fit`.
+    """
+    configs, workdirs = list(configs), [pathlib.Path(w) for w in workdirs]
+    if not configs or len(configs) != len(workdirs):
+        raise ValueError(f"fit_population needs K >= 1 configs and as many workdirs; got {len(configs)} and "
+                         f"{len(workdirs)}")
+    if len({w.resolve() for w in workdirs}) != len(workdirs):
+        raise ValueError(f"fit_population needs one run folder per model; got {[str(w) for w in workdirs]}")
+    key = population_key(configs[0])
+    for c in configs[1:]:
+        if population_key(c) != key:
+            diff = sorted(name for (name, a), (_, b) in zip(key, population_key(c)) if a != b)
+            raise ValueError(f"configs of one population may differ only in {DATA_FIELDS + EVAL_FIELDS}; "
+                             f"these differ in {diff} (group configs by train.population_key)")
+    return _train(configs, workdirs, population=True, resume=resume, progress=progress, datasets=datasets,
+                  step_callback=step_callback, steps_per_call=steps_per_call)
 
 
 def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
