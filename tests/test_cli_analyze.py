@@ -12,7 +12,7 @@ import pytest
 
 from jaxhfc import cli, results
 
-TRAIN = ["train", "--quick", "--epochs", "3", "--num-train", "640", "--num-test", "200", "--batch-size", "64",
+TRAIN = ["train", "--quick", "--epochs", "2", "--num-train", "384", "--num-test", "160", "--batch-size", "64",
          "--width", "8", "--eval-radii", "2", "4", "--no-progress"]
 
 
@@ -46,7 +46,7 @@ def test_analyze_run_folder_matches_logged_accuracies(run_dir, capsys):
     res = results.read_json(out / "analysis.json")
     logged = _logged(run_dir)
     n = res["n"]
-    assert n == 200 and res["image_shape"] == [8, 8, 3] and res["class_names"] == list("0123456789")
+    assert n == 160 and res["image_shape"] == [8, 8, 3] and res["class_names"] == list("0123456789")
     assert res["acc_orig"] == pytest.approx(logged["test"], abs=1e-9)
     assert res["acc_low"][1] == pytest.approx(logged["test_low_2"], abs=1e-9)
     assert res["acc_high"][2] == pytest.approx(logged["test_high_4"], abs=1e-9)
@@ -55,8 +55,7 @@ def test_analyze_run_folder_matches_logged_accuracies(run_dir, capsys):
     for i in range(4):
         cells = c["low_right_high_wrong"][i] + c["low_wrong_high_right"][i] + c["both_right"][i] + c["both_wrong"][i]
         assert cells == n and c["low_right"][i] == round(res["acc_low"][i] * n)
-    # r=8 is beyond the 8x8 spectrum's corner (5.66): the LFC is the image, the HFC is empty
-    assert res["acc_low"][3] == pytest.approx(res["acc_orig"]) and c["agree_low_only"][3] + c["agree_both"][3] == n
+    assert res["scaling"] == "paper"
     grid = np.load(out / "heatmap.npy")
     assert grid.shape == (8, 8) and np.allclose(grid * 16, np.round(grid * 16))
     assert res["heatmap"]["mean_error"] == pytest.approx(grid.mean()) and res["heatmap"]["n"] == 16
@@ -79,14 +78,17 @@ def test_analyze_params_files(run_dir, digits_npz, tmp_path):
     npz = tmp_path / "vars.npz"
     np.savez(npz, **flat)
     logged = _logged(run_dir)
-    for f in (msgpack, npz):
-        out = tmp_path / f"out_{f.suffix[1:]}"
-        argv = ["analyze", str(f), "--model", "small_cnn", "--width", "8", "--dataset", f"npz:{digits_npz}",
-                "--num-test", "200", "--radii", "2", "4", "--heatmap-images", "0", "--out", str(out)]
-        assert cli.main(argv) == 0
-        res = results.read_json(out / "analysis.json")
-        assert res["acc_orig"] == pytest.approx(logged["test"], abs=1e-9)
-        assert res["acc_high"][1] == pytest.approx(logged["test_high_4"], abs=1e-9)
+    common = ["--model", "small_cnn", "--width", "8", "--dataset", f"npz:{digits_npz}", "--num-test", "160",
+              "--heatmap-images", "0"]
+    assert cli.main(["analyze", str(msgpack), *common, "--radii", "2", "4", "--out", str(tmp_path / "a")]) == 0
+    res = results.read_json(tmp_path / "a" / "analysis.json")
+    assert res["acc_orig"] == pytest.approx(logged["test"], abs=1e-9)
+    assert res["acc_high"][1] == pytest.approx(logged["test_high_4"], abs=1e-9)
+    # r=8 is beyond the 8x8 spectrum's corner (5.66): with unit scaling the LFC is the image itself
+    assert cli.main(["analyze", str(npz), *common, "--radii", "8", "--scaling", "unit", "--out", str(tmp_path / "b")]) == 0
+    res = results.read_json(tmp_path / "b" / "analysis.json")
+    assert res["acc_orig"] == pytest.approx(logged["test"], abs=1e-9) and res["scaling"] == "unit"
+    assert res["acc_low"][0] == res["acc_orig"] and res["counts"]["agree_low_only"][0] + res["counts"]["agree_both"][0] == 160
 
 
 def test_errors_are_one_line_exit_2(run_dir, digits_npz, tmp_path, capsys):
@@ -120,3 +122,25 @@ def test_errors_are_one_line_exit_2(run_dir, digits_npz, tmp_path, capsys):
             f.write_bytes(b"corrupt")
     fails(["eval", str(broken)], "checkpoint")
     fails(["analyze", str(broken)], "checkpoint")
+
+
+def test_cli_package_has_no_import_cycle():
+    """Subcommand modules import only jaxhfc.cli._errors (and analyze_cmd the train_cmd helper),
+    never the package itself; each imports on its own in a fresh interpreter."""
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    pkg = pathlib.Path(cli.__file__).parent
+    allowed = {"jaxhfc.cli._errors", "jaxhfc.cli.train_cmd"}
+    for f in pkg.glob("*.py"):
+        if f.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxhfc.cli"):
+                assert node.module in allowed, (f.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.module == "jaxhfc":
+                assert "cli" not in {a.name for a in node.names}, f.name
+    for mod in ("jaxhfc.cli.train_cmd", "jaxhfc.cli.analyze_cmd", "jaxhfc.cli.filter_cmd"):
+        subprocess.run([sys.executable, "-c", f"import {mod}"], check=True)
