@@ -169,7 +169,8 @@ def load_split(
     Arguments as :func:`jaxhfc.data.load_dataset`; ``data_dir`` is the TFDS data dir of
     ``tfds:`` specs (ignored by ``npz:``/``folder:``, whose spec holds the path); ``source``
     must be ``"auto"`` (or ``"tfds"`` for ``tfds:``); ``num_train``/``num_test`` draw a
-    class-balanced subset with ``seed``.
+    class-balanced subset with ``seed`` (a size beyond the split's keeps the whole split, so
+    the drivers' quick sizes work on small datasets).
 
     Raises:
       ValueError: a bad spec, split, source or size.
@@ -195,8 +196,10 @@ def load_split(
     ds = data.Dataset(np.ascontiguousarray(images), labels.astype(np.int32), len(names), dataset_slug(name),
                       tuple(names))
     logger.info("read %s %s: %d images %s, %d classes", name, split, len(ds), images.shape[1:], len(names))
-    if n is not None:
+    if n is not None and n < len(ds):
         ds = data.balanced_subset(ds, int(n), seed=seed)
+    elif n is not None and n > len(ds):
+        logger.warning("%s: num_%s=%d but the %s split has %d images; using all of them", name, split, n, split, len(ds))
     return ds
 
 

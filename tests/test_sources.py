@@ -83,6 +83,8 @@ def test_npz_real_digits(digits_npz, digits):
     np.testing.assert_array_equal(grey.images[..., 0], x[1500:])
     sub = data.load_dataset(f"npz:{digits_npz}", split="train", num_train=100, seed=3)
     assert len(sub) == 100 and np.all(np.bincount(sub.labels, minlength=10) == 10)
+    whole = data.load_dataset(f"npz:{digits_npz}", split="test", num_test=10_000)  # more than there is: all
+    np.testing.assert_array_equal(whole.labels, y[1500:])
 
 
 def test_npz_rgb_class_names_labels_column_and_resize(tmp_path):
