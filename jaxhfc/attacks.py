@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import logging
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,11 +43,21 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxhfc.parallel import join_callable, split_callable
 
 __all__ = [
+    "LOSSES",
     "PAPER_ADV_EPS",
     "PAPER_ADV_STEP_SIZE",
     "PAPER_ADV_STEPS",
+    "Attack",
     "RobustResult",
+    "apgd",
+    "apgd_checkpoints",
+    "cross_entropy_loss",
+    "dlr_loss",
     "fgsm",
+    "fgsm_attack",
+    "margin_loss",
+    "pgd_attack",
+    "standard_attacks",
     "lowpass_defended",
     "madry_adversary",
     "more_steps_check",
@@ -91,6 +101,13 @@ def _check_attack_args(x, y, *, eps, step_size, steps, norm, clip_min, clip_max)
     if isinstance(clip_min, (int, float)) and isinstance(clip_max, (int, float)):
         if clip_min >= clip_max:
             raise ValueError(f"need clip_min < clip_max, got {clip_min!r} >= {clip_max!r}")
+
+
+def _check_loss(loss, targeted):
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if targeted and loss == "dlr":
+        raise ValueError("targeted attacks support loss='ce' or 'margin', not 'dlr'")
 
 
 def _per_example_keys(key, batch: int) -> jax.Array:
@@ -145,12 +162,72 @@ def _random_start(keys, x0, eps, norm):
     return jax.vmap(one)(keys, x0)
 
 
-def _objective(logits_fn, x, y, targeted):
+def cross_entropy_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example cross-entropy ``-log softmax(z)_y``, ``(B,)`` float32.
+
+    Args:
+      logits: ``(B, K)``; y: ``(B,)`` int labels.
+    """
+    logits = logits.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def _other_max(logits: jax.Array, y: jax.Array) -> jax.Array:
+    onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+    return jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
+
+
+def margin_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Carlini-Wagner margin ``max_{j != y} z_j - z_y``, ``(B,)`` float32 (positive = misclassified).
+
+    Its sign does not depend on the logits' scale, and the sign of its gradient neither, so a
+    sign-gradient (Linf) or normalised-gradient (L2) attack on it is invariant to ``z -> z / T``.
+    """
+    logits = logits.astype(jnp.float32)
+    _check_classes(logits, 2, "margin")
+    z_y = jnp.take_along_axis(logits, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return _other_max(logits, y) - z_y
+
+
+def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Difference of Logits Ratio (Croce & Hein 2020, Eq. 6), ``(B,)`` float32, to maximise::
+
+        DLR(z, y) = -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12)
+
+    with ``z_pi1 >= z_pi2 >= ...`` the sorted logits. Invariant to shifting and (positive)
+    scaling of the logits; needs at least 3 classes.
+    """
+    logits = logits.astype(jnp.float32)
+    _check_classes(logits, 3, "dlr")
+    srt = jnp.sort(logits, axis=-1)
+    denom = srt[:, -1] - srt[:, -3] + 1e-12
+    return margin_loss(logits, y) / denom
+
+
+def _check_classes(logits, k_min, name):
+    if logits.ndim != 2 or logits.shape[-1] < k_min:
+        raise ValueError(f"the {name} loss needs logits (B, K) with K >= {k_min}, got shape "
+                         f"{tuple(logits.shape)}")
+
+
+LOSSES = ("ce", "margin", "dlr")
+
+
+def _objective(logits_fn, x, y, targeted, loss="ce"):
     """Per-example objective to *maximise*, ``(B,)``, and the logits."""
     logits = logits_fn(x).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    ce = -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return (-ce if targeted else ce), logits
+    if loss == "ce":
+        ce = cross_entropy_loss(logits, y)
+        return (-ce if targeted else ce), logits
+    if loss == "margin":
+        m = margin_loss(logits, y)  # targeted: raise z_t above every other logit
+        return (-m if targeted else m), logits
+    if loss == "dlr":
+        if targeted:
+            raise ValueError("targeted attacks support loss='ce' or 'margin', not 'dlr'")
+        return dlr_loss(logits, y), logits
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
 def _success(logits, y, targeted):
@@ -177,6 +254,7 @@ def pgd(
     clip_max: float = 1.0,
     keep_best: bool = False,
     unroll: int | bool = 1,
+    loss: str = "ce",
 ) -> tuple[jax.Array, jax.Array]:
     """Projected gradient descent attack (Madry et al. 2018), Linf or L2.
 
@@ -201,6 +279,9 @@ def pgd(
         ``True``: fully unrolled). The same numbers up to float rounding. Measured on XLA:CPU (jax
         0.10.2): convolutions inside a while loop run ~6x slower than unrolled, so on a CPU
         ``unroll=True`` is much faster for few steps, at the price of a longer compile.
+      loss: the objective: ``'ce'`` (cross-entropy, the paper's), ``'margin'``
+        (:func:`margin_loss`, CW) or ``'dlr'`` (:func:`dlr_loss`; untargeted only). The last
+        two do not saturate when the logits are large.
 
     Returns:
       ``(x_adv, success)``: ``x_adv`` like ``x``, within the eps-ball around ``x`` and the
@@ -211,12 +292,13 @@ def pgd(
     y = jnp.asarray(y)
     _check_attack_args(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
                        clip_min=clip_min, clip_max=clip_max)
+    _check_loss(loss, targeted)
     eps_c = jnp.asarray(eps, x.dtype)
     step_c = jnp.asarray(step_size, x.dtype)
 
     def value_and_grad(xa):
         def total(xa):
-            obj, logits = _objective(logits_fn, xa, y, targeted)
+            obj, logits = _objective(logits_fn, xa, y, targeted, loss)
             return jnp.sum(obj), (obj, logits)
 
         (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
@@ -265,7 +347,7 @@ def pgd(
     neg_inf = x.reshape(b, -1)[:, 0].astype(jnp.float32) * 0.0 - jnp.inf
     init = (x_adv, x_adv, neg_inf, neg_inf > 0.0)
     xa, bx, bobj, bsucc = jax.lax.fori_loop(0, steps, body_best, init, unroll=unroll)
-    obj, logits = _objective(logits_fn, xa, y, targeted)  # the last iterate
+    obj, logits = _objective(logits_fn, xa, y, targeted, loss)  # the last iterate
     succ = _success(logits, y, targeted)
     take = better(obj, succ, bobj, bsucc)
     return jnp.where(_bcast(take, xa), xa, bx), jnp.where(take, succ, bsucc)
@@ -290,6 +372,172 @@ def fgsm(
     """
     return pgd(logits_fn, x, y, key, eps=eps, step_size=eps, steps=1, norm=norm,
                random_start=False, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations (0-based) after which APGD checks its step size, and the window lengths.
+
+    Croce & Hein (2020), Sec. 3.2: checkpoints ``w_j = ceil(p_j * N)`` with ``p_0 = 0``,
+    ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``. As in the
+    reference implementation the first window is ``max(int(0.22 N), 1)`` iterations and each
+    next window ``max(int(0.03 N), 1)`` shorter, down to ``max(int(0.06 N), 1)``.
+
+    Returns:
+      ``[(iteration, window), ...]``: the check runs at the end of ``iteration`` over the last
+      ``window`` iterations.
+    """
+    first = max(int(0.22 * steps), 1)
+    min_w = max(int(0.06 * steps), 1)
+    decr = max(int(0.03 * steps), 1)
+    out, i, w = [], first - 1, first
+    while i < steps:
+        out.append((i, w))
+        w = max(w - decr, min_w)
+        i += w
+    return out
+
+
+def _apgd_run(value_and_grad, x, y, x_start, *, eps, steps, norm, clip_min, clip_max,
+              rho, alpha, unroll):
+    """One APGD run from ``x_start``: ``(x_out, success, best_objective)``."""
+    sched = apgd_checkpoints(steps)
+    is_check = np.zeros(max(steps, 1), bool)
+    window = np.ones(max(steps, 1), np.float32)
+    for i, w in sched:
+        is_check[i], window[i] = True, w
+    is_check_c, window_c = jnp.asarray(is_check), jnp.asarray(window)
+
+    def direction(g):
+        if norm == "linf":
+            return jnp.sign(g)
+        return g / _bcast(jnp.maximum(_flat_norm(g), _TINY), g).astype(g.dtype)
+
+    def proj(v):
+        return _project(v, x, eps, norm, clip_min, clip_max)
+
+    obj0, succ0, g0 = value_and_grad(x_start)
+    zero_b = obj0 * 0.0  # device-varying under shard_map, like everything the loop writes
+    step0 = zero_b + 2.0 * eps
+    init = dict(x=x_start, x_prev=x_start, g=g0, obj=obj0, step=step0, x_best=x_start,
+                obj_best=obj0, g_best=g0, x_adv=x_start, succ=succ0, n_incr=zero_b,
+                obj_best_last=obj0, reduced_last=zero_b == 0.0)
+
+    def body(i, c):
+        a = jnp.where(i > 0, alpha, 1.0).astype(x.dtype)
+        mom = c["x"] - c["x_prev"]
+        z = proj(c["x"] + _bcast(c["step"], x).astype(x.dtype) * direction(c["g"]).astype(x.dtype))
+        x_new = proj(c["x"] + a * (z - c["x"]) + (1 - a) * mom)
+        obj, succ, g = value_and_grad(x_new)
+        x_adv = jnp.where(_bcast(succ, x), x_new, c["x_adv"])
+        better = obj > c["obj_best"]
+        n = dict(
+            c, x=x_new, x_prev=c["x"], g=g, obj=obj, x_adv=x_adv, succ=c["succ"] | succ,
+            n_incr=c["n_incr"] + (obj > c["obj"]),
+            x_best=jnp.where(_bcast(better, x), x_new, c["x_best"]),
+            g_best=jnp.where(_bcast(better, g), g, c["g_best"]),
+            obj_best=jnp.where(better, obj, c["obj_best"]),
+        )
+        # step-size check at the checkpoints: too few increases in the window, or no
+        # improvement since the last check without a reduction then -> halve, restart at best
+        osc = n["n_incr"] <= window_c[i] * rho
+        no_impr = ~c["reduced_last"] & (c["obj_best_last"] >= n["obj_best"])
+        red = (osc | no_impr) & is_check_c[i]
+        chk = is_check_c[i]
+        n["reduced_last"] = jnp.where(chk, osc | no_impr, c["reduced_last"])
+        n["obj_best_last"] = jnp.where(chk, n["obj_best"], c["obj_best_last"])
+        n["step"] = jnp.where(red, n["step"] / 2.0, n["step"])
+        n["x"] = jnp.where(_bcast(red, x), n["x_best"], n["x"])
+        n["g"] = jnp.where(_bcast(red, g), n["g_best"], n["g"])
+        n["n_incr"] = jnp.where(chk, 0.0, n["n_incr"])
+        return n
+
+    c = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
+    x_out = jnp.where(_bcast(c["succ"], x), c["x_adv"], c["x_best"])
+    return x_out, c["succ"], c["obj_best"]
+
+
+def apgd(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array | None,
+    *,
+    eps: float,
+    steps: int = 100,
+    norm: str = "linf",
+    loss: str = "ce",
+    restarts: int = 1,
+    random_start: bool = True,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    rho: float = 0.75,
+    alpha: float = 0.75,
+    unroll: int | bool = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks"), untargeted, Linf or L2.
+
+    Step size starts at ``2 eps`` and is halved (and the iterate reset to the best point)
+    at the checkpoints of :func:`apgd_checkpoints` when fewer than ``rho`` of the window's
+    steps raised the objective, or when the best objective did not improve since the last
+    check and the step was not reduced then. Momentum ``alpha``:
+    ``z = P(x_k + eta sign(g_k))``, ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))``
+    (the first step without momentum). Each restart starts from a new uniform random point
+    of the ball (per-example key ``fold_in(key_i, r)`` for restart ``r >= 1``).
+
+    Args:
+      logits_fn: ``(B, H, W, C) -> (B, K)``; examples must be independent.
+      x: ``(B, H, W, C)`` float in ``[clip_min, clip_max]``; y: ``(B,)`` int true labels.
+      key: PRNG key or ``(B,)`` per-example keys (may be None without a random start).
+      eps: ball radius; steps: iterations per restart (Python int); norm: ``'linf'``/``'l2'``.
+      loss: ``'ce'`` (APGD-CE), ``'dlr'`` (APGD-DLR, scale-invariant) or ``'margin'``.
+      restarts: independent runs; an example counts as broken if any run breaks it.
+      rho, alpha: the paper's 0.75 and 0.75. unroll: as in :func:`pgd`.
+
+    Returns:
+      ``(x_adv, success)`` as :func:`pgd`: per example a misclassified iterate when one was
+      found (first restart that found one), else the iterate of highest objective.
+    """
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    _check_attack_args(x, y, eps=eps, step_size=0.0, steps=steps, norm=norm,
+                       clip_min=clip_min, clip_max=clip_max)
+    _check_loss(loss, False)
+    if not isinstance(restarts, (int, np.integer)) or restarts < 1:
+        raise ValueError(f"restarts must be a Python int >= 1, got {restarts!r}")
+    eps_c = jnp.asarray(eps, x.dtype)
+    if random_start:
+        if key is None:
+            raise ValueError("apgd with random_start=True needs a PRNG key, got None")
+        keys = _per_example_keys(key, x.shape[0])
+
+    def value_and_grad(xa):
+        def total(xa):
+            obj, logits = _objective(logits_fn, xa, y, False, loss)
+            return jnp.sum(obj), (obj, logits)
+
+        (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
+        return obj, _success(logits, y, False), g
+
+    best = None
+    for r in range(int(restarts)):
+        if random_start:
+            kr = keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
+            start = _project(x + _random_start(kr, x, eps_c, norm), x, eps_c, norm,
+                             clip_min, clip_max)
+        else:
+            start = jnp.clip(x, clip_min, clip_max)
+        out = _apgd_run(value_and_grad, x, y, start, eps=eps_c, steps=int(steps), norm=norm,
+                        clip_min=clip_min, clip_max=clip_max, rho=rho, alpha=alpha,
+                        unroll=unroll)
+        if best is None:
+            best = out
+            continue
+        bx, bs, bo = best
+        nx, ns, no = out
+        take = (ns & ~bs) | ((ns == bs) & ~bs & (no > bo))
+        best = (jnp.where(_bcast(take, x), nx, bx), bs | ns, jnp.where(take, no, bo))
+    return best[0], best[1]
 
 
 def madry_adversary(
@@ -371,6 +619,105 @@ def lowpass_defended(
 
 # ----------------------------------------------------------------------------- evaluation
 
+_METHODS = ("fgsm", "pgd", "apgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """One attack of an evaluation, independent of ``eps`` (hashable: a compile-cache key).
+
+    Attributes:
+      method: ``'fgsm'`` (one step of size eps, no random start), ``'pgd'`` (:func:`pgd`) or
+        ``'apgd'`` (:func:`apgd`).
+      loss: ``'ce'``, ``'margin'`` or ``'dlr'`` (FGSM: ``'ce'`` or ``'margin'``).
+      steps: iterations (per restart).
+      restarts: independent random starts (an example is broken if any breaks it).
+      rel_step_size: PGD step size as a fraction of eps (None: ``2.5 / steps``, Madry's).
+      random_start, keep_best: PGD only (see :func:`pgd`).
+      name: label in tables and per-example results (default from the settings, e.g.
+        ``'APGD-DLR'``, ``'PGD-CE'``, ``'FGSM'``).
+    """
+
+    method: str
+    loss: str = "ce"
+    steps: int = 10
+    restarts: int = 1
+    rel_step_size: float | None = None
+    random_start: bool = True
+    keep_best: bool = True
+    name: str = ""
+
+    def __post_init__(self):
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for f in ("steps", "restarts"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, np.integer)) or v < (1 if f == "restarts" else 0):
+                raise ValueError(f"{f} must be an int >= {1 if f == 'restarts' else 0}, got {v!r}")
+        if self.method == "fgsm":
+            object.__setattr__(self, "steps", 1)
+            object.__setattr__(self, "rel_step_size", 1.0)
+            object.__setattr__(self, "random_start", False)
+            object.__setattr__(self, "restarts", 1)
+        if not self.name:
+            base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "apgd": "APGD"}[self.method]
+            label = base if self.loss == "ce" and self.method == "fgsm" else f"{base}-{self.loss.upper()}"
+            object.__setattr__(self, "name", label + (f"x{self.restarts}" if self.restarts > 1 else ""))
+
+    def stronger(self, factor: int = 2) -> "Attack":
+        """The same attack with ``factor`` times the steps and one more restart (PGD keeps
+        its step size, so with ``keep_best`` and the same key it extends this attack; FGSM
+        becomes ``factor`` steps of size eps from the same start)."""
+        if self.method == "fgsm":
+            return Attack("pgd", self.loss, steps=factor, rel_step_size=1.0, random_start=False,
+                          keep_best=True, name=f"{self.name} (x{factor} steps)")
+        rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / max(self.steps, 1)
+        restarts = self.restarts + (1 if (self.random_start or self.method == "apgd") else 0)
+        return dataclasses.replace(self, steps=self.steps * factor, restarts=restarts,
+                                   rel_step_size=rel,
+                                   name=f"{self.name} (x{factor} steps, {restarts} restarts)")
+
+    def run(self, logits_fn, x, y, keys, *, eps, norm="linf", clip_min=0.0, clip_max=1.0,
+            unroll=1):
+        """``(x_adv, success)`` of this attack at radius ``eps`` (shapes as :func:`pgd`)."""
+        if self.method == "apgd":
+            return apgd(logits_fn, x, y, keys, eps=eps, steps=self.steps, norm=norm,
+                        loss=self.loss, restarts=self.restarts, random_start=self.random_start,
+                        clip_min=clip_min, clip_max=clip_max, unroll=unroll)
+        rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / max(self.steps, 1)
+        kw = dict(eps=eps, step_size=rel * eps, steps=self.steps, norm=norm, loss=self.loss,
+                  random_start=self.random_start, keep_best=self.keep_best,
+                  clip_min=clip_min, clip_max=clip_max, unroll=unroll)
+        keys = _per_example_keys(keys, x.shape[0]) if keys is not None else None
+        best = None
+        for r in range(self.restarts):
+            kr = keys if (r == 0 or keys is None) else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
+            xa, s = pgd(logits_fn, x, y, kr, **kw)
+            if best is None:
+                best = (xa, s)
+            else:
+                take = s & ~best[1]
+                best = (jnp.where(_bcast(take, x), xa, best[0]), best[1] | s)
+        return best
+
+
+def fgsm_attack() -> Attack:
+    """The paper's FGSM (cross-entropy, one step of size eps)."""
+    return Attack("fgsm")
+
+
+def pgd_attack(steps: int, *, loss: str = "ce", restarts: int = 1) -> Attack:
+    """The paper's Linf PGD: random start, ``steps`` steps of ``2.5 eps / steps``, best iterate."""
+    return Attack("pgd", loss, steps=steps, restarts=restarts)
+
+
+def standard_attacks(steps: int = 100, restarts: int = 1) -> tuple[Attack, ...]:
+    """AutoAttack's untargeted gradient attacks: APGD-CE then APGD-DLR (scale-invariant)."""
+    return (Attack("apgd", "ce", steps=steps, restarts=restarts),
+            Attack("apgd", "dlr", steps=steps, restarts=restarts))
+
 
 @dataclasses.dataclass(frozen=True)
 class RobustResult:
@@ -378,18 +725,31 @@ class RobustResult:
 
     Attributes:
       clean_correct: ``(N,)`` bool, ``argmax logits(x) == y``.
-      adv_correct: ``(N,)`` bool, ``argmax logits(x_adv) == y`` (raw, any clean outcome).
+      adv_correct: ``(N,)`` bool, right under every attack (raw, any clean outcome).
       robust_correct: ``(N,)`` bool, ``clean_correct & adv_correct`` (the usual robust
-        accuracy: an example counts only if it is right before and after the attack).
-      noise_correct: ``(N,)`` bool, correct under a random perturbation of size eps (Linf:
+        accuracy: an example counts only if it is right before and after every attack).
+      attack_correct: ``{attack name: (N,) bool}``, right under that attack alone.
+      successful_attack: ``(N,)`` int, index into ``attacks`` of the first attack that made the
+        example wrong (-1: none did; AutoAttack's order).
+      noise_correct: ``(N,)`` bool, right under a random perturbation of size eps (Linf:
         random signs times eps; L2: random direction of norm eps), or None without checks.
-      zero_grad: ``(N,)`` bool, the input gradient of the loss at ``x`` is exactly zero,
-        or None without checks.
-      perturbation: ``(N,)`` float32, ``||x_adv - x||`` in the attack's norm.
+      zero_grad: ``(N,)`` bool, the cross-entropy's input gradient at ``x`` is exactly zero.
+      ce_gain: ``(N,)`` float32, ``eps * ||grad CE||_*`` (dual norm: L1 for Linf, L2 for L2),
+        the first-order rise of the cross-entropy available in the ball; near zero when the
+        softmax saturates.
+      margin_gain: ``(N,)`` float32, ``eps * ||grad margin||_* / |margin|``: the first-order
+        change of the CW margin in the ball relative to the margin (invariant to the logits'
+        scale); near zero when the model is flat to first order (masked gradients).
+      perturbation: ``(N,)`` float32, ``||x_adv - x||`` (attack's norm) of the reported
+        adversarial image (the first successful attack's, else the last attack's).
+      attacks: the attacks' names in order; eps, norm: the threat model.
       clean_accuracy, adv_accuracy, robust_accuracy, noise_accuracy: means (floats).
-      max_perturbation: max of ``perturbation``.
-      attack: the attack's keyword arguments.
-      warnings: messages of the sanity checks that fired.
+      attack_accuracy: ``{name: robust accuracy of that attack alone}``.
+      max_perturbation: max of the perturbation over every attack and example.
+      attack: the settings (dict).
+      checks: ``{check name: {values..., "ok": bool}}`` of the sanity checks that ran.
+      flags: names of the failed checks (empty: no sign of masking or a broken attack).
+      warnings: messages of the checks that failed.
     """
 
     clean_correct: np.ndarray
@@ -405,66 +765,155 @@ class RobustResult:
     max_perturbation: float
     attack: dict
     warnings: tuple[str, ...]
+    attack_correct: dict = dataclasses.field(default_factory=dict)
+    successful_attack: np.ndarray | None = None
+    ce_gain: np.ndarray | None = None
+    margin_gain: np.ndarray | None = None
+    attacks: tuple[str, ...] = ()
+    attack_accuracy: dict = dataclasses.field(default_factory=dict)
+    eps: float = 0.0
+    norm: str = "linf"
+    checks: dict = dataclasses.field(default_factory=dict)
+    flags: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
         return int(self.clean_correct.shape[0])
 
+    @property
+    def success_rate(self) -> float:
+        """Share of the correctly classified examples that the attacks make wrong."""
+        c = int(self.clean_correct.sum())
+        return float((self.clean_correct & ~self.adv_correct).sum() / c) if c else 0.0
+
+    @property
+    def masking_suspected(self) -> bool:
+        """True when a check failed: the robust accuracy is not trustworthy as it stands."""
+        return bool(self.flags)
+
     def summary(self) -> dict:
-        """The scalar results as a JSON-friendly dict."""
+        """The scalar results and the checks as a JSON-friendly dict."""
         return {
             "n": self.n,
+            "eps": self.eps,
+            "norm": self.norm,
+            "attacks": list(self.attacks),
             "clean_accuracy": self.clean_accuracy,
             "adv_accuracy": self.adv_accuracy,
             "robust_accuracy": self.robust_accuracy,
+            "attack_accuracy": dict(self.attack_accuracy),
+            "success_rate": self.success_rate,
             "noise_accuracy": self.noise_accuracy,
             "max_perturbation": self.max_perturbation,
             "attack": dict(self.attack),
+            "checks": self.checks,
+            "flags": list(self.flags),
             "warnings": list(self.warnings),
         }
 
+    def per_example(self, *, model_id: str, dataset: str | None = None,
+                    labels=None, indices=None) -> dict:
+        """Per-example results as JSON-ready data, in the layout of RobustBench's model
+        entries (``clean_acc``, ``autoattack_acc``, ``eps``, ``threat_model``) with an
+        ``examples`` list as AutoAttack keeps it (per example: clean and adversarial
+        correctness, which attack broke it, the perturbation's norm).
 
-def _batch_eval(spec, attack_kw, checks, dyn, x, y, idx, key):
-    """One batch: clean/adv/noise correctness, perturbation norms, zero-gradient flags."""
+        Args:
+          model_id: a name of the model (and defence) that was attacked.
+          dataset: optional dataset name; labels: optional ``(N,)`` labels to include;
+          indices: optional ``(N,)`` example indices in the dataset (default ``0..N-1``).
+        """
+        idx = np.arange(self.n) if indices is None else np.asarray(indices)
+        if idx.shape != (self.n,):
+            raise ValueError(f"indices must have shape ({self.n},), got {idx.shape}")
+        names = list(self.attacks)
+        succ = self.successful_attack if self.successful_attack is not None else np.full(self.n, -1)
+        examples = []
+        for i in range(self.n):
+            e = {"index": int(idx[i]),
+                 "clean_correct": bool(self.clean_correct[i]),
+                 "robust_correct": bool(self.robust_correct[i]),
+                 "adv_correct": {k: bool(v[i]) for k, v in self.attack_correct.items()},
+                 "successful_attack": names[int(succ[i])] if succ[i] >= 0 else None,
+                 "perturbation_norm": float(self.perturbation[i])}
+            if labels is not None:
+                e["label"] = int(np.asarray(labels)[i])
+            examples.append(e)
+        return {
+            "model": model_id,
+            "dataset": dataset,
+            "threat_model": {"linf": "Linf", "l2": "L2"}[self.norm],
+            "eps": self.eps,
+            "attacks": names,
+            "n_examples": self.n,
+            "clean_acc": self.clean_accuracy,
+            "autoattack_acc": self.robust_accuracy,
+            "robust_acc_per_attack": dict(self.attack_accuracy),
+            "flags": list(self.flags),
+            "checks": self.checks,
+            "examples": examples,
+        }
+
+
+def _dual_norm(g, norm):
+    g = g.astype(jnp.float32).reshape(g.shape[0], -1)
+    return jnp.sum(jnp.abs(g), axis=1) if norm == "linf" else jnp.sqrt(jnp.sum(g * g, axis=1))
+
+
+def _pert_norm(delta, norm):
+    delta = delta.astype(jnp.float32).reshape(delta.shape[0], -1)
+    return jnp.max(jnp.abs(delta), axis=1) if norm == "linf" else jnp.sqrt(jnp.sum(delta * delta, axis=1))
+
+
+def _batch_eval(spec, plan, dyn, x, y, idx, key):
+    """One batch: clean correctness, each attack's correctness, the worst case and (with
+    diagnostics) the noise and gradient checks."""
+    attacks, eps, norm, clip_min, clip_max, unroll, diagnostics = plan
     logits_fn = join_callable(spec, dyn)
-    kw = dict(attack_kw)
-    norm = kw["norm"]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-    x_adv, _ = pgd(logits_fn, x, y, keys, **kw)
-    clean_logits = logits_fn(x)
-    adv_logits = logits_fn(x_adv)
-    delta = (x_adv - x).astype(jnp.float32)
-    if norm == "linf":
-        pert = jnp.max(jnp.abs(delta).reshape(x.shape[0], -1), axis=1)
-    else:
-        pert = _flat_norm(delta)
-    in_box = jnp.all(((x_adv >= kw["clip_min"]) & (x_adv <= kw["clip_max"]))
-                     .reshape(x.shape[0], -1), axis=1)
-    out = {
-        "clean": jnp.argmax(clean_logits, -1) == y,
-        "adv": jnp.argmax(adv_logits, -1) == y,
-        "pert": pert,
-        "in_box": in_box,
-    }
-    if checks:
-        nkeys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    clean = jnp.argmax(logits_fn(x), -1) == y
+    b = x.shape[0]
+    correct, x_w, which, found = [], None, None, None
+    pert_max = jnp.zeros((b,), jnp.float32) + 0.0 * x.reshape(b, -1)[:, 0]
+    in_box = x.reshape(b, -1)[:, 0] == x.reshape(b, -1)[:, 0]
+    for j, a in enumerate(attacks):
+        kj = keys if j == 0 else jax.vmap(lambda k: jax.random.fold_in(k, 1000 + j))(keys)
+        xa, _ = a.run(logits_fn, x, y, kj, eps=eps, norm=norm, clip_min=clip_min,
+                      clip_max=clip_max, unroll=unroll)
+        ok = jnp.argmax(logits_fn(xa), -1) == y
+        correct.append(ok)
+        pert_max = jnp.maximum(pert_max, _pert_norm(xa - x, norm))
+        in_box = in_box & jnp.all(((xa >= clip_min) & (xa <= clip_max)).reshape(b, -1), axis=1)
+        if j == 0:
+            x_w, found, which = xa, ~ok, jnp.where(ok, -1, 0)
+        else:
+            new = ~ok & ~found
+            x_w = jnp.where(_bcast(new | ~(found | new), x), xa, x_w)
+            which = jnp.where(new, j, which)
+            found = found | ~ok
+    out = {"clean": clean, "adv": jnp.stack(correct, axis=1), "which": which.astype(jnp.int32),
+           "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
+    if diagnostics:
+        nkeys = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 20))(keys)
         if norm == "linf":
-            noise = jax.vmap(lambda k, xi: jax.random.rademacher(k, xi.shape, xi.dtype))(
-                nkeys, x) * kw["eps"]
+            noise = jax.vmap(lambda k, xi: jax.random.rademacher(k, xi.shape, xi.dtype))(nkeys, x) * eps
         else:
             d = jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, jnp.float32))(nkeys, x)
-            noise = (d / _bcast(jnp.maximum(_flat_norm(d), _TINY), d) * kw["eps"]).astype(x.dtype)
-        x_noise = jnp.clip(x + noise, kw["clip_min"], kw["clip_max"])
+            noise = (d / _bcast(jnp.maximum(_flat_norm(d), _TINY), d) * eps).astype(x.dtype)
+        x_noise = jnp.clip(x + noise, clip_min, clip_max)
         out["noise"] = jnp.argmax(logits_fn(x_noise), -1) == y
-        # y is the true label here (robust_accuracy is untargeted).
-        g = jax.grad(lambda xx: jnp.sum(_objective(logits_fn, xx, y, False)[0]))(x)
-        out["zero_grad"] = jnp.all(g.reshape(x.shape[0], -1) == 0, axis=1)
+        g = jax.grad(lambda xx: jnp.sum(_objective(logits_fn, xx, y, False, "ce")[0]))(x)
+        out["zero_grad"] = jnp.all(g.reshape(b, -1) == 0, axis=1)
+        out["ce_gain"] = eps * _dual_norm(g, norm)
+        m, gm = jax.vmap(jax.value_and_grad(
+            lambda xi, yi: margin_loss(logits_fn(xi[None]).astype(jnp.float32), yi[None])[0]))(x, y)
+        out["margin_gain"] = eps * _dual_norm(gm, norm) / jnp.maximum(jnp.abs(m), _TINY)
     return out
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(spec, attack_kw, checks, mesh):
-    body = functools.partial(_batch_eval, spec, attack_kw, checks)
+def _compiled_eval(spec, plan, mesh):
+    body = functools.partial(_batch_eval, spec, plan)
     if mesh is None:
         return jax.jit(body)
     return jax.jit(
@@ -477,6 +926,48 @@ def _compiled_eval(spec, attack_kw, checks, mesh):
     )
 
 
+def _scaled_logits(logits_fn, x, *, factor):
+    return logits_fn(x) * factor
+
+
+def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh) -> dict:
+    """Run :func:`_batch_eval` over a whole host array; every process gets every row.
+
+    Multi-process safe: inputs enter as global arrays through
+    :func:`jaxhfc.parallel.global_from_full` and come back through
+    :func:`jaxhfc.parallel.to_host` (one batch in flight at a time).
+    """
+    from jaxhfc import parallel
+
+    dyn, spec = split_callable(logits_fn)
+    try:
+        fn = _compiled_eval(spec, plan, mesh)
+    except TypeError:  # an unhashable static leaf: compile without the cache
+        fn = _compiled_eval.__wrapped__(spec, plan, mesh)
+
+    def put(a, sharded):
+        if mesh is None:
+            return jax.tree_util.tree_map(jnp.asarray, a)
+        return parallel.global_from_full(mesh, a, sharded=sharded)
+
+    dyn_p, key_p = put(dyn, False), put(key, False)
+    n = x.shape[0]
+    acc: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        m = stop - start
+        xb, yb = x[start:stop], y[start:stop]
+        if m < batch_size:  # pad with copies of the first example; dropped below
+            xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - m, 0)])
+            yb = np.concatenate([yb, np.repeat(yb[:1], batch_size - m, 0)])
+        idx = np.arange(start, start + batch_size, dtype=np.int32)
+        out = fn(dyn_p, put(xb.astype(np.float32), True), put(yb.astype(np.int32), True),
+                 put(idx, True), key_p)
+        for k, v in parallel.to_host(out).items():  # blocks: one batch in flight at a time
+            acc.setdefault(k, []).append(np.asarray(v)[:m])
+    return {k: np.concatenate(v) for k, v in acc.items()}
+
+
 def robust_accuracy(
     logits_fn: LogitsFn,
     x,
@@ -486,6 +977,7 @@ def robust_accuracy(
     batch_size: int,
     mesh: Mesh | None = None,
     eps: float,
+    attacks: Sequence[Attack] | None = None,
     step_size: float | None = None,
     steps: int = 10,
     norm: str = "linf",
@@ -495,51 +987,72 @@ def robust_accuracy(
     clip_max: float = 1.0,
     unroll: int | bool = 1,
     checks: bool = True,
+    logit_scale: float | None = 10.0,
+    more_steps: int | None = 2,
+    check_examples: int | None = None,
     tol: float = 1e-5,
     mask_threshold: float = 0.1,
+    grad_tol: float = 1e-3,
+    check_tol: float = 0.03,
 ) -> RobustResult:
-    """Clean and PGD accuracy over a whole set, each example counted exactly once.
+    """Clean and worst-case adversarial accuracy over a whole set, with sanity checks.
 
-    The set is cut into batches of ``batch_size`` (the last one padded and masked), each
-    batch is attacked with :func:`pgd` and the host waits for every batch before sending
-    the next (so fake-device collectives never pile up). With a ``mesh`` (1-D, axis
-    ``'data'``) each batch is split over its devices with ``jax.shard_map``; ``batch_size``
-    must then be a multiple of the number of devices. The random start of example ``i``
-    uses ``fold_in(key, i)``, so the result does not depend on ``batch_size`` or the mesh.
+    Every attack of ``attacks`` runs on every example (AutoAttack style); an example is
+    robust when it is right clean and under every attack, and the first attack that broke
+    it is recorded. Without ``attacks`` a single PGD on the cross-entropy runs with
+    ``step_size``/``steps``/``random_start``/``keep_best`` (the paper's setting).
+    The set is cut into batches of ``batch_size`` (the last one padded); with a ``mesh``
+    (1-D, axis ``'data'``, any number of processes) each batch is split over its devices and
+    ``batch_size`` must be a multiple of the device count. Example ``i`` uses the key
+    ``fold_in(key, i)`` (attack ``j >= 1``: ``fold_in(fold_in(key, i), 1000 + j)``), so the
+    result does not depend on ``batch_size``, the mesh or the number of processes.
 
-    Sanity checks (``checks=True``), as robustness libraries run them:
+    Always: every perturbation within ``eps`` (+``tol``) and every image in the box
+    (``RuntimeError`` otherwise, a bug), and a warning when adversarial accuracy exceeds
+    clean accuracy. Sanity checks (``checks=True``; each in ``result.checks``, failures in
+    ``result.flags``, a ``RuntimeWarning`` and a log line):
 
-    - every perturbation is within ``eps`` (+``tol``) and every ``x_adv`` in the box
-      (``RuntimeError`` otherwise: that is a bug, not a property of the model);
-    - adversarial accuracy <= clean accuracy (warning otherwise: the attack is weaker
-      than doing nothing);
-    - gradient masking: a warning when more than ``mask_threshold`` of the correctly
-      classified examples have an exactly zero input gradient, or when a random
-      perturbation of size eps lowers accuracy more than the attack does.
+    - ``logit_scale``: the attacks again on ``logits / logit_scale`` (the same classifier):
+      flag when robust accuracy moves by more than ``check_tol``.
+    - ``more_steps``: every attack with ``more_steps`` times the steps and one more restart
+      (:meth:`Attack.stronger`): flag when robust accuracy moves by more than ``check_tol``
+      either way (lower: the attack had not converged; higher: a stronger attack is weaker).
+    - ``noise``: flag when random noise of size eps leaves fewer examples right than the
+      attacks do.
+    - ``zero_grad``/``near_zero_grad``: share of the correctly classified examples whose
+      cross-entropy gradient is exactly zero / has ``ce_gain < grad_tol``; flagged above
+      ``mask_threshold`` only when no attack uses a scale-invariant loss (margin, DLR),
+      since then the CE attacks alone carry the number.
+    - ``flat``: share of correctly classified examples with ``margin_gain < grad_tol``
+      (the margin is flat to first order in the ball, whatever the logits' scale): flagged
+      above ``mask_threshold``.
 
-    Warnings go through ``warnings.warn`` (``RuntimeWarning``) and ``logging`` and are also
-    recorded in the result.
+    The two re-runs use the first ``check_examples`` examples (all by default) and cost one
+    and about ``2 * more_steps`` evaluations.
 
     Args:
       logits_fn: ``(B, H, W, C) -> (B, K)``; a ``jax.tree_util.Partial`` keeps its arrays as
         program arguments.
-      x: ``(N, H, W, C)`` float images in ``[clip_min, clip_max]`` (numpy or jax;
-        ``ValueError`` otherwise).
+      x: ``(N, H, W, C)`` float images in ``[clip_min, clip_max]`` (numpy or jax).
       y: ``(N,)`` int labels.
-      key: PRNG key of the attack.
+      key: PRNG key of the attacks.
       batch_size: examples per compiled call.
       mesh: optional 1-D mesh with axis ``'data'``.
-      eps, step_size, steps, norm, random_start, keep_best, clip_min, clip_max, unroll:
-        attack settings (:func:`pgd`); ``step_size`` defaults to ``2.5 * eps / steps``.
-      checks: run the gradient-masking checks (one extra forward and backward pass).
+      eps, norm, clip_min, clip_max, unroll: the threat model and loop unrolling.
+      attacks: a sequence of :class:`Attack` (e.g. ``standard_attacks()``), or None.
+      step_size, steps, random_start, keep_best: the single PGD when ``attacks`` is None
+        (``step_size`` defaults to ``2.5 * eps / steps``).
+      checks, logit_scale, more_steps, check_examples, mask_threshold, grad_tol, check_tol:
+        the sanity checks (``logit_scale``/``more_steps`` None skip those two).
       tol: tolerance of the perturbation-size check.
-      mask_threshold: fraction of zero gradients above which masking is reported.
 
     Returns:
       A :class:`RobustResult`.
     """
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
-    y = np.asarray(y) if not isinstance(y, jax.Array) else y
+    from jaxhfc import parallel
+
+    x = parallel.to_host(x) if isinstance(x, jax.Array) else np.asarray(x)
+    y = parallel.to_host(y) if isinstance(y, jax.Array) else np.asarray(y)
     if x.ndim < 2 or y.shape != x.shape[:1]:
         raise ValueError(f"need x (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     n = int(x.shape[0])
@@ -547,19 +1060,28 @@ def robust_accuracy(
         raise ValueError("robust_accuracy needs at least one example, got N=0")
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    lo, hi = float(np.min(x)), float(np.max(x))
     if lo < clip_min or hi > clip_max:
         raise ValueError(f"x must lie in the box [clip_min, clip_max] = [{clip_min}, {clip_max}], "
                          f"got values in [{lo:.4g}, {hi:.4g}] (filtered images ring outside "
                          "[0, 1]: widen the box, e.g. clip_min=-numpy.inf, clip_max=numpy.inf)")
-    if step_size is None:
-        step_size = 2.5 * eps / max(steps, 1)
-    attack_kw = dict(eps=float(eps), step_size=float(step_size), steps=int(steps), norm=norm,
-                     random_start=bool(random_start), keep_best=bool(keep_best),
-                     clip_min=float(clip_min), clip_max=float(clip_max), unroll=unroll)
-    _check_attack_args(jnp.zeros((1,) + tuple(x.shape[1:]), jnp.float32),
-                       jnp.zeros((1,), jnp.int32), eps=eps, step_size=step_size,
-                       steps=steps, norm=norm, clip_min=clip_min, clip_max=clip_max)
+    if attacks is None:
+        if step_size is None:
+            step_size = 2.5 * eps / max(steps, 1)
+        _check_attack_args(jnp.zeros((1, 1), jnp.float32), jnp.zeros((1,), jnp.int32),
+                           eps=eps, step_size=step_size, steps=steps, norm=norm,
+                           clip_min=clip_min, clip_max=clip_max)
+        rel = float(step_size) / float(eps) if eps > 0 else 0.0
+        attacks = (Attack("pgd", "ce", steps=int(steps), rel_step_size=rel,
+                          random_start=bool(random_start), keep_best=bool(keep_best), name="PGD"),)
+    attacks = tuple(attacks)
+    if not attacks or not all(isinstance(a, Attack) for a in attacks):
+        raise ValueError(f"attacks must be a non-empty sequence of Attack, got {attacks!r}")
+    names = tuple(a.name for a in attacks)
+    if len(set(names)) != len(names):
+        raise ValueError(f"attack names must be distinct, got {names}")
+    _check_attack_args(jnp.zeros((1, 1), jnp.float32), jnp.zeros((1,), jnp.int32), eps=eps,
+                       step_size=0.0, steps=1, norm=norm, clip_min=clip_min, clip_max=clip_max)
     if mesh is not None:
         if tuple(mesh.axis_names) != ("data",):
             raise ValueError(f"mesh must be 1-D with axis 'data', got axes {mesh.axis_names}")
@@ -567,59 +1089,110 @@ def robust_accuracy(
         if batch_size % ndev:
             raise ValueError(f"batch_size={batch_size} must be a multiple of the {ndev} "
                              "devices of the mesh")
+    eps, clip_min, clip_max = float(eps), float(clip_min), float(clip_max)
+    settings = dict(eps=eps, norm=norm, clip_min=clip_min, clip_max=clip_max, unroll=unroll,
+                    attacks=[dataclasses.asdict(a) for a in attacks])
+    if len(attacks) == 1 and attacks[0].method == "pgd":  # the single-PGD keys, as before
+        a0 = attacks[0]
+        settings.update(steps=a0.steps, step_size=(a0.rel_step_size or 2.5 / max(a0.steps, 1)) * eps,
+                        random_start=a0.random_start, keep_best=a0.keep_best)
 
-    dyn, spec = split_callable(logits_fn)
-    cache_key = (spec, tuple(sorted(attack_kw.items())), bool(checks), mesh)
-    try:
-        fn = _compiled_eval(*cache_key)
-    except TypeError:  # an unhashable static leaf: compile without the cache
-        fn = _compiled_eval.__wrapped__(*cache_key)
+    def plan_for(atks, diag):
+        return (tuple(atks), eps, norm, clip_min, clip_max, unroll, bool(diag))
 
-    keys_out = ("clean", "adv", "pert", "in_box") + (("noise", "zero_grad") if checks else ())
-    acc: dict[str, list[np.ndarray]] = {k: [] for k in keys_out}
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        m = stop - start
-        xb, yb = x[start:stop], y[start:stop]
-        idx = np.arange(start, start + batch_size, dtype=np.int32)
-        if m < batch_size:  # pad with copies of the first example; masked out below
-            pad = batch_size - m
-            xb = jnp.concatenate([jnp.asarray(xb), jnp.repeat(jnp.asarray(xb[:1]), pad, 0)])
-            yb = jnp.concatenate([jnp.asarray(yb), jnp.repeat(jnp.asarray(yb[:1]), pad, 0)])
-        out = fn(dyn, jnp.asarray(xb, jnp.float32), jnp.asarray(yb, jnp.int32),
-                 jnp.asarray(idx), key)
-        for k in keys_out:  # np.asarray blocks: one batch in flight at a time
-            acc[k].append(np.asarray(out[k])[:m])
-    res = {k: np.concatenate(v) for k, v in acc.items()}
+    sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh)
+    res = sweep(logits_fn, x, y, key, plan=plan_for(attacks, checks))
 
-    pert = res["pert"].astype(np.float32)
-    max_pert = float(pert.max())
-    if max_pert > eps + tol:
-        raise RuntimeError(f"perturbation {max_pert:.6g} exceeds eps={eps} (+tol {tol})")
+    pert_max = float(res["pert_max"].max())
+    if pert_max > eps + tol:
+        raise RuntimeError(f"perturbation {pert_max:.6g} exceeds eps={eps} (+tol {tol})")
     if not res["in_box"].all():
         raise RuntimeError(f"{int((~res['in_box']).sum())} adversarial images leave the box "
                            f"[{clip_min}, {clip_max}]")
-
-    clean, adv = res["clean"].astype(bool), res["adv"].astype(bool)
+    clean = res["clean"].astype(bool)
+    per_attack = res["adv"].astype(bool)  # (N, J)
+    adv = per_attack.all(axis=1)
     robust = clean & adv
     msgs: list[str] = []
+    flags: list[str] = []
+    check_out: dict = {}
+
+    def flag(name, msg):
+        flags.append(name)
+        msgs.append(msg)
+
     if adv.mean() > clean.mean():
-        msgs.append(f"adversarial accuracy {adv.mean():.4f} > clean accuracy {clean.mean():.4f}:"
-                    " the attack is weaker than no attack (broken attack or masked gradients)")
-    noise = zero = None
+        flag("adv_above_clean", f"adversarial accuracy {adv.mean():.4f} > clean accuracy "
+             f"{clean.mean():.4f}: the attack is weaker than no attack (broken attack or masked "
+             "gradients)")
+    noise = zero = ce_gain = margin_gain = None
     if checks:
         noise, zero = res["noise"].astype(bool), res["zero_grad"].astype(bool)
-        frac_zero = float(zero[clean].mean()) if clean.any() else 0.0
-        if frac_zero > mask_threshold:
-            msgs.append(f"{frac_zero:.1%} of correctly classified examples have an exactly zero "
-                        "input gradient: gradients look masked (saturated softmax or "
-                        "non-differentiable input processing)")
-        if noise.mean() < adv.mean():
-            msgs.append(f"random noise of size eps (accuracy {noise.mean():.4f}) hurts more than "
-                        f"the attack (accuracy {adv.mean():.4f}): gradients look masked")
+        ce_gain, margin_gain = res["ce_gain"], res["margin_gain"]
+        scale_free = any(a.loss in ("margin", "dlr") for a in attacks)
+
+        def frac(mask):
+            return float(mask[clean].mean()) if clean.any() else 0.0
+
+        noise_acc = float((clean & noise).mean())
+        check_out["noise"] = {"noise_accuracy": noise_acc, "robust_accuracy": float(robust.mean()),
+                              "ok": noise_acc >= robust.mean()}
+        if not check_out["noise"]["ok"]:
+            flag("noise", f"random noise of size eps (accuracy {noise_acc:.4f}) hurts more than the "
+                 f"attacks (robust accuracy {robust.mean():.4f}): gradients look masked")
+        for name, mask, what in (
+                ("zero_grad", zero, "an exactly zero cross-entropy input gradient"),
+                ("near_zero_grad", ce_gain < grad_tol,
+                 f"a near-zero cross-entropy input gradient (eps*||g||_* < {grad_tol:g})")):
+            fz = frac(mask)
+            ok = fz <= mask_threshold or scale_free
+            check_out[name] = {"fraction": fz, "threshold": mask_threshold,
+                               "scale_invariant_attack": scale_free, "ok": ok}
+            if not ok:
+                flag(name, f"{fz:.1%} of correctly classified examples have {what} and no attack "
+                     "uses a scale-invariant loss: cross-entropy attacks are stalled (saturated "
+                     "softmax); add margin/DLR attacks (standard_attacks())")
+        ff = frac(margin_gain < grad_tol)
+        check_out["flat"] = {"fraction": ff, "threshold": mask_threshold, "ok": ff <= mask_threshold}
+        if not check_out["flat"]["ok"]:
+            flag("flat", f"{ff:.1%} of correctly classified examples have a margin that is flat to "
+                 f"first order in the ball (eps*||grad||/|margin| < {grad_tol:g}): gradients look "
+                 "masked (non-differentiable or quantised processing)")
+        nc = n if check_examples is None else max(1, min(int(check_examples), n))
+        xs, ys = x[:nc], y[:nc]
+        base_sub = float(robust[:nc].mean())
+        if logit_scale is not None:
+            scaled = jax.tree_util.Partial(_scaled_logits, logits_fn, factor=1.0 / float(logit_scale))
+            r = sweep(scaled, xs, ys, key, plan=plan_for(attacks, False))
+            acc_s = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
+            d = acc_s - base_sub
+            check_out["logit_scale"] = {"T": float(logit_scale), "n": nc, "robust_accuracy": base_sub,
+                                        "robust_accuracy_scaled": acc_s, "delta": d,
+                                        "ok": abs(d) <= check_tol}
+            if abs(d) > check_tol:
+                flag("logit_scale", f"attacking logits/{logit_scale:g} (the same classifier) gives robust "
+                     f"accuracy {acc_s:.4f} instead of {base_sub:.4f}: the result depends on the "
+                     "logits' scale (gradient masking by a saturated loss)")
+        if more_steps is not None:
+            strong = tuple(a.stronger(int(more_steps)) for a in attacks)
+            r = sweep(logits_fn, xs, ys, key, plan=plan_for(strong, False))
+            acc_l = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
+            d = acc_l - base_sub
+            check_out["more_steps"] = {"factor": int(more_steps), "n": nc, "robust_accuracy": base_sub,
+                                       "robust_accuracy_stronger": acc_l, "delta": d,
+                                       "ok": abs(d) <= check_tol}
+            if d < -check_tol:
+                flag("more_steps", f"{more_steps}x the steps and one more restart lower robust accuracy "
+                     f"from {base_sub:.4f} to {acc_l:.4f}: the attacks have not converged")
+            elif d > check_tol:
+                flag("more_steps", f"{more_steps}x the steps and one more restart raise robust accuracy "
+                     f"from {base_sub:.4f} to {acc_l:.4f}: a stronger attack is weaker (noisy or "
+                     "masked gradients)")
     for msg in msgs:
         logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    check_out = {k: {kk: (vv.item() if isinstance(vv, np.generic) else vv) for kk, vv in v.items()}
+                 for k, v in check_out.items()}  # plain Python values: JSON-ready
 
     return RobustResult(
         clean_correct=clean,
@@ -627,14 +1200,24 @@ def robust_accuracy(
         robust_correct=robust,
         noise_correct=noise,
         zero_grad=zero,
-        perturbation=pert,
+        perturbation=res["pert"].astype(np.float32),
         clean_accuracy=float(clean.mean()),
         adv_accuracy=float(adv.mean()),
         robust_accuracy=float(robust.mean()),
         noise_accuracy=None if noise is None else float(noise.mean()),
-        max_perturbation=max_pert,
-        attack=attack_kw,
+        max_perturbation=pert_max,
+        attack=settings,
         warnings=tuple(msgs),
+        attack_correct={nm: per_attack[:, j] for j, nm in enumerate(names)},
+        successful_attack=res["which"].astype(np.int64),
+        ce_gain=None if ce_gain is None else ce_gain.astype(np.float32),
+        margin_gain=None if margin_gain is None else margin_gain.astype(np.float32),
+        attacks=names,
+        attack_accuracy={nm: float((clean & per_attack[:, j]).mean()) for j, nm in enumerate(names)},
+        eps=eps,
+        norm=norm,
+        checks=check_out,
+        flags=tuple(flags),
     )
 
 
@@ -653,7 +1236,8 @@ def more_steps_check(
     adversarial accuracy higher by more than ``tolerance``.
 
     Run it on a subset (a few hundred examples); ``kwargs`` go to :func:`robust_accuracy`
-    (``steps`` defaults to 10 there).
+    (``steps`` defaults to 10 there). :func:`robust_accuracy` runs this check itself
+    (``more_steps``); this function keeps both results.
 
     Returns:
       ``(result_short, result_long)``.
@@ -663,6 +1247,7 @@ def more_steps_check(
     steps = int(kwargs.pop("steps", 10))
     if kwargs.get("step_size") is None:
         kwargs["step_size"] = 2.5 * kwargs["eps"] / max(steps, 1)
+    kwargs.setdefault("more_steps", None)
     short = robust_accuracy(logits_fn, x, y, key, steps=steps, **kwargs)
     long = robust_accuracy(logits_fn, x, y, key, steps=factor * steps, **kwargs)
     if long.adv_accuracy > short.adv_accuracy + tolerance:
