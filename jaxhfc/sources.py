@@ -139,14 +139,19 @@ def dataset_slug(name: str) -> str:
 
 
 def dataset_arg(text: str) -> str:
-    """``argparse`` type of a ``--dataset`` flag: a built-in name or a valid spec."""
+    """``argparse`` type of a ``--dataset`` flag: a built-in name or a valid spec. The path
+    of an ``npz:``/``folder:`` spec is made absolute, so a run's recorded config finds its
+    data from any working directory (``jaxhfc eval``, ``jaxhfc analyze``)."""
     if text in BUILTIN:
         return text
     try:
-        parse_spec(text)
+        spec = parse_spec(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    return text
+    if spec.kind == "tfds":
+        return text
+    _, _, query = text.partition("?")
+    return f"{spec.kind}:{os.path.abspath(spec.target)}" + (f"?{query}" if query else "")
 
 
 # --------------------------------------------------------------------------------------

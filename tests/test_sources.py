@@ -52,6 +52,7 @@ def test_slug_and_spec_parsing():
         with pytest.raises(ValueError):
             sources.parse_spec(bad)
     assert sources.dataset_arg("tfds:cifar100") == "tfds:cifar100"
+    assert sources.dataset_arg("npz:d/x.npz?size=8") == f"npz:{os.path.abspath('d/x.npz')}?size=8"
 
 
 def test_experiments_parser_and_results_folder(tmp_path, monkeypatch):
