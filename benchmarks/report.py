@@ -108,6 +108,22 @@ def markdown(record: dict) -> str:
         lines += [f"**Fourier heat map**, {hm['n_frequencies']} frequencies x {hm['n_images']} images of "
                   f"{hm['image_size'][0]}x{hm['image_size'][1]}: jaxhfc {o['median_s']:.2f} s vs a per-frequency loop "
                   f"{lp['median_s']:.2f} s ({hm['speedup']:.1f}x), max map difference {hm['max_abs_map_difference']:.1e}.", ""]
+    for po in res.get("populations") or []:
+        for r in po["results"]:
+            lo = r["loop"]
+            lines += [f"**Populations**, {r['model']} (width {r['width'] or 'default'}), {r['dtype']}, batch {r['batch']} "
+                      f"per model, {r['devices']} device(s): K models in one program (vmapped model axis) vs the same "
+                      f"models one after the other ({r['sequential']['img_per_s']:,.0f} img/s, "
+                      f"{r['sequential']['loop'].replace('_', ' ')} loop):", "",
+                      "| models K | img/s (all models) | img/s per model | vs one after the other | first run s |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {p['k']} | {p['img_per_s_total']:,.0f} | {p['img_per_s_per_model']:,.0f} | "
+                      f"{p['vs_sequential']:.2f}x | {p['first_s']:.1f} |" for p in r["populations"]]
+            lines += ["", "| training loop (one model) | steps per call | img/s | vs per-step synced | first run s |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {name.replace('_', ' ')} | {v['steps_per_call']} | {v['img_per_s']:,.0f} | "
+                      f"{v['vs_per_step_sync']:.2f}x | {v['first_s']:.1f} |" for name, v in lo.items()]
+            lines.append("")
     if record.get("errors"):
         lines += ["Benchmarks that failed: " + ", ".join(f"{k} ({v})" for k, v in record["errors"].items()), ""]
     if hw["backend"] == "cpu":

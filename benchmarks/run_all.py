@@ -40,6 +40,8 @@ SUITE = (
     ("attacks", [], []),
     ("scaling", [], []),
     ("heatmap", [], []),
+    # K models in one program vs one after the other, and the per-step vs the on-device loop
+    ("populations", [], []),
 )
 
 
@@ -84,6 +86,8 @@ TINY_ARGS = {
     "attacks": ["--models", "small_cnn", "--repeats", "1", "--eval-images", "16"],
     "scaling": ["--batch", "16", "--steps", "1", "--devices", "1", "8"],
     "heatmap": ["--images", "16", "--repeats", "1"],
+    "populations": ["--width", "4", "--batch", "16", "--steps", "2", "--steps-per-call", "2", "--repeats", "1",
+                    "--populations", "1", "2"],
 }
 
 
