@@ -9,8 +9,10 @@ class CLIError(Exception):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Library errors that mean bad input, not a bug: a missing or corrupt dataset, a run
-    folder or checkpoint that cannot be read. ``jaxhfc`` answers them with one line and
-    exit status 2. Imported on use (only evaluated when an exception propagates)."""
+    folder or checkpoint that cannot be read, an optional dependency a dataset needs (e.g.
+    TensorFlow to prepare TFDS data; the message says what to install). ``jaxhfc`` answers
+    them with one line and exit status 2, as the experiment drivers do. Imported on use (only
+    evaluated when an exception propagates)."""
     from jaxhfc import data, train
 
-    return (CLIError, data.DatasetNotFoundError, data.CorruptDatasetError, train.CheckpointError)
+    return (CLIError, data.DatasetNotFoundError, data.CorruptDatasetError, train.CheckpointError, ImportError)
