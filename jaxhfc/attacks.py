@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
 from jaxhfc.parallel import join_callable, split_callable
 
@@ -912,18 +912,14 @@ def _batch_eval(spec, plan, dyn, x, y, idx, key):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(spec, plan, mesh):
-    body = functools.partial(_batch_eval, spec, plan)
-    if mesh is None:
-        return jax.jit(body)
-    return jax.jit(
-        jax.shard_map(
-            body,
-            mesh=mesh,
-            in_specs=(P(), P("data"), P("data"), P("data"), P()),
-            out_specs=P("data"),
-        )
-    )
+def _eval_fn(spec, plan):
+    """The per-batch function of one (logits_fn structure, plan): a stable object, so that
+    :func:`jaxhfc.parallel.sweep` compiles it once."""
+
+    def fn(dyn, key, x, y, index):
+        return _batch_eval(spec, plan, dyn, x, y, index, key)
+
+    return fn
 
 
 def _scaled_logits(logits_fn, x, *, factor):
@@ -931,41 +927,17 @@ def _scaled_logits(logits_fn, x, *, factor):
 
 
 def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh) -> dict:
-    """Run :func:`_batch_eval` over a whole host array; every process gets every row.
-
-    Multi-process safe: inputs enter as global arrays through
-    :func:`jaxhfc.parallel.global_from_full` and come back through
-    :func:`jaxhfc.parallel.to_host` (one batch in flight at a time).
-    """
+    """Run :func:`_batch_eval` over whole host arrays with :func:`jaxhfc.parallel.sweep`
+    (pad, shard over ``'data'``, run, fetch, unpad; every process gets every row)."""
     from jaxhfc import parallel
 
     dyn, spec = split_callable(logits_fn)
     try:
-        fn = _compiled_eval(spec, plan, mesh)
-    except TypeError:  # an unhashable static leaf: compile without the cache
-        fn = _compiled_eval.__wrapped__(spec, plan, mesh)
-
-    def put(a, sharded):
-        if mesh is None:
-            return jax.tree_util.tree_map(jnp.asarray, a)
-        return parallel.global_from_full(mesh, a, sharded=sharded)
-
-    dyn_p, key_p = put(dyn, False), put(key, False)
-    n = x.shape[0]
-    acc: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        m = stop - start
-        xb, yb = x[start:stop], y[start:stop]
-        if m < batch_size:  # pad with copies of the first example; dropped below
-            xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - m, 0)])
-            yb = np.concatenate([yb, np.repeat(yb[:1], batch_size - m, 0)])
-        idx = np.arange(start, start + batch_size, dtype=np.int32)
-        out = fn(dyn_p, put(xb.astype(np.float32), True), put(yb.astype(np.int32), True),
-                 put(idx, True), key_p)
-        for k, v in parallel.to_host(out).items():  # blocks: one batch in flight at a time
-            acc.setdefault(k, []).append(np.asarray(v)[:m])
-    return {k: np.concatenate(v) for k, v in acc.items()}
+        fn = _eval_fn(spec, plan)
+    except TypeError:  # an unhashable static leaf: a new program each call
+        fn = _eval_fn.__wrapped__(spec, plan)
+    return parallel.sweep(fn, (np.asarray(x, np.float32), np.asarray(y, np.int32)), (dyn, key),
+                          batch_size=batch_size, mesh=mesh, with_index=True)
 
 
 def robust_accuracy(
