@@ -14,8 +14,11 @@ Loaders (:func:`load_dataset`)
     examples shuffled but keeps their archive position in the ``id`` feature
     (``train_00042``), and the reader restores that order.
   * ``"synthetic"``: the built-in default, generated in seconds, deterministic from a seed
-    (recipe in :func:`make_synthetic`): the class is carried by low-frequency structure
-    and, independently, by a faint high-frequency pattern.
+    (generative model in :mod:`jaxhfc.synthetic`, docs/synthetic.md): natural-image-like
+    power spectrum, a class template shared by the images of a class at low frequencies, a
+    faint class cue at high frequencies, and a share of training images whose template
+    belongs to another class, so that a network needs the high-frequency cue to fit them.
+    ``"synthetic_blobs"``: the previous generator (:func:`make_synthetic_blobs`).
 
 Value scales (``docs/architecture.md``)
   * ``Dataset.images`` is ``uint8`` 0..255 for original data, or ``float32`` in the same
@@ -81,10 +84,11 @@ __all__ = [
     "gather_batch",
     "load_dataset",
     "make_synthetic",
+    "make_synthetic_blobs",
     "mixup",
     "normalize",
     "shuffle_labels",
-    "synthetic_hfc_patterns",
+    "synthetic_blobs_hfc_patterns",
     "to_model_input",
 ]
 
@@ -283,11 +287,17 @@ def load_dataset(
     n = num_train if split == "train" else num_test
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"num_{split} must be a positive int or None, got {n!r}")
-    if name == "synthetic":
+    if name in ("synthetic", "synthetic_blobs"):
         if source != "auto":
             raise ValueError(f"the synthetic dataset has no source {source!r}; use 'auto'")
         default = 50_000 if split == "train" else 10_000
-        return _synthetic_split(split, n=int(n) if n is not None else default, seed=seed)
+        size = int(n) if n is not None else default
+        if name == "synthetic_blobs":
+            return _synthetic_split(split, n=size, seed=seed)
+        from jaxhfc import synthetic
+
+        images, labels, names = synthetic.generate_split(split, size, seed=seed)
+        return Dataset(images, labels, len(names), "synthetic", names)
     if name != "cifar10":
         raise ValueError(
             f"name must be 'synthetic', 'cifar10' or a spec tfds:NAME, npz:PATH, folder:PATH; got {name!r}"
@@ -733,7 +743,18 @@ def _synthetic_split(split: str, *, n: int, seed: int, chunk: int = 8192, **kwar
     return Dataset(images, labels, k, "synthetic", names)
 
 
-def make_synthetic(
+def make_synthetic(*, num_train: int = 50_000, num_test: int = 10_000, seed: int = 0,
+                   **knobs) -> tuple[Dataset, Dataset]:
+    """The built-in synthetic dataset ``(train, test)``: :func:`jaxhfc.synthetic.make_synthetic`.
+
+    ``knobs`` are those of :data:`jaxhfc.synthetic.DEFAULTS` (docs/synthetic.md).
+    """
+    from jaxhfc import synthetic
+
+    return synthetic.make_synthetic(num_train=num_train, num_test=num_test, seed=seed, **knobs)
+
+
+def make_synthetic_blobs(
     *,
     num_train: int = 50_000,
     num_test: int = 10_000,
@@ -746,7 +767,10 @@ def make_synthetic(
     num_classes: int = 10,
     size: int = 32,
 ) -> tuple[Dataset, Dataset]:
-    """The built-in synthetic dataset: ``(train, test)``, uint8 ``(N, size, size, 3)``.
+    """The previous synthetic dataset (``"synthetic_blobs"``): ``(train, test)``, uint8 ``(N, size, size, 3)``.
+
+    Its low-frequency cue alone fits the training set, so networks trained on it never need
+    its high-frequency pattern (kept for comparison; the default is :func:`make_synthetic`).
 
     Generative recipe. From ``seed``, each class ``k`` gets (i) an *object*: two Gaussian
     colour blobs with centres in the middle 44% of the image, widths sigma in
@@ -817,10 +841,10 @@ def make_synthetic(
     return train, test
 
 
-def synthetic_hfc_patterns(*, seed: int = 0, **kwargs) -> np.ndarray:
-    """The class patterns of :func:`make_synthetic` (``(K, S, S, 3)`` float32, peak 1).
+def synthetic_blobs_hfc_patterns(*, seed: int = 0, **kwargs) -> np.ndarray:
+    """The class patterns of :func:`make_synthetic_blobs` (``(K, S, S, 3)`` float32, peak 1).
 
-    ``kwargs`` are those of :func:`make_synthetic` that shape the recipe (``size``,
+    ``kwargs`` are those of :func:`make_synthetic_blobs` that shape the recipe (``size``,
     ``num_classes``, ``hfc_band``, ``hfc_components``); useful for figures and tests.
     """
     params = dict(_SYNTHETIC_DEFAULTS, **kwargs)

@@ -49,7 +49,8 @@ def cifar_arrays():
 
 @pytest.fixture(scope="module")
 def small_synthetic():
-    return data.make_synthetic(num_train=2000, num_test=1000, seed=0)
+    """The previous generator, "synthetic_blobs" (the default one is tested in test_synthetic.py)."""
+    return data.make_synthetic_blobs(num_train=2000, num_test=1000, seed=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -294,17 +295,17 @@ def test_tfds_tfrecord_dir_without_tensorflow(tmp_path, cifar_arrays):
 # --------------------------------------------------------------------------------------
 
 
-def test_synthetic_shapes_determinism_balance(small_synthetic):
+def test_synthetic_blobs_shapes_determinism_balance(small_synthetic):
     train, test = small_synthetic
     assert train.images.shape == (2000, 32, 32, 3) and test.images.shape == (1000, 32, 32, 3)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
     assert train.class_names == data.SYNTHETIC_CLASSES and train.num_classes == 10
     assert np.all(np.bincount(train.labels, minlength=10) == 200)
     assert np.all(np.bincount(test.labels, minlength=10) == 100)
-    again = data.load_dataset("synthetic", split="test", seed=0, num_test=1000)
+    again = data.load_dataset("synthetic_blobs", split="test", seed=0, num_test=1000)
     np.testing.assert_array_equal(again.images, test.images)
     np.testing.assert_array_equal(again.labels, test.labels)
-    other = data.load_dataset("synthetic", split="test", seed=1, num_test=1000)
+    other = data.load_dataset("synthetic_blobs", split="test", seed=1, num_test=1000)
     assert np.mean(other.images != test.images) > 0.5
     assert np.mean(train.images[:1000] != test.images) > 0.5  # separate streams
     # Not a constant per class: images of one class vary a lot.
@@ -326,7 +327,7 @@ def _ridge_probe(xtr, ytr, xte, yte, k=10, lam=100.0):
     return float(np.mean((b @ w).argmax(1) == yte))
 
 
-def test_synthetic_hfc_band_alone_separates_classes(small_synthetic):
+def test_synthetic_blobs_hfc_band_alone_separates_classes(small_synthetic):
     from jaxhfc import fourier
 
     train, test = small_synthetic
@@ -340,7 +341,7 @@ def test_synthetic_hfc_band_alone_separates_classes(small_synthetic):
     assert train.images.astype(np.float32).std() > 25
 
 
-def test_synthetic_lfc_alone_separates_classes(small_synthetic):
+def test_synthetic_blobs_lfc_alone_separates_classes(small_synthetic):
     from jaxhfc import fourier
 
     train, test = small_synthetic
@@ -355,11 +356,11 @@ def test_synthetic_lfc_alone_separates_classes(small_synthetic):
     assert np.abs(np.asarray(fourier.high_pass(l12, 12))).max() < 1e-2
 
 
-def test_synthetic_pattern_amplitude_and_band(small_synthetic):
+def test_synthetic_blobs_pattern_amplitude_and_band(small_synthetic):
     from jaxhfc import fourier
 
     train, _ = small_synthetic
-    patterns = data.synthetic_hfc_patterns(seed=0)  # (10, 32, 32, 3), peak 1
+    patterns = data.synthetic_blobs_hfc_patterns(seed=0)  # (10, 32, 32, 3), peak 1
     assert np.allclose(np.abs(patterns).max(axis=(1, 2, 3)), 1.0)
     # Entirely outside radius 12 (and inside the band): nothing left below r=13.
     assert np.abs(_np_low_pass(patterns, 13)).max() < 1e-5
@@ -377,15 +378,15 @@ def test_synthetic_pattern_amplitude_and_band(small_synthetic):
         assert resid.std() < 0.25 * (amp * patterns[c]).std()
 
 
-def test_synthetic_options_and_errors():
-    tr, _ = data.make_synthetic(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0)
-    tr4, _ = data.make_synthetic(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0,
+def test_synthetic_blobs_options_and_errors():
+    tr, _ = data.make_synthetic_blobs(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0)
+    tr4, _ = data.make_synthetic_blobs(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0,
                                  position_jitter=0.0)
     assert tr.images.shape == (200, 32, 32, 3) and not np.array_equal(tr.images, tr4.images)
     for kw in (dict(num_train=0), dict(hfc_amplitude=-1.0), dict(noise_std=float("nan")), dict(size=4),
                dict(hfc_components=0), dict(hfc_band=(20.0, 10.0)), dict(hfc_band=(12.1, 12.15))):
         with pytest.raises(ValueError):
-            data.make_synthetic(**{"num_train": 10, "num_test": 10, **kw})
+            data.make_synthetic_blobs(**{"num_train": 10, "num_test": 10, **kw})
     with pytest.raises(ValueError, match="split"):
         data.load_dataset("synthetic", split="val")
     with pytest.raises(ValueError, match="name"):
