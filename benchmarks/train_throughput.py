@@ -10,7 +10,7 @@ on device, synchronised BatchNorm, state donated) is
   the forward pass alone is analysed too (``forward_flops_per_image``) as a cross-check
   (training ~ 3x forward);
 * timed over ``--steps`` steps in two ways: ``sync`` fetches the metrics after every step
-  (what :func:`jaxhfc.train.fit` does) and ``pipelined`` dispatches the steps and blocks at
+  (what :func:`jaxhfc.train.fit` did before it pipelined its steps) and ``pipelined`` dispatches the steps and blocks at
   the end (at most 8 in flight); median step time, images/s, and the implied CIFAR-10
   epoch (50,000 images) and 200-epoch times;
 * model FLOPs utilisation ``mfu = flops_per_image * img/s / (peak * devices)`` where the peak

@@ -1107,9 +1107,15 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
 
         images = put([x for x, _ in trains], shared_images or not population)
         labels = put([y for _, y in trains], shared_labels or not population)
+        placed: dict[int, jax.Array] = {}  # models with the same data share its device copy
+
+        def place(a: np.ndarray) -> jax.Array:
+            if id(a) not in placed:
+                placed[id(a)] = parallel.global_from_full(mesh, a)
+            return placed[id(a)]
+
         for m in members:
-            m.eval_sets = {name: (parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y))
-                           for name, (x, y) in m.prepared["eval"].items()}
+            m.eval_sets = {name: (place(x), place(y)) for name, (x, y) in m.prepared["eval"].items()}
         step_keys = parallel.global_from_full(mesh, _stack_keys(members, population))
         state = _stack_fn(mesh)(states) if population else states[0]
         del states
@@ -1286,6 +1292,7 @@ def fit_population(
     datasets: tuple[Any, Any] | None = None,
     step_callback: Callable[[int, list[dict[str, float]]], None] | None = None,
     steps_per_call: int | None = None,
+    vmap: bool | None = None,
 ) -> list[RunResult]:
     """Train K models that share a :func:`population_key` in one compiled program.
 
@@ -1298,6 +1305,11 @@ def fit_population(
     checkpoints on its own schedule) and can be resumed, evaluated and loaded alone. Data
     shared by several models (e.g. seeds of one config) is prepared and held once.
 
+    On CPU the models train one after the other by default (``vmap=None``), each exactly
+    as :func:`fit` trains it, sharing one compiled step: XLA:CPU runs the batched
+    (grouped) convolutions of a vmapped model axis about 3x slower than the same models
+    in turn (``benchmarks/populations.py``).
+
     Args:
         configs: K >= 1 configs with equal :func:`population_key` (group configs by it).
         workdirs: K distinct run folders, one per config.
@@ -1305,7 +1317,10 @@ def fit_population(
             population is a unit of work of a driver that may be re-run). All models restart
             from the newest step they all have a checkpoint for.
         progress, datasets, steps_per_call: As in :func:`fit`.
-        step_callback: Called for every step with ``(step, [{"loss", "accuracy"}] * K)``.
+        step_callback: Called for every step with ``(step, [{"loss", "accuracy"}] * K)``
+            (one model after the other: ``[{"loss", "accuracy"}]`` of the model in training).
+        vmap: True: one program with a model axis; False: one model after the other;
+            None: False on CPU, True elsewhere.
 
     Returns:
         One :class:`RunResult` per config, in order.
@@ -1327,6 +1342,12 @@ def fit_population(
             diff = sorted(name for (name, a), (_, b) in zip(key, population_key(c)) if a != b)
             raise ValueError(f"configs of one population may differ only in {DATA_FIELDS + EVAL_FIELDS}; "
                              f"these differ in {diff} (group configs by train.population_key)")
+    if vmap is None:
+        vmap = jax.default_backend() != "cpu"
+    if not vmap:
+        return [_train([c], [w], population=False, resume=resume, progress=progress, datasets=datasets,
+                       step_callback=step_callback, steps_per_call=steps_per_call)[0]
+                for c, w in zip(configs, workdirs)]
     return _train(configs, workdirs, population=True, resume=resume, progress=progress, datasets=datasets,
                   step_callback=step_callback, steps_per_call=steps_per_call)
 

@@ -112,7 +112,7 @@ def test_population_equals_models_trained_alone(tmp_path, tiny_data):
     configs = _members()
     alone = [train.fit(c, tmp_path / f"alone{i}", datasets=tiny_data, progress=False) for i, c in enumerate(configs)]
     pop = train.fit_population(configs, [tmp_path / f"pop{i}" for i in range(3)], datasets=tiny_data,
-                               progress=False)
+                               progress=False, vmap=True)
     assert [int(r.state.step) for r in pop] == [8, 8, 8]
     for a, p in zip(alone, pop):
         for x, y in zip(_leaves(a.state), _leaves(p.state)):
@@ -130,12 +130,18 @@ def test_population_equals_models_trained_alone(tmp_path, tiny_data):
         assert loaded_config == c
         for x, y in zip(_leaves(pop[i].state), _leaves(state)):
             np.testing.assert_array_equal(x, y)
+    # one after the other (the CPU default): each model exactly as fit trains it
+    seq = train.fit_population(configs, [tmp_path / f"seq{i}" for i in range(3)], datasets=tiny_data,
+                               progress=False, vmap=False)
+    for a, q in zip(alone, seq):
+        for x, y in zip(_leaves(a.state), _leaves(q.state)):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_population_resume_is_bit_exact(tmp_path, tiny_data):
     configs = _members()  # the program of the test above (same K and settings): no recompilation
     full = train.fit_population(configs, [tmp_path / f"full{i}" for i in range(3)], datasets=tiny_data,
-                                progress=False)
+                                progress=False, vmap=True)
 
     def kill(step, metrics):
         assert len(metrics) == 3 and all(np.isfinite(m["loss"]) for m in metrics)
@@ -144,8 +150,8 @@ def test_population_resume_is_bit_exact(tmp_path, tiny_data):
 
     dirs = [tmp_path / f"killed{i}" for i in range(3)]
     with pytest.raises(_Kill):
-        train.fit_population(configs, dirs, datasets=tiny_data, progress=False, step_callback=kill)
-    resumed = train.fit_population(configs, dirs, datasets=tiny_data, progress=False)
+        train.fit_population(configs, dirs, datasets=tiny_data, progress=False, step_callback=kill, vmap=True)
+    resumed = train.fit_population(configs, dirs, datasets=tiny_data, progress=False, vmap=True)
     for f, r in zip(full, resumed):
         for x, y in zip(_leaves(f.state), _leaves(r.state)):
             np.testing.assert_array_equal(x, y)
@@ -155,6 +161,7 @@ def test_population_resume_is_bit_exact(tmp_path, tiny_data):
     assert int(alone.state.step) == 8
 
 
+@pytest.mark.slow  # scanned programs compile and run slowly on CPU; quick variant: ..._plain_reference above
 def test_scanned_loop_equals_per_step_loop(tmp_path, tiny_data):
     cfg = _config(epochs=1, checkpoint_every=0, eval_radii=())
     per_step = train.fit(cfg, tmp_path / "a", datasets=tiny_data, progress=False, steps_per_call=1)
