@@ -20,6 +20,13 @@ Data layout (one code path for 1..N devices, 1..P processes):
   the device index (``fold_in(key, axis_index)``). Epoch permutations are
   ``data.epoch_indices(fold_in(data_key, epoch), ...)``. A resumed run is therefore
   bit-identical to an uninterrupted one.
+- The loop (:func:`make_train_loop`) runs ``S`` steps per compiled call (a ``lax.scan`` on
+  accelerators; one step per call on CPU, where XLA runs convolutions inside loops slowly)
+  and returns every step's metrics; :func:`fit` fetches them a few calls later (at most 8
+  steps in flight on CPU, where fake devices deadlock with many collective steps queued).
+- Populations (:func:`fit_population`): K models with equal :func:`population_key` train in
+  one program, the step ``vmap``-ed over a model axis inside the data-parallel map; each
+  keeps its own run folder. Evaluation goes through :func:`jaxhfc.parallel.sweep`.
 """
 from __future__ import annotations
 
