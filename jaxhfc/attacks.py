@@ -730,7 +730,8 @@ class RobustResult:
         accuracy: an example counts only if it is right before and after every attack).
       attack_correct: ``{attack name: (N,) bool}``, right under that attack alone.
       successful_attack: ``(N,)`` int, index into ``attacks`` of the first attack that made the
-        example wrong (-1: none did; AutoAttack's order).
+        correctly classified example wrong (-1: none did, or it was wrong already; AutoAttack's
+        order).
       noise_correct: ``(N,)`` bool, right under a random perturbation of size eps (Linf:
         random signs times eps; L2: random direction of norm eps), or None without checks.
       zero_grad: ``(N,)`` bool, the cross-entropy's input gradient at ``x`` is exactly zero.
@@ -749,6 +750,8 @@ class RobustResult:
       attack: the settings (dict).
       checks: ``{check name: {values..., "ok": bool}}`` of the sanity checks that ran.
       flags: names of the failed checks (empty: no sign of masking or a broken attack).
+      median_abs_logit: median over examples of each example's median ``|logit|`` (clean):
+        the logits' scale (a saturated softmax starts at a few tens).
       warnings: messages of the checks that failed.
     """
 
@@ -775,6 +778,7 @@ class RobustResult:
     norm: str = "linf"
     checks: dict = dataclasses.field(default_factory=dict)
     flags: tuple[str, ...] = ()
+    median_abs_logit: float = float("nan")
 
     @property
     def n(self) -> int:
@@ -805,6 +809,7 @@ class RobustResult:
             "success_rate": self.success_rate,
             "noise_accuracy": self.noise_accuracy,
             "max_perturbation": self.max_perturbation,
+            "median_abs_logit": self.median_abs_logit,
             "attack": dict(self.attack),
             "checks": self.checks,
             "flags": list(self.flags),
@@ -871,7 +876,8 @@ def _batch_eval(spec, plan, dyn, x, y, idx, key):
     attacks, eps, norm, clip_min, clip_max, unroll, diagnostics = plan
     logits_fn = join_callable(spec, dyn)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-    clean = jnp.argmax(logits_fn(x), -1) == y
+    clean_logits = logits_fn(x)
+    clean = jnp.argmax(clean_logits, -1) == y
     b = x.shape[0]
     correct, x_w, which, found = [], None, None, None
     pert_max = jnp.zeros((b,), jnp.float32) + 0.0 * x.reshape(b, -1)[:, 0]
@@ -892,6 +898,7 @@ def _batch_eval(spec, plan, dyn, x, y, idx, key):
             which = jnp.where(new, j, which)
             found = found | ~ok
     out = {"clean": clean, "adv": jnp.stack(correct, axis=1), "which": which.astype(jnp.int32),
+           "abs_logit": jnp.median(jnp.abs(clean_logits.astype(jnp.float32)), axis=-1),
            "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
     if diagnostics:
         nkeys = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 20))(keys)
@@ -985,7 +992,8 @@ def robust_accuracy(
     ``result.flags``, a ``RuntimeWarning`` and a log line):
 
     - ``logit_scale``: the attacks again on ``logits / logit_scale`` (the same classifier):
-      flag when robust accuracy moves by more than ``check_tol``.
+      flag when robust accuracy moves by more than ``check_tol`` (``delta_per_attack`` shows
+      each attack alone, e.g. whether the paper's CE-PGD column depends on the scale).
     - ``more_steps``: every attack with ``more_steps`` times the steps and one more restart
       (:meth:`Attack.stronger`): flag when robust accuracy moves by more than ``check_tol``
       either way (lower: the attack had not converged; higher: a stronger attack is weaker).
@@ -1133,6 +1141,11 @@ def robust_accuracy(
         nc = n if check_examples is None else max(1, min(int(check_examples), n))
         xs, ys = x[:nc], y[:nc]
         base_sub = float(robust[:nc].mean())
+
+        def per_attack_delta(r):  # each attack alone: its accuracy in the re-run minus in the base run
+            rc, ra = r["clean"].astype(bool), r["adv"].astype(bool)
+            return {nm: float((rc & ra[:, j]).mean() - (clean[:nc] & per_attack[:nc, j]).mean())
+                    for j, nm in enumerate(names)}
         if logit_scale is not None:
             scaled = jax.tree_util.Partial(_scaled_logits, logits_fn, factor=1.0 / float(logit_scale))
             r = sweep(scaled, xs, ys, key, plan=plan_for(attacks, False))
@@ -1140,7 +1153,7 @@ def robust_accuracy(
             d = acc_s - base_sub
             check_out["logit_scale"] = {"T": float(logit_scale), "n": nc, "robust_accuracy": base_sub,
                                         "robust_accuracy_scaled": acc_s, "delta": d,
-                                        "ok": abs(d) <= check_tol}
+                                        "delta_per_attack": per_attack_delta(r), "ok": abs(d) <= check_tol}
             if abs(d) > check_tol:
                 flag("logit_scale", f"attacking logits/{logit_scale:g} (the same classifier) gives robust "
                      f"accuracy {acc_s:.4f} instead of {base_sub:.4f}: the result depends on the "
@@ -1152,7 +1165,7 @@ def robust_accuracy(
             d = acc_l - base_sub
             check_out["more_steps"] = {"factor": int(more_steps), "n": nc, "robust_accuracy": base_sub,
                                        "robust_accuracy_stronger": acc_l, "delta": d,
-                                       "ok": abs(d) <= check_tol}
+                                       "delta_per_attack": per_attack_delta(r), "ok": abs(d) <= check_tol}
             if d < -check_tol:
                 flag("more_steps", f"{more_steps}x the steps and one more restart lower robust accuracy "
                      f"from {base_sub:.4f} to {acc_l:.4f}: the attacks have not converged")
@@ -1181,7 +1194,7 @@ def robust_accuracy(
         attack=settings,
         warnings=tuple(msgs),
         attack_correct={nm: per_attack[:, j] for j, nm in enumerate(names)},
-        successful_attack=res["which"].astype(np.int64),
+        successful_attack=np.where(clean, res["which"], -1).astype(np.int64),
         ce_gain=None if ce_gain is None else ce_gain.astype(np.float32),
         margin_gain=None if margin_gain is None else margin_gain.astype(np.float32),
         attacks=names,
@@ -1190,6 +1203,7 @@ def robust_accuracy(
         norm=norm,
         checks=check_out,
         flags=tuple(flags),
+        median_abs_logit=float(np.median(res["abs_logit"])),
     )
 
 
