@@ -65,6 +65,7 @@ __all__ = [
     "make_train_loop",
     "DATA_FIELDS",
     "EVAL_FIELDS",
+    "HPARAM_FIELDS",
     "EVAL_KINDS",
     "population_key",
     "eval_set_name",
@@ -438,7 +439,7 @@ def _step_body(
     train_model = model.clone(axis_name=DATA_AXIS)
 
     def body(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
-             keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+             keys: dict[str, jax.Array], rate: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         dev = jax.lax.axis_index(DATA_AXIS)
         # Keys are derived only where randomness is used (random-number code is slow to compile on CPU).
         def rng(name: str) -> jax.Array:
@@ -483,6 +484,8 @@ def _step_body(
 
         grads, (logits, updates, ce, reg) = jax.grad(loss_fn, has_aux=True)(state.params)
         upd, opt_state = tx.update(grads, state.opt_state, state.params)
+        if rate is not None:  # a model's own learning rate (tx built with rate 1: see make_train_loop)
+            upd = jax.tree_util.tree_map(lambda u: u * rate.astype(u.dtype), upd)
         params = optax.apply_updates(state.params, upd)
         new_state = state.replace(step=state.step + 1, params=params,
                                   batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
@@ -539,33 +542,39 @@ def make_train_loop(
         (N, H, W, C)`` float32 and ``labels (N,)`` int32 replicated (``(K, N, ...)`` unless
         shared), ``idx: (S, B)`` (``(S, K, B)``) int32 global row indices sharded over
         ``"data"`` on the ``B`` axis, and ``keys`` a dict of replicated keys ``data``,
-        ``dropout``, ``attack`` (``(K,)`` each). ``metrics`` (replicated): ``loss_sum``,
-        ``correct``, ``count``, ``regularizer`` of every step, shape ``(S,)`` (``(S, K)``).
+        ``dropout``, ``attack`` (``(K,)`` each); optional ``rates: (K,)`` float32 replicated
+        (populations only): each model's optimizer update is multiplied by its rate, so with
+        ``tx`` built with learning rate 1 every model has its own learning rate (every
+        optimizer of :func:`make_optimizer` ends with the learning-rate scaling).
+        ``metrics`` (replicated): ``loss_sum``, ``correct``, ``count``, ``regularizer`` of
+        every step, shape ``(S,)`` (``(S, K)``).
     """
     n_dev = mesh.devices.size
     body = _step_body(model, tx, n_dev, global_batch=global_batch, num_classes=num_classes,
                       label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, crop_pad=crop_pad, flip=flip,
                       regularizer=regularizer, regularizer_weight=regularizer_weight, adversary=adversary)
     if population is not None:
-        body = jax.vmap(body, in_axes=(0, None if shared_images else 0, None if shared_labels else 0, 0, 0))
+        body = jax.vmap(body, in_axes=(0, None if shared_images else 0, None if shared_labels else 0, 0, 0, 0))
 
     def chunk(state: TrainState, images: jax.Array, labels: jax.Array, idxs: jax.Array,
-              keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+              keys: dict[str, jax.Array], rates: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
         if idxs.shape[0] == 1:  # no loop: XLA:CPU runs convolutions in while loops several times slower
-            state, m = body(state, images, labels, idxs[0], keys)
+            state, m = body(state, images, labels, idxs[0], keys, rates)
             return state, jax.tree_util.tree_map(lambda a: a[None], m)
-        return jax.lax.scan(lambda s, i: body(s, images, labels, i, keys), state, idxs)
+        return jax.lax.scan(lambda s, i: body(s, images, labels, i, keys, rates), state, idxs)
 
     idx_spec = P(None, DATA_AXIS) if population is None else P(None, None, DATA_AXIS)
-    mapped = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), idx_spec, P()), out_specs=(P(), P()))
+    mapped = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), idx_spec, P(), P()), out_specs=(P(), P()))
     want = (global_batch,) if population is None else (population, global_batch)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def loop(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
-             keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+             keys: dict[str, jax.Array], rates: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         if idx.ndim != len(want) + 1 or idx.shape[1:] != want or idx.shape[0] < 1:
             raise ValueError(f"idx must have shape (S, {', '.join(map(str, want))}); got {idx.shape}")
-        return mapped(state, images, labels, idx.astype(jnp.int32), keys)
+        if rates is not None and (population is None or tuple(rates.shape) != (population,)):
+            raise ValueError(f"rates must have shape ({population},) with a population; got {tuple(rates.shape)}")
+        return mapped(state, images, labels, idx.astype(jnp.int32), keys, rates)
 
     return loop
 
@@ -912,6 +921,15 @@ DATA_FIELDS = ("data_dir", "data_source", "data_seed", "shuffle_labels", "train_
 #: Evaluation and checkpoint settings (see :data:`DATA_FIELDS`).
 EVAL_FIELDS = ("num_test", "eval_every", "eval_batch_size", "eval_radii", "eval_train", "eval_train_subset",
                "checkpoint_every", "keep_checkpoints")
+#: Scalar hyper-parameters that may differ between the models of one population (each
+#: model's update is scaled by its own value inside the shared program).
+HPARAM_FIELDS = ("learning_rate",)
+
+
+def _program_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
+    """Key of one model's compiled program: every field but the data and evaluation ones."""
+    skip = set(DATA_FIELDS) | set(EVAL_FIELDS)
+    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip)
 
 
 def population_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
@@ -919,12 +937,12 @@ def population_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
 
     Configs with equal keys can train together in one :func:`fit_population` call: they
     differ at most in :data:`DATA_FIELDS` (seed, data seed, training filter and radius,
-    shuffled labels, scaling, data source) and :data:`EVAL_FIELDS`. The key is every other
-    field as ``(name, value)`` pairs, so a field added to :class:`TrainConfig` separates
-    populations (and recompiles) until it is declared data or evaluation only.
+    shuffled labels, scaling, data source), :data:`EVAL_FIELDS` and :data:`HPARAM_FIELDS`
+    (learning rate). The key is every other field as ``(name, value)`` pairs, so a field
+    added to :class:`TrainConfig` separates populations (and recompiles) until it is
+    declared data, evaluation or hyper-parameter only.
     """
-    skip = set(DATA_FIELDS) | set(EVAL_FIELDS)
-    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip)
+    return tuple((name, v) for name, v in _program_key(config) if name not in HPARAM_FIELDS)
 
 
 @functools.lru_cache(maxsize=16)
@@ -934,7 +952,9 @@ def _cached_loop(model: nn.Module, mesh: Mesh, key: tuple[tuple[str, Any], ...],
     """Optimizer and jitted training loop for a :func:`population_key`, cached so repeated
     fits reuse the compilation."""
     c = TrainConfig(**dict(key))
-    tx = make_optimizer(optimizer=c.optimizer, learning_rate=c.learning_rate, momentum=c.momentum,
+    # a population scales each model's update by its own learning rate (make_train_loop)
+    tx = make_optimizer(optimizer=c.optimizer, learning_rate=1.0 if population else c.learning_rate,
+                        momentum=c.momentum,
                         weight_decay=c.weight_decay, schedule=c.schedule, total_steps=total_steps)
     loop = make_train_loop(
         model, tx, mesh, global_batch=c.batch_size, num_classes=num_classes,
@@ -1082,7 +1102,8 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
     shared_labels = all(y is trains[0][1] or np.array_equal(y, trains[0][1]) for _, y in trains)
 
     model = build_model(config, num_classes)
-    tx, loop = _cached_loop(model, mesh, population_key(config), total_steps, num_classes,
+    tx, loop = _cached_loop(model, mesh, population_key(config) if population else _program_key(config),
+                            total_steps, num_classes,
                             k_models if population else None, shared_images or not population,
                             shared_labels or not population)
     states = [create_train_state(model, tx, m.keys["init"], trains[0][0].shape[1:], mesh=mesh) for m in members]
@@ -1124,6 +1145,8 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
         for m in members:
             m.eval_sets = {name: (place(x), place(y)) for name, (x, y) in m.prepared["eval"].items()}
         step_keys = parallel.global_from_full(mesh, _stack_keys(members, population))
+        rates = (parallel.global_from_full(mesh, np.asarray([m.config.learning_rate for m in members], np.float32))
+                 if population else None)
         state = _stack_fn(mesh)(states) if population else states[0]
         del states
         compiled = False
@@ -1169,7 +1192,7 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                 n_steps = min(steps_per_call, steps_per_epoch - s0)
                 idx = parallel.global_from_full(mesh, idx_epoch[s0:s0 + n_steps], sharded=True,
                                                 batch_axis=idx_epoch.ndim - 1)
-                state, m_dev = loop(state, images, labels, idx, step_keys)
+                state, m_dev = loop(state, images, labels, idx, step_keys, rates)
                 pending.append((s0, m_dev))
                 if not compiled:  # the first call of the process compiles: wait, and time from here
                     drain_one()
@@ -1310,7 +1333,10 @@ def fit_population(
     (to float tolerance: batched convolutions round differently). Each run folder gets what
     :func:`fit` writes (``config.json``, ``metrics.jsonl`` with ``"population": K`` added,
     checkpoints on its own schedule) and can be resumed, evaluated and loaded alone. Data
-    shared by several models (e.g. seeds of one config) is prepared and held once.
+    shared by several models (e.g. seeds of one config) is prepared and held once. Models
+    may also differ in their learning rate (:data:`HPARAM_FIELDS`): the program's optimizer
+    has rate 1 and each model's update is multiplied by its own rate, which equals the
+    model's own optimizer exactly for a constant schedule (to float rounding otherwise).
 
     On CPU the models train one after the other by default (``vmap=None``), each exactly
     as :func:`fit` trains it, sharing one compiled step: XLA:CPU runs the batched
@@ -1347,7 +1373,8 @@ def fit_population(
     for c in configs[1:]:
         if population_key(c) != key:
             diff = sorted(name for (name, a), (_, b) in zip(key, population_key(c)) if a != b)
-            raise ValueError(f"configs of one population may differ only in {DATA_FIELDS + EVAL_FIELDS}; "
+            raise ValueError(f"configs of one population may differ only in "
+                             f"{DATA_FIELDS + EVAL_FIELDS + HPARAM_FIELDS}; "
                              f"these differ in {diff} (group configs by train.population_key)")
     if vmap is None:
         vmap = jax.default_backend() != "cpu"

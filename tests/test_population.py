@@ -36,25 +36,27 @@ def _leaves(state):
 
 def _members():
     """Three models that share a program: two seeds, and one trained on LFC images with
-    shuffled labels (other data)."""
+    shuffled labels (other data) and another learning rate."""
     return [_config(seed=0), _config(seed=1), _config(seed=2, train_filter="low", train_radius=8.0,
-                                                      shuffle_labels=1.0, data_seed=3)]
+                                                      shuffle_labels=1.0, data_seed=3, learning_rate=1e-3)]
 
 
 def test_population_key_groups_configs():
     a = _config()
     assert train.population_key(a) == train.population_key(dataclasses.replace(
         a, seed=4, data_seed=1, train_filter="high", train_radius=4.0, shuffle_labels=0.5, eval_every=3,
-        eval_radii=(2, 4), checkpoint_every=7))
-    for change in ({"learning_rate": 1e-3}, {"batch_size": 64}, {"epochs": 3}, {"width": 8}, {"num_train": 64}):
+        eval_radii=(2, 4), checkpoint_every=7, learning_rate=1e-3))
+    for change in ({"momentum": 0.5}, {"optimizer": "sgd"}, {"batch_size": 64}, {"epochs": 3}, {"width": 8}, {"num_train": 64}):
         assert train.population_key(a) != train.population_key(dataclasses.replace(a, **change)), change
     hash(train.population_key(a))
     # every field is either in the key or declared data/eval-only: none can be forgotten
     names = {f.name for f in dataclasses.fields(train.TrainConfig)}
-    assert {k for k, _ in train.population_key(a)} | set(train.DATA_FIELDS) | set(train.EVAL_FIELDS) == names
-    assert not set(train.DATA_FIELDS) & set(train.EVAL_FIELDS)
-    with pytest.raises(ValueError, match="learning_rate"):
-        train.fit_population([a, dataclasses.replace(a, learning_rate=1e-3)], ["x", "y"])
+    declared = set(train.DATA_FIELDS) | set(train.EVAL_FIELDS) | set(train.HPARAM_FIELDS)
+    assert {k for k, _ in train.population_key(a)} | declared == names
+    assert len(declared) == len(train.DATA_FIELDS) + len(train.EVAL_FIELDS) + len(train.HPARAM_FIELDS)
+    assert not {k for k, _ in train.population_key(a)} & declared
+    with pytest.raises(ValueError, match="momentum"):
+        train.fit_population([a, dataclasses.replace(a, momentum=0.5)], ["x", "y"])
     with pytest.raises(ValueError, match="one run folder"):
         train.fit_population([a, a], ["x", "x"])
 
@@ -73,10 +75,11 @@ def test_eval_set_name(tiny_data):
 
 
 def test_population_scanned_loop_equals_plain_reference():
-    """Two models (own data and batch order) in one program, 2 steps scanned per call on 8
-    devices == each model's plain single-device steps (no shard_map, vmap or scan)."""
+    """Two models (own data, batch order and learning rate) in one program, 2 steps scanned
+    per call on 8 devices == each model's plain single-device steps (no shard_map, vmap or scan)."""
     model = models.get_model("small_cnn", width=4)  # with BatchNorm (synchronised over "data")
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9)
+    tx = train.make_optimizer(optimizer="sgd", learning_rate=1.0, momentum=0.9)  # rates below
+    rates = [0.1, 0.05]
     mesh = parallel.make_mesh()
     x, y = _batch_data(48, seed=0)
     xs, ys = np.stack([x, 1.0 - x]), np.stack([y, (y + 3) % 10])
@@ -95,13 +98,14 @@ def test_population_scanned_loop_equals_plain_reference():
     losses = []
     for s0 in (0, 2):
         chunk = parallel.global_from_full(mesh, idx[s0:s0 + 2], sharded=True, batch_axis=2)
-        state, m = loop(state, images, labels, chunk, keys)
+        state, m = loop(state, images, labels, chunk, keys, parallel.global_from_full(mesh, np.float32(rates)))
         losses.append(np.asarray(jax.device_get(m["loss_sum"])))  # (2 steps, K)
     losses = np.concatenate(losses)
     state = jax.device_get(state)
     assert losses.shape == (4, 2) and state.step.tolist() == [4, 4]
     for k in range(2):
-        params, bs, ref_losses = _reference(model, tx, xs[k], ys[k], list(idx[:, k]))
+        tx_k = train.make_optimizer(optimizer="sgd", learning_rate=rates[k], momentum=0.9)
+        params, bs, ref_losses = _reference(model, tx_k, xs[k], ys[k], list(idx[:, k]))
         _assert_tree_close(jax.tree_util.tree_map(lambda a: a[k], state.params), params)
         _assert_tree_close(jax.tree_util.tree_map(lambda a: a[k], state.batch_stats), bs)
         np.testing.assert_allclose(losses[:, k], ref_losses, rtol=1e-5)
