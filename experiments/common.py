@@ -291,8 +291,9 @@ class Context:
         dirs = [self.run_dir(n, c) for n, c in group]
         log.info("population of %d: %s", len(group), ", ".join(d.name for d in dirs))
         t0 = time.perf_counter()
+        splits = {id(self.datasets(c)): self.datasets(c) for _, c in group}
         results = train.fit_population([c for _, c in group], dirs, resume=True, progress=self.progress,
-                                       datasets=[self.datasets(c) for _, c in group])
+                                       datasets=next(iter(splits.values())) if len(splits) == 1 else None)
         seconds = (time.perf_counter() - t0) / len(group)
         for (name, cfg), run_dir, res in zip(group, dirs, results):
             self.trainings += 1
