@@ -7,8 +7,12 @@ Measured per model (``small_cnn`` and ``resnet18``; ``--quick`` uses narrow vers
   random start) on a batch, with the step loop as a ``lax.fori_loop`` and fully unrolled
   (XLA:CPU runs convolutions inside while loops several times slower), compile time
   reported separately (first call minus a steady call);
-* ``pgd20_eval``: wall time of :func:`jaxhfc.attacks.robust_accuracy` (PGD-20, sanity checks
-  on) over ``--eval-images`` images on all devices, scaled to the 10,000 CIFAR-10 test images;
+* ``apgd10`` / ``apgd10_unrolled``: the same for APGD-DLR with 10 steps
+  (:func:`jaxhfc.attacks.apgd`);
+* ``torchattacks_pgd10`` (``small_cnn`` only, when PyTorch and torchattacks are installed):
+  ``torchattacks.PGD`` with the same settings on a PyTorch copy of the model, same batch;
+* ``pgd20_eval``: wall time of :func:`jaxhfc.attacks.robust_accuracy` (PGD-20, noise and
+  gradient checks on, the logit-scale and more-steps re-runs off) over ``--eval-images`` images on all devices, scaled to the 10,000 CIFAR-10 test images;
 * ``train``: one step of :func:`jaxhfc.train.make_train_step` with and without the paper's
   Madry adversary (:func:`jaxhfc.attacks.madry_adversary`: PGD-10, eps 0.03, step 0.003), the
   ratio of step times, and the implied epoch times for 50,000 images.
@@ -78,6 +82,23 @@ def bench_model(name: str, *, quick: bool, batch: int, eval_images: int, train_b
                       "compile_s": max(t["first_s"] - t["median_s"], 0.0),
                       "images_per_s": batch / t["median_s"]}
 
+    # --- APGD-DLR, 10 steps (jaxhfc.attacks.apgd), same batch and eps
+    for label, u in (("apgd10", 1), ("apgd10_unrolled", True)):
+        @jax.jit
+        def apgd10(v, x, y, k, u=u):
+            f = Partial(lambda vv, xx: model.apply(vv, xx, train=False), v)
+            return attacks.apgd(f, x, y, k, eps=8 / 255, steps=10, loss="dlr", unroll=u)[0]
+
+        t = common.time_call(lambda: apgd10(variables, x, y, key), repeats=repeats)
+        out[label] = {"batch": batch, "unroll": u, "loss": "dlr", **t,
+                      "compile_s": max(t["first_s"] - t["median_s"], 0.0),
+                      "images_per_s": batch / t["median_s"]}
+
+    # --- torchattacks' PGD-10 on the same architecture in PyTorch (optional reference)
+    if name == "small_cnn":
+        out["torchattacks_pgd10"] = _torchattacks_pgd(width or 16, np.asarray(x), np.asarray(y),
+                                                      repeats=repeats)
+
     # --- PGD-20 evaluation with robust_accuracy (all devices, sanity checks on)
     mesh = parallel.make_mesh()
     ndev = mesh.devices.size
@@ -85,7 +106,7 @@ def bench_model(name: str, *, quick: bool, batch: int, eval_images: int, train_b
     xe = rng.uniform(size=(eval_images, 32, 32, 3)).astype(np.float32)
     ye = rng.integers(0, 10, size=(eval_images,)).astype(np.int32)
     kw = dict(batch_size=eval_bs, mesh=mesh, eps=8 / 255, step_size=2 / 255, steps=20,
-              unroll=unroll)
+              unroll=unroll, logit_scale=None, more_steps=None)  # the attack itself, no re-runs
     import warnings
 
     with warnings.catch_warnings():  # random weights trip the masking heuristics; not the point
@@ -131,6 +152,47 @@ def bench_model(name: str, *, quick: bool, batch: int, eval_images: int, train_b
     return out
 
 
+def _torchattacks_pgd(width: int, x: np.ndarray, y: np.ndarray, *, repeats: int) -> dict | None:
+    """images/s of ``torchattacks.PGD`` (eps 8/255, step 2/255, 10 steps, random start) on a
+    PyTorch copy of ``small_cnn`` (same layers and shapes, eval-mode BatchNorm, the same input
+    normalisation), on the CPU threads PyTorch uses by default; None when torch or
+    torchattacks is not installed (``pip install torch==2.13.0`` and
+    ``pip install --no-deps torchattacks``)."""
+    try:
+        import torch
+        import torchattacks
+    except ImportError:
+        return None
+    from jaxhfc import data
+
+    mean = torch.tensor(np.asarray(data.CIFAR10_MEAN, np.float32)).view(1, 3, 1, 1)
+    std = torch.tensor(np.asarray(data.CIFAR10_STD, np.float32)).view(1, 3, 1, 1)
+
+    class SmallCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            chans = [3, width, 2 * width, 4 * width, 8 * width]
+            layers = []
+            for i in range(4):
+                layers += [torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2,
+                                           padding=1, bias=False),
+                           torch.nn.BatchNorm2d(chans[i + 1]), torch.nn.ReLU()]
+            self.features = torch.nn.Sequential(*layers)
+            self.head = torch.nn.Linear(8 * width, 10)
+
+        def forward(self, xx):
+            h = self.features((xx - mean) / std)
+            return self.head(h.mean(dim=(2, 3)))
+
+    net = SmallCNN().eval()
+    atk = torchattacks.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+    yt = torch.from_numpy(y.astype(np.int64))
+    t = common.time_call(lambda: atk(xt, yt).numpy(), repeats=repeats)
+    return {"batch": int(x.shape[0]), "torch": torch.__version__, "torchattacks": torchattacks.__version__,
+            "threads": torch.get_num_threads(), **t, "images_per_s": x.shape[0] / t["median_s"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="narrow models, small sizes (a minute)")
@@ -164,6 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  PGD-10, batch {a['batch']}: {a['images_per_s']:.1f} img/s "
               f"(median {a['median_s']:.3f} s, compile {a['compile_s']:.1f} s); unrolled "
               f"{au['images_per_s']:.1f} img/s (compile {au['compile_s']:.1f} s)")
+        ap, apu, ta = r["apgd10"], r["apgd10_unrolled"], r.get("torchattacks_pgd10")
+        print(f"  APGD-DLR-10, batch {ap['batch']}: {ap['images_per_s']:.1f} img/s (compile "
+              f"{ap['compile_s']:.1f} s); unrolled {apu['images_per_s']:.1f} img/s "
+              f"(compile {apu['compile_s']:.1f} s)")
+        if ta:
+            print(f"  torchattacks PGD-10 (torch {ta['torch']}, {ta['threads']} threads), batch "
+                  f"{ta['batch']}: {ta['images_per_s']:.1f} img/s")
         print(f"  PGD-20 eval of {e['images']} images on {e['devices']} device(s): {e['wall_s']:.2f} s "
               f"-> {e['scaled_to_10000_s']:.1f} s for 10,000 images")
         print(f"  train step, batch {t['batch']}: clean {t['clean']['median_s']:.3f} s, "
