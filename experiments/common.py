@@ -321,6 +321,17 @@ class Context:
 
         return self.train("adversarial", self.config(seed=seed, **recipes.ADVERSARIAL[self.scale]))
 
+    def twin_overrides(self) -> dict:
+        """M_adversarial's recipe without the attack (same norm, augmentation, ...): the model to
+        compare with when a claim is about what adversarial training does."""
+        from experiments import recipes
+
+        return {k: v for k, v in recipes.ADVERSARIAL[self.scale].items() if not k.startswith("adv_")}
+
+    def twins(self) -> list[Trained]:
+        """M_adversarial's clean twin (:meth:`twin_overrides`) for every seed."""
+        return self.train_seeds("adv_twin", **self.twin_overrides())
+
     def adversarials(self) -> list[Trained]:
         """M_adversarial for every seed."""
         from experiments import recipes

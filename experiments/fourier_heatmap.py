@@ -1,6 +1,6 @@
 """Beyond the paper: Fourier sensitivity heat maps (Yin et al. 2019, "A Fourier Perspective on
 Model Robustness in Computer Vision") of the vanilla, BatchNorm and adversarially trained
-models. For each frequency (u, v), the error rate when a Fourier basis image of L2 norm eps
+models (and M_adversarial's twin: its recipe without the attack). For each frequency (u, v), the error rate when a Fourier basis image of L2 norm eps
 (random sign per image and channel) is added to every test image (clipped to [0, 1]).
 
 The paper's account predicts: models that use HFC (vanilla, and more so BatchNorm) are
@@ -33,25 +33,26 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
     """Claims from per-seed ``{model: {"clean", "low", "high"}}`` error rates (clean error, mean
     error of the low / high part of the heat map). Errors are compared with the model's clean
     error, so a model that is wrong anyway does not look "sensitive"."""
-    pre = [E.precondition("vanilla test acc (heat-map images)", [1 - m["vanilla"]["clean"] for m in per_seed],
+    pre = [E.precondition("twin test acc (heat-map images)", [1 - m["twin"]["clean"] for m in per_seed],
                           minimum=settings["min_test"]),
            E.precondition("adversarial test acc (heat-map images)", [1 - m["adversarial"]["clean"] for m in per_seed],
                           minimum=settings["adv_min"])]
     sens = lambda m, k, part: m[k][part] - m[k]["clean"]  # noqa: E731
-    se = [E.diff_se(m["vanilla"]["high"], n_images, m["adversarial"]["high"], n_images) for m in per_seed]
+    se = [E.diff_se(m["twin"]["high"], n_images, m["adversarial"]["high"], n_images) for m in per_seed]
     mean = lambda f: float(np.mean([f(m) for m in per_seed]))  # noqa: E731
     return [
         claim(NAME, "adversarial training lowers the sensitivity to high-frequency perturbations",
-              [sens(m, "vanilla", "high") - sens(m, "adversarial", "high") for m in per_seed], se=se,
-              effect="vanilla minus adversarial (high-freq error - clean error)", preconditions=pre,
-              evidence=f"high-freq minus clean error: vanilla {mean(lambda m: sens(m, 'vanilla', 'high')):.3f}, "
+              [sens(m, "twin", "high") - sens(m, "adversarial", "high") for m in per_seed], se=se,
+              effect="twin minus adversarial (high-freq error - clean error); twin = M_adversarial's recipe without "
+                     "the attack", preconditions=pre,
+              evidence=f"high-freq minus clean error: twin {mean(lambda m: sens(m, 'twin', 'high')):.3f}, "
                        f"adversarial {mean(lambda m: sens(m, 'adversarial', 'high')):.3f}"),
         claim(NAME, "adversarially trained models are relatively more sensitive to low than high frequencies",
-              [(m["adversarial"]["low"] - m["adversarial"]["high"]) - (m["vanilla"]["low"] - m["vanilla"]["high"])
+              [(m["adversarial"]["low"] - m["adversarial"]["high"]) - (m["twin"]["low"] - m["twin"]["high"])
                for m in per_seed], se=se,
-              effect="(low - high freq error) of adversarial minus that of vanilla", preconditions=pre,
+              effect="(low - high freq error) of adversarial minus that of its twin", preconditions=pre,
               evidence=f"low minus high error: adversarial {mean(lambda m: m['adversarial']['low'] - m['adversarial']['high']):.3f}, "
-                       f"vanilla {mean(lambda m: m['vanilla']['low'] - m['vanilla']['high']):.3f}"),
+                       f"twin {mean(lambda m: m['twin']['low'] - m['twin']['high']):.3f}"),
     ]
 
 
@@ -60,7 +61,7 @@ def run(ctx: Context) -> dict:
 
     st = SETTINGS[ctx.scale]
     eps, n = st["eps"], st["n_images"]
-    models = {"vanilla": ctx.vanillas(), "batchnorm": ctx.batchnorms(), "adversarial": ctx.adversarials()}
+    models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)
     x, y = x[:n], y[:n]
     n = len(y)

@@ -15,6 +15,7 @@ import numpy as np
 from experiments.common import (Context, claim, combine_seeds, curve, final, main_for, save_figure, seed_curve,
                                 write_artefact)
 from jaxhfc import evidence as E
+from jaxhfc.train import eval_set_name
 
 NAME = "label_shuffle"
 #: Everything this artefact changes by scale. Both models see the same training images; at
@@ -41,7 +42,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     """Claim from per-seed ``{"natural": {"train": .., "train_low_<r>": ..}, "shuffle": {...}}``
     (last evaluation; M_shuffle's accuracies are against its shuffled labels)."""
     r = settings["radii"][0]
-    key = f"train_low_{r}"
+    key = eval_set_name("train_low", r)
     effects = [m["natural"][key] - m["shuffle"][key] for m in per_seed]
     ses = [E.diff_se(m["natural"][key], n_eval, m["shuffle"][key], n_eval) for m in per_seed]
     pre = [E.precondition("M_natural train acc (its labels)", [m["natural"]["train"] for m in per_seed],
@@ -68,7 +69,7 @@ def run(ctx: Context) -> dict:
     trained = ctx.train_many(named)
     n = len(ctx.seed_list)
     models = {"natural": trained[:n], "shuffle": trained[n:]}
-    keys = ["train"] + [f"train_low_{r}" for r in radii] + ["test"]
+    keys = ["train"] + [eval_set_name("train_low", r) for r in radii] + ["test"]
     per_seed_metrics, per_seed_rows = [], []
     for i in range(n):
         metrics, rows = {}, []

@@ -33,20 +33,22 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
     """Claim from per-seed ``{model: {"test", "attacked", "share"}}``: test accuracy, number of
     examples right before and wrong after the attack, and their pooled perturbation energy
     share outside ``radius`` (None when no example was attacked)."""
-    pre = [E.precondition("vanilla test acc", [m["vanilla"]["test"] for m in per_seed], minimum=settings["min_test"]),
+    pre = [E.precondition("twin test acc", [m["twin"]["test"] for m in per_seed], minimum=settings["min_test"]),
            E.precondition("adversarial test acc", [m["adversarial"]["test"] for m in per_seed],
                           minimum=settings["adv_min"]),
            *[E.precondition(f"{k}: examples right before and wrong after the attack",
                             [m[k]["attacked"] for m in per_seed], minimum=settings["min_attacked"], digits=0)
-             for k in ("vanilla", "adversarial")]]
-    vals = [None if m["vanilla"]["share"] is None or m["adversarial"]["share"] is None
-            else m["vanilla"]["share"] - m["adversarial"]["share"] for m in per_seed]
+             for k in ("twin", "adversarial")]]
+    vals = [None if m["twin"]["share"] is None or m["adversarial"]["share"] is None
+            else m["twin"]["share"] - m["adversarial"]["share"] for m in per_seed]
     r = settings["radius"]
     shown = lambda k: ", ".join("n/a" if m[k]["share"] is None else f"{m[k]['share']:.3f}" for m in per_seed)  # noqa: E731
-    return [claim(NAME, "attacks on the vanilla model use more high-frequency energy than attacks on the adversarial one",
-                  vals, effect=f"vanilla minus adversarial share of perturbation energy outside r={r} "
-                               "(successful attacks on correctly classified examples only)",
-                  preconditions=pre, evidence=f"share outside r={r}: vanilla {shown('vanilla')}; "
+    return [claim(NAME, "attacks on a normally trained model use more high-frequency energy than attacks on an "
+                        "adversarially trained one",
+                  vals, effect=f"twin minus adversarial share of perturbation energy outside r={r} (successful "
+                               "attacks on correctly classified examples only; twin = M_adversarial's recipe without "
+                               "the attack)",
+                  preconditions=pre, evidence=f"share outside r={r}: twin {shown('twin')}; "
                                               f"adversarial {shown('adversarial')}")]
 
 
@@ -54,7 +56,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting, train
 
     st = SETTINGS[ctx.scale]
-    models = {"vanilla": ctx.vanillas(), "adversarial": ctx.adversarials()}
+    models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)
     n = st["n_images"]
     x, y = x[:n], y[:n]

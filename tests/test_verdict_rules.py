@@ -53,6 +53,7 @@ def _heur(st, *, bn_hfc=0.6, van_hfc=0.3, adv_hfc=0.15, small_gap=0.10, large_ga
 
     return {"vanilla": model(van_hfc), "batchnorm": model(bn_hfc), small: model(van_hfc, gap=small_gap),
             large: model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
+            "adversarial twin": model(van_hfc),
             "dropout 0.5": model(van_hfc)}
 
 
@@ -70,7 +71,7 @@ def test_heuristics_rules():
     assert c.mark() == "not tested" and failed_names(c) == ["adversarial test acc >= 0.6"]
     no_hfc = [_heur(st, van_hfc=0.1, adv_hfc=0.1) for _ in range(3)]
     c = heuristics.judge_claims(no_hfc, st, **kw)[2]
-    assert c.mark() == "not tested" and failed_names(c) == ["vanilla mean HFC-test acc >= 0.2"]
+    assert c.mark() == "not tested" and failed_names(c) == ["twin mean HFC-test acc >= 0.2"]
     # Relative to clean accuracy: an adversarial model with lower HFC accuracy only because its
     # clean accuracy is lower relies on HFC just as much -> not "holds".
     same_share = [_heur(st, van_hfc=0.1 + 0.5 * 0.75, test=0.85, adv_hfc=0.1 + 0.5 * 0.6 + d, adv_test=0.7)
@@ -129,10 +130,10 @@ def test_fourier_heatmap_rule_compares_with_clean_error():
     st = fourier_heatmap.SETTINGS[QUICK]
     # The case: the adversarial model's high-frequency error (0.802) equals its clean
     # error (0.801): it did not train, and it is not "insensitive" either -> not tested.
-    stuck = [{"vanilla": {"clean": 0.1, "low": 0.15, "high": 0.17}, "adversarial": {"clean": 0.801, "low": 0.82,
+    stuck = [{"twin": {"clean": 0.1, "low": 0.15, "high": 0.17}, "adversarial": {"clean": 0.801, "low": 0.82,
                                                                                      "high": 0.802}}] * 3
     assert verdicts(fourier_heatmap.judge_claims(stuck, st, 128)) == ["not tested", "not tested"]
-    good = [{"vanilla": {"clean": 0.1, "low": 0.15, "high": 0.6 + d}, "adversarial": {"clean": 0.25, "low": 0.7,
+    good = [{"twin": {"clean": 0.1, "low": 0.15, "high": 0.6 + d}, "adversarial": {"clean": 0.25, "low": 0.7,
                                                                                        "high": 0.3}}
             for d in (0, .02, -.02)]
     assert verdicts(fourier_heatmap.judge_claims(good, st, 1000)) == ["holds", "holds"]
@@ -140,7 +141,7 @@ def test_fourier_heatmap_rule_compares_with_clean_error():
 
 def test_perturbation_spectra_rule():
     st = perturbation_spectra.SETTINGS[QUICK]
-    m = lambda v, a, na=100: {"vanilla": {"test": 0.9, "attacked": 200, "share": v},  # noqa: E731
+    m = lambda v, a, na=100: {"twin": {"test": 0.9, "attacked": 200, "share": v},  # noqa: E731
                               "adversarial": {"test": 0.7, "attacked": na, "share": a}}
     assert verdicts(perturbation_spectra.judge_claims([m(0.4 + d, 0.2) for d in (0, .01, -.01)], st)) == ["holds"]
     # No successful attack on correctly classified examples: nothing to compare.
