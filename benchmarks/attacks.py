@@ -12,7 +12,8 @@ Measured per model (``small_cnn`` and ``resnet18``; ``--quick`` uses narrow vers
 * ``torchattacks_pgd10`` (``small_cnn`` only, when PyTorch and torchattacks are installed):
   ``torchattacks.PGD`` with the same settings on a PyTorch copy of the model, same batch;
 * ``pgd20_eval``: wall time of :func:`jaxhfc.attacks.robust_accuracy` (PGD-20, noise and
-  gradient checks on, the logit-scale and more-steps re-runs off) over ``--eval-images`` images on all devices, scaled to the 10,000 CIFAR-10 test images;
+  gradient checks on, the logit-scale and more-steps re-runs off) over ``--eval-images``
+  images on all devices, scaled to the 10,000 CIFAR-10 test images;
 * ``train``: one step of :func:`jaxhfc.train.make_train_step` with and without the paper's
   Madry adversary (:func:`jaxhfc.attacks.madry_adversary`: PGD-10, eps 0.03, step 0.003), the
   ratio of step times, and the implied epoch times for 50,000 images.

@@ -1,4 +1,16 @@
-"""Adversarial attacks (FGSM, PGD in Linf and L2), robust evaluation and Madry training.
+"""Adversarial attacks (FGSM, PGD, APGD in Linf and L2), robust evaluation and Madry training.
+
+- Losses: cross-entropy (the paper's), the CW margin and the DLR loss (Croce & Hein 2020);
+  the last two do not saturate when the logits grow, so attacks on them are not fooled by a
+  model whose logits were merely scaled up (e.g. by the paper's unnormalised kernel smoothing).
+- :func:`pgd` (any of the losses), :func:`fgsm`, and :func:`apgd` (Auto-PGD: step-size
+  checkpoints, momentum, restarts).
+- :func:`robust_accuracy` runs a list of :class:`Attack` (e.g. the paper's FGSM and PGD
+  beside :func:`standard_attacks`, APGD-CE and APGD-DLR) over a whole set on any mesh and any
+  number of processes, keeps per example the worst case and which attack succeeded, and runs
+  sanity checks on every evaluation (logit-scale invariance, more steps and restarts, random
+  noise, near-zero and flat input gradients); failed checks are ``result.flags``.
+  :meth:`RobustResult.per_example` gives the per-example results as JSON-ready data.
 
 Everything works on **unit-scale** images ``x: (B, H, W, C) float32 in [0, 1]`` with any
 mean/std normalisation inside the model function (docs/architecture.md), so ``eps`` is in
