@@ -633,3 +633,29 @@ def test_logit_scale_30_on_a_trained_cnn():
     assert abs(out[30.0].robust_accuracy - out[1.0].robust_accuracy) <= 0.03 or out[30.0].masking_suspected
     a, b = out[("pgd", 1.0)], out[("pgd", 30.0)]
     assert abs(b.robust_accuracy - a.robust_accuracy) <= 0.03 or b.masking_suspected
+
+
+def test_minimal_eps_on_planted_optimum():
+    # linear model: example i is breakable at eps iff eps >= its exact Linf distance to the
+    # nearest decision boundary, min_j (z_y - z_j) / ||w_y - w_j||_1
+    p, x, y, _, _ = planted_linear()
+    w = np.asarray(p["w"], np.float64)
+    z = np.asarray(x, np.float64).reshape(len(y), -1) @ w + np.asarray(p["b"], np.float64)
+    yn = np.asarray(y)
+    dist = np.full(len(yn), np.inf)
+    for j in range(3):
+        l1 = np.abs(w[:, [j]].T - w[:, yn].T).sum(1)
+        gap = z[np.arange(len(yn)), yn] - z[:, j]
+        dist = np.minimum(dist, np.where(yn == j, np.inf, gap / np.where(yn == j, 1.0, l1)))
+    grid = (0.002, 0.004, 0.006, 0.008)
+    keep = np.all(np.abs(dist[:, None] - np.asarray(grid)[None]) > 3e-4, axis=1)  # none on a grid point
+    xs, ys, d = x[keep], y[keep], dist[keep]
+    out = A.minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=grid,
+                        batch_size=64, attacks=(A.Attack("apgd", "dlr", steps=10),), checks=False)
+    expected = np.array([min([e for e in grid if e >= di], default=np.inf) for di in d], np.float32)
+    np.testing.assert_array_equal(out["min_eps"], expected)
+    np.testing.assert_allclose(out["accuracy"], [(expected > e).mean() for e in grid])
+    assert np.all(np.diff(out["accuracy"]) <= 0) and 0 < out["accuracy"][0] and out["accuracy"][-1] < 1
+    with pytest.raises(ValueError, match="increasing"):
+        A.minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=(0.1, 0.05),
+                      batch_size=8)
