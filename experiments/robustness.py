@@ -67,7 +67,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     - ``checks``: the failed checks over all eps (``ok`` when none failed).
 
     ``success on undefended`` is filled in by the caller from the model's undefended row.
-    Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given.
+    Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given, and the
+    minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
+    to ``<model_id>_min_eps.json``.
     """
     import warnings as W
 
@@ -78,6 +80,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     fg, pg = atks[0].name, atks[1].name
     out: dict = {}
     flags, scale_d, pgd_scale_d, steps_d = set(), 0.0, 0.0, 0.0
+    broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
     for e in eps:
         with W.catch_warnings():  # the flags go to the table, not to stderr once per row
             W.simplefilter("ignore", RuntimeWarning)
@@ -90,6 +93,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
         out[f"worst {e:g}"] = r.robust_accuracy
         out[f"success {e:g}"] = r.success_rate
         flags |= set(r.flags)
+        broken_at.append(~r.robust_correct)
         if checks:
             c = r.checks
             scale_d = max(scale_d, abs(c["logit_scale"]["delta"]))
@@ -101,6 +105,17 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             R.write_json(per_example_dir / f"{_slug(model_id)}_eps{e:g}.json",
                          r.per_example(model_id=model_id, dataset=ctx.dataset, labels=y))
     out["median |logit|"] = r.median_abs_logit
+    if per_example_dir is not None and model_id is not None:
+        # the paper code's minimal-eps search on the grid (as attacks.minimal_eps), from the runs above
+        min_eps = np.full(len(y), np.inf)
+        for e, b in zip(reversed(list(eps)), reversed(broken_at)):
+            min_eps = np.where(b, e, min_eps)
+        min_eps = np.where(r.clean_correct, min_eps, 0.0)
+        R.write_json(per_example_dir / f"{_slug(model_id)}_min_eps.json",
+                     {"model": model_id, "dataset": ctx.dataset, "threat_model": "Linf", "eps_grid": list(eps),
+                      "attacks": list(r.attacks),
+                      "accuracy_at_threshold": {f"{e:g}": float((min_eps > e).mean()) for e in eps},
+                      "min_eps": [None if not np.isfinite(m) else float(m) for m in min_eps]})
     if checks:
         out.update({"scale d": scale_d, "PGD scale d": pgd_scale_d, "steps d": steps_d})
     out["checks"] = ", ".join(sorted(flags)) or "ok"
@@ -214,7 +229,9 @@ def run(ctx: Context) -> dict:
                          "near-zero cross-entropy gradient, 'success on undefended' the worst-case attack's success "
                          "rate on the model's undefended row, 'checks' the failed checks ('ok': none). "
                          "Per-example results (clean and adversarial correctness per attack, the successful "
-                         "attack, perturbation norm, eps, model id) in per_example/<model>_<defence>_eps<e>.json.")
+                         "attack, perturbation norm, eps, model id) in per_example/<model>_<defence>_eps<e>.json; "
+                         "the minimal eps of the grid per example (the paper code's search) in "
+                         "per_example/<model>_<defence>_min_eps.json.")
     from jaxhfc import results as R
 
     R.write_text(folder / "smoothness.md", "# Roughness of every conv layer\n\n" + R.markdown_table(smooth_rows, digits=4))
