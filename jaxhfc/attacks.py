@@ -387,7 +387,7 @@ def fgsm(
                random_start=False, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
 
 
-def apgd_checkpoints(steps: int) -> list[int]:
+def apgd_checkpoints(steps: int) -> list[tuple[int, int]]:
     """Iterations (0-based) after which APGD checks its step size, and the window lengths.
 
     Croce & Hein (2020), Sec. 3.2: checkpoints ``w_j = ceil(p_j * N)`` with ``p_0 = 0``,
