@@ -14,7 +14,7 @@ Paper claims: adversarially trained models have smoother first-layer kernels; sm
 kernels lowers clean accuracy but raises adversarial accuracy, especially at large eps;
 removing kernel HFC and the smoothness penalty give only small gains.
 
-    python -m experiments.robustness [--quick] [--dataset synthetic|cifar10]
+    python -m experiments.robustness [--quick] [--seeds N] [--dataset ...]
 """
 
 from __future__ import annotations
@@ -22,23 +22,26 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Claim, Context, main_for, save_figure, write_artefact
+from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from jaxhfc import evidence as E
 
 NAME = "robustness"
-EPS = (0.03, 0.06, 0.09)
-RHOS = (0.125, 0.25, 0.5, 1.0)
 KERNEL_RADII = (1.2, 1.0)  # 3x3 kernels: 1.2 keeps the centre and its 4 neighbours, 1.0 only the mean
+#: Everything this artefact (and input_defence, which shares the attack settings) changes by
+#: scale. ``n_eval``: test images attacked (None: all); ``check_n``: images the re-run checks
+#: use; ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test accuracy.
+SETTINGS = {
+    "full": dict(eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0), pgd_steps=20, apgd_steps=100, n_eval=None,
+                 check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5, adv_min=0.5),
+    "quick": dict(eps=(0.03, 0.06, 0.09), rhos=(0.25, 1.0), pgd_steps=7, apgd_steps=20, n_eval=256,
+                  check_n=128, batch_size=256, kernel_penalty=0.05, min_test=0.5, adv_min=0.6),
+    "tiny": dict(eps=(0.03,), rhos=(1.0,), pgd_steps=2, apgd_steps=4, n_eval=64, check_n=32, batch_size=64,
+                 kernel_penalty=0.05, min_test=0.0, adv_min=0.0),
+}
 
 
 def attack_settings(ctx: Context) -> dict:
-    return {
-        "eps": ctx.pick(full=EPS, quick=EPS, tiny=(0.03,)),
-        "pgd_steps": ctx.pick(full=20, quick=7, tiny=2),
-        "apgd_steps": ctx.pick(full=100, quick=20, tiny=4),
-        "n_eval": ctx.pick(full=None, quick=256, tiny=64),
-        "check_n": ctx.pick(full=1000, quick=128, tiny=32),
-        "batch_size": ctx.pick(full=1000, quick=256, tiny=64),
-    }
+    return SETTINGS[ctx.scale]
 
 
 #: Sanity-check columns of every row (see ``eval_robust``).
@@ -130,86 +133,133 @@ def fill_success_on_undefended(rows: list, *, key: str = "model", eps: float) ->
         r["success on undefended"] = base.get(r[key])
 
 
+def checks_ok(name: str, flags_per_seed) -> E.Precondition:
+    """Precondition: a row's attack sanity checks passed on every seed."""
+    flags = list(flags_per_seed)
+    return E.Precondition(f"attack sanity checks pass: {name}", all(f == "ok" for f in flags), "; ".join(flags))
+
+
+def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
+    """Claims from per-seed ``{"rows": {(model, defence): row}, "rough": {model: first-layer
+    roughness}, "test": {model: test acc}}`` (rows as :func:`eval_robust` returns them)."""
+    eps, rhos = settings["eps"], settings["rhos"]
+    big, small = f"worst {eps[-1]:g}", f"worst {eps[0]:g}"
+    raw, ren = f"smooth rho={rhos[-1]:g}", f"smooth-renorm rho={rhos[-1]:g}"
+    row = lambda m, model, d: m["rows"][(model, d)]  # noqa: E731
+    val = lambda model, d, col: [row(m, model, d)[col] for m in per_seed]  # noqa: E731
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    nat_ok = E.precondition("M_natural test acc", [m["test"]["M_natural"] for m in per_seed],
+                            minimum=settings["min_test"])
+    adv_ok = E.precondition("M_adversarial test acc", [m["test"]["M_adversarial"] for m in per_seed],
+                            minimum=settings["adv_min"])
+    twin_ok = E.precondition("twin test acc", [m["test"]["twin"] for m in per_seed], minimum=settings["min_test"])
+    chk = lambda model, d: checks_ok(f"{model} {d}", val(model, d, "checks"))  # noqa: E731
+    se = lambda model, d1, d2, col: [E.diff_se(row(m, model, d1)[col], n_eval, row(m, model, d2)[col], n_eval)  # noqa: E731
+                                     for m in per_seed]
+    claims = [
+        claim(NAME, "adversarially trained models have smoother first-layer kernels",
+              [m["rough"]["twin"] - m["rough"]["M_adversarial"] for m in per_seed],
+              effect="first-layer roughness of the twin (M_adversarial's recipe without the attack) minus "
+                     "M_adversarial's (lower = smoother)", preconditions=[twin_ok, adv_ok],
+              evidence=f"roughness: M_adversarial {mean([m['rough']['M_adversarial'] for m in per_seed]):.3f}, twin "
+                       f"{mean([m['rough']['twin'] for m in per_seed]):.3f}, M_natural "
+                       f"{mean([m['rough']['M_natural'] for m in per_seed]):.3f}"),
+        claim(NAME, "smoothing M_natural's kernels lowers clean accuracy",
+              [a - b for a, b in zip(val("M_natural", "none", "clean"), val("M_natural", raw, "clean"))],
+              se=se("M_natural", "none", raw, "clean"), effect=f"clean accuracy without minus with {raw} (Eq. 3)",
+              preconditions=[nat_ok]),
+        claim(NAME, f"smoothing M_natural's kernels (Eq. 3 as in the paper) raises adversarial accuracy at large eps "
+                    f"({big}: worst case over FGSM, PGD, APGD-CE, APGD-DLR)",
+              [a - b for a, b in zip(val("M_natural", raw, big), val("M_natural", "none", big))],
+              se=se("M_natural", raw, "none", big), effect=f"{big} accuracy with minus without {raw}",
+              preconditions=[nat_ok, chk("M_natural", "none"), chk("M_natural", raw)],
+              evidence=f"paper's PGD column at {eps[-1]:g}: {mean(val('M_natural', 'none', f'PGD {eps[-1]:g}')):.3f} -> "
+                       f"{mean(val('M_natural', raw, f'PGD {eps[-1]:g}')):.3f}; median |logit| "
+                       f"{mean(val('M_natural', 'none', 'median |logit|')):.1f} -> "
+                       f"{mean(val('M_natural', raw, 'median |logit|')):.1f}"),
+        claim(NAME, f"smoothing M_natural's kernels renormalised by 1 + 8 rho (no logit rescaling) raises worst-case "
+                    f"accuracy at large eps ({big})",
+              [a - b for a, b in zip(val("M_natural", ren, big), val("M_natural", "none", big))],
+              se=se("M_natural", ren, "none", big), effect=f"{big} accuracy with minus without {ren}",
+              preconditions=[nat_ok, chk("M_natural", "none"), chk("M_natural", ren)]),
+        claim(NAME, f"adversarial training gives the more robust model at the training eps ({small})",
+              [a - b for a, b in zip(val("M_adversarial", "none", small), val("M_natural", "none", small))],
+              se=[E.diff_se(row(m, "M_adversarial", "none")[small], n_eval, row(m, "M_natural", "none")[small], n_eval)
+                  for m in per_seed],
+              effect=f"{small} accuracy of M_adversarial minus M_natural",
+              preconditions=[nat_ok, adv_ok, chk("M_natural", "none"), chk("M_adversarial", "none")]),
+    ]
+    return claims
+
+
 def run(ctx: Context) -> dict:
     from jaxhfc import kernels, plotting, train
 
-    s = attack_settings(ctx)
-    natural, adversarial = ctx.vanilla(), ctx.adversarial()
-    penalty = ctx.train("kernel_penalty", ctx.config(kernel_penalty=ctx.pick(full=0.01, quick=0.05, tiny=0.05)))
-    x, y = ctx.test_arrays(natural.config)
+    s = SETTINGS[ctx.scale]
+    rhos = s["rhos"]
+    naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
+    penalties = ctx.train_seeds("kernel_penalty", kernel_penalty=s["kernel_penalty"])
+    x, y = ctx.test_arrays(naturals[0].config)
     if s["n_eval"]:
         x, y = x[: s["n_eval"]], y[: s["n_eval"]]
-    key = jax.random.key(ctx.seed + 7)
-    rhos = ctx.pick(full=RHOS, quick=RHOS, tiny=(1.0,))
-    rows, smooth_rows = [], []
-    per_example_dir = ctx.artefact_dir(NAME) / "per_example"
+    folder = ctx.artefact_dir(NAME)
+    per_example_dir = folder / "per_example"
     per_example_dir.mkdir(exist_ok=True)
-    for mname, t in (("M_natural", natural), ("M_adversarial", adversarial), ("M_penalty", penalty)):
-        variables = t.state.variables()
-        defences = [("none", variables["params"])]
-        if mname != "M_penalty":
-            # Eq. 3 as the paper applies it (raw: scales a constant kernel by 1 + 8 rho) and
-            # renormalised by 1 + 8 rho (the smoothing without the rescaling of the logits)
-            defences += [(f"smooth rho={r:g}", kernels.smooth_params(variables["params"], r)) for r in rhos]
-            defences += [(f"smooth-renorm rho={r:g}", kernels.smooth_params(variables["params"], r, renormalize=True))
-                         for r in rhos]
-            defences += [(f"kernel low-pass r={r:g}", kernels.lowpass_params(variables["params"], r)) for r in KERNEL_RADII]
-        for dname, params in defences:
-            v = dict(variables, params=params)
-            res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"], steps=s["pgd_steps"],
-                              apgd_steps=s["apgd_steps"], check_n=s["check_n"], batch_size=s["batch_size"], key=key,
-                              model_id=f"{mname}/{dname}", per_example_dir=per_example_dir)
-            rows.append({"model": mname, "defence": dname, **res,
-                         "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))})
-        smooth_rows.append({"model": mname, **{k: round(v, 4) for k, v in kernels.smoothness_by_layer(variables["params"]).items()}})
+    per_seed_metrics, per_seed_rows = [], []
+    for i, seed in enumerate(ctx.seed_list):
+        key = jax.random.key(seed + 7)
+        rows, smooth_rows, metrics = [], [], {"rows": {}, "rough": {}, "test": {}}
+        models = (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]), ("M_penalty", penalties[i]))
+        for mname, t in models:
+            variables = t.state.variables()
+            defences = [("none", variables["params"])]
+            if mname != "M_penalty":
+                # Eq. 3 as the paper applies it (raw: scales a constant kernel by 1 + 8 rho) and
+                # renormalised by 1 + 8 rho (the smoothing without the rescaling of the logits)
+                defences += [(f"smooth rho={r:g}", kernels.smooth_params(variables["params"], r)) for r in rhos]
+                defences += [(f"smooth-renorm rho={r:g}", kernels.smooth_params(variables["params"], r, renormalize=True))
+                             for r in rhos]
+                defences += [(f"kernel low-pass r={r:g}", kernels.lowpass_params(variables["params"], r))
+                             for r in KERNEL_RADII]
+            for dname, params in defences:
+                v = dict(variables, params=params)
+                res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"], steps=s["pgd_steps"],
+                                  apgd_steps=s["apgd_steps"], check_n=s["check_n"], batch_size=s["batch_size"], key=key,
+                                  model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None)
+                row = {"model": mname, "defence": dname, **res,
+                       "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
+                rows.append(row)
+                metrics["rows"][(mname, dname)] = row
+            smooth_rows.append({"model": mname, **{k: round(v, 4) for k, v in
+                                                   kernels.smoothness_by_layer(variables["params"]).items()}})
+        fill_success_on_undefended(rows, eps=s["eps"][0])
+        for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]), ("twin", twins[i])):
+            metrics["rough"][mname] = float(kernels.smoothness(kernels.first_conv_kernel(t.state.params)))
+            metrics["test"][mname] = train.evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
+        per_seed_metrics.append(metrics)
+        per_seed_rows.append(rows)
+        if i == 0:
+            first_smooth = smooth_rows
 
-    fill_success_on_undefended(rows, eps=s["eps"][0])
+    natural, adversarial = naturals[0], adversarials[0]
     kernel_sets = {
         "M_natural": kernels.first_conv_kernel(natural.state.params),
         "M_adversarial": kernels.first_conv_kernel(adversarial.state.params),
         "M_natural, rho=1": kernels.first_conv_kernel(kernels.smooth_params(natural.state.params, 1.0)),
         "M_adversarial, rho=1": kernels.first_conv_kernel(kernels.smooth_params(adversarial.state.params, 1.0)),
     }
-    folder = ctx.artefact_dir(NAME)
     figs = [save_figure(plotting.kernel_figure({k: np.asarray(v) for k, v in kernel_sets.items()}), folder / "kernels.png")]
-
-    def get(model, defence, col):
-        for r in rows:
-            if r["model"] == model and r["defence"] == defence:
-                return r.get(col)
-        return None
-
-    big, small = f"PGD {s['eps'][-1]:g}", f"PGD {s['eps'][0]:g}"
-    sm_nat = get("M_natural", "none", "first-layer smoothness")
-    sm_adv = get("M_adversarial", "none", "first-layer smoothness")
-    rho_top = f"smooth rho={rhos[-1]:g}"
-    renorm_top, worst_big = f"smooth-renorm rho={rhos[-1]:g}", f"worst {s['eps'][-1]:g}"
-    claims = [
-        Claim(NAME, "adversarially trained models have smoother first-layer kernels", sm_adv < sm_nat,
-              f"roughness (lower = smoother): M_adversarial {sm_adv:.3f}, M_natural {sm_nat:.3f}"),
-        Claim(NAME, "smoothing M_natural's kernels lowers clean accuracy",
-              get("M_natural", rho_top, "clean") < get("M_natural", "none", "clean"),
-              f"clean: {get('M_natural', 'none', 'clean'):.3f} -> {get('M_natural', rho_top, 'clean'):.3f} ({rho_top})"),
-        Claim(NAME, f"smoothing M_natural's kernels raises adversarial accuracy at large eps ({big})",
-              get("M_natural", rho_top, big) > get("M_natural", "none", big),
-              f"{big}: {get('M_natural', 'none', big):.3f} -> {get('M_natural', rho_top, big):.3f} ({rho_top})"),
-        Claim(NAME, "adversarial training gives the most robust model at the training eps",
-              get("M_adversarial", "none", small) > get("M_natural", "none", small),
-              f"{small}: M_adversarial {get('M_adversarial', 'none', small):.3f}, "
-              f"M_natural {get('M_natural', 'none', small):.3f}"),
-        Claim(NAME, f"smoothing M_natural's kernels raises worst-case (APGD) accuracy at large eps ({worst_big}), "
-                    "renormalised smoothing (no logit rescaling; checks passed)",
-              (get("M_natural", renorm_top, worst_big) > get("M_natural", "none", worst_big))
-              if get("M_natural", renorm_top, "checks") == "ok" else None,
-              f"{worst_big}: {get('M_natural', 'none', worst_big):.3f} -> {get('M_natural', renorm_top, worst_big):.3f} "
-              f"({renorm_top}); checks: {get('M_natural', renorm_top, 'checks')}"),
-    ]
+    claims = judge_claims(per_seed_metrics, s, len(y))
     cols = (["model", "defence", "clean"] + [f"{a} {e:g}" for e in s["eps"] for a in ("FGSM", "PGD", "worst")]
             + ["first-layer smoothness"] + CHECK_COLUMNS)
+    rows = combine_seeds(per_seed_rows)
+    for r, *others in zip(rows, *per_seed_rows[1:]):  # failed checks of every seed, not only the first
+        r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
     write_artefact(ctx, NAME, title="Table 2 and Fig. 7: robustness, kernel smoothing and kernel smoothness",
-                   rows=rows, columns=cols, claims=claims,
-                   models={"natural": natural, "adversarial": adversarial, "penalty": penalty}, figures=figs,
-                   settings={**s, "rhos": list(rhos), "kernel_radii": list(KERNEL_RADII),
+                   rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims,
+                   models={"natural": naturals, "adversarial": adversarials, "twin": twins, "penalty": penalties},
+                   figures=figs,
+                   settings={**s, "kernel_radii": list(KERNEL_RADII),
                              "attack": "the paper's Linf FGSM, and PGD (cross-entropy) with random start and step "
                                        "2.5*eps/steps; 'worst': per example the worst case over FGSM, PGD, APGD-CE and "
                                        "APGD-DLR (Croce & Hein 2020); robust accuracy counts an image if it is right "
@@ -217,7 +267,7 @@ def run(ctx: Context) -> dict:
                              "checks": "logit scale T=10, 2x steps + 1 restart (on the first check_n images), "
                                        "noise, near-zero CE gradients, flat margin; tolerance 0.03"},
                    notes="Roughness ('first-layer smoothness' column, kernels.smoothness): mean squared difference of "
-                         "adjacent weights over mean squared weight, lower is smoother. Per-layer values in "
+                         "adjacent weights over mean squared weight, lower is smoother. Per-layer values (first seed) in "
                          "smoothness.md. Fixed-eps attacks (the paper searched minimal eps with Foolbox). "
                          "'smooth rho' is the paper's Eq. 3 (no renormalisation: it multiplies the first layer's "
                          "response to flat patches, and the logits of a model without normalisation, by up to "
@@ -227,14 +277,17 @@ def run(ctx: Context) -> dict:
                          "saturated softmax), 'steps d' the change with 2x steps and one more restart, 'noise acc' "
                          "accuracy under random +-eps noise, 'CE grad~0' the share of correct images with a "
                          "near-zero cross-entropy gradient, 'success on undefended' the worst-case attack's success "
-                         "rate on the model's undefended row, 'checks' the failed checks ('ok': none). "
-                         "Per-example results (clean and adversarial correctness per attack, the successful "
-                         "attack, perturbation norm, eps, model id) in per_example/<model>_<defence>_eps<e>.json; "
-                         "the minimal eps of the grid per example (the paper code's search) in "
-                         "per_example/<model>_<defence>_min_eps.json.")
+                         "rate on the model's undefended row, 'checks' the failed checks of any seed ('ok': none). "
+                         "Per-example results of the first seed (clean and adversarial correctness per attack, the "
+                         "successful attack, perturbation norm, eps, model id) in "
+                         "per_example/<model>_<defence>_eps<e>.json; the minimal eps of the grid per example (the "
+                         "paper code's search) in per_example/<model>_<defence>_min_eps.json. Claims about what "
+                         "adversarial training does compare M_adversarial with its twin (the same recipe without the "
+                         "attack).")
     from jaxhfc import results as R
 
-    R.write_text(folder / "smoothness.md", "# Roughness of every conv layer\n\n" + R.markdown_table(smooth_rows, digits=4))
+    R.write_text(folder / "smoothness.md", "# Roughness of every conv layer (first seed)\n\n"
+                 + R.markdown_table(first_smooth, digits=4))
     return {"rows": rows, "claims": claims}
 
 
