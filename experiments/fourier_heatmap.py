@@ -24,8 +24,8 @@ NAME = "fourier_heatmap"
 #: M_natural / M_adversarial).
 SETTINGS = {
     "full": dict(eps=4.0, n_images=1000, freq_chunk=32, batch_size=200, cut=8, min_test=0.5, adv_min=0.5),
-    "quick": dict(eps=4.0, n_images=128, freq_chunk=16, batch_size=128, cut=8, min_test=0.5, adv_min=0.6),
-    "tiny": dict(eps=4.0, n_images=32, freq_chunk=64, batch_size=32, cut=8, min_test=0.0, adv_min=0.0),
+    "quick": dict(eps=4.0, n_images=48, freq_chunk=32, batch_size=48, cut=8, min_test=0.5, adv_min=0.6),
+    "tiny": dict(eps=4.0, n_images=16, freq_chunk=64, batch_size=16, cut=8, min_test=0.0, adv_min=0.0),
 }
 
 

@@ -29,7 +29,7 @@ SETTINGS = {
                  natural_eval_every=1, shuffle_eval_every=1, fit_min=0.9),
     "quick": dict(radii=(4, 8, 12, 16), epochs=40, shuffle_epochs=75,
                   overrides=dict(num_train=512, num_test=500, num_val=0, batch_size=64, eval_train_subset=512),
-                  natural_eval_every=2, shuffle_eval_every=3, fit_min=0.8),
+                  natural_eval_every=8, shuffle_eval_every=15, fit_min=0.8),
     "tiny": dict(radii=(4,), epochs=2, shuffle_epochs=2, overrides=dict(num_val=0, eval_train_subset=128),
                  natural_eval_every=1, shuffle_eval_every=1, fit_min=0.0),
 }

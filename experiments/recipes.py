@@ -28,8 +28,8 @@ BASE: dict[str, dict] = {
                  eval_radii=(4, 8, 12, 16), checkpoint_every=10),
     # 2,560 loaded = 2,048 training images + the 512-image validation split.
     "quick": dict(model="small_cnn", width=16, norm="none", bn_eval="batch", dtype="float32", num_train=2560,
-                  num_test=1000, epochs=8, batch_size=64, learning_rate=3e-3, eval_batch_size=1000, eval_every=4,
-                  eval_radii=(4, 8, 12, 16), eval_train_subset=500, checkpoint_every=4),
+                  num_test=500, epochs=8, batch_size=64, learning_rate=3e-3, eval_batch_size=500, eval_every=4,
+                  eval_radii=(4, 8, 12, 16), eval_train_subset=250, checkpoint_every=4),
     "tiny": dict(model="small_cnn", width=8, norm="none", bn_eval="batch", normalize=True, dtype="float32", num_train=256,
                  num_test=192, epochs=2, batch_size=16, learning_rate=3e-3, eval_batch_size=192, eval_every=1,
                  eval_radii=(4,), eval_train_subset=128, checkpoint_every=1),
@@ -43,9 +43,9 @@ ADVERSARIAL: dict[str, dict] = {
     "full": dict(adv_eps=0.03, adv_steps=10, adv_step_size=0.003, adv_random_start=False,
                  augment_crop=True, augment_flip=True),
     "quick": dict(norm="batch", bn_eval="running", adv_eps=0.03, adv_steps=3, adv_step_size=0.012,
-                  adv_random_start=False, augment_crop=True, augment_flip=True),
+                  adv_random_start=False, augment_crop=False, augment_flip=False),
     "tiny": dict(norm="batch", bn_eval="running", adv_eps=0.03, adv_steps=2, adv_step_size=0.015,
-                 adv_random_start=False, augment_crop=True, augment_flip=True),
+                 adv_random_start=False, augment_crop=False, augment_flip=False),
 }
 
 #: Where our defaults differ from the paper's released code (one line each; printed in the
@@ -67,4 +67,9 @@ DEVIATIONS: tuple[str, ...] = (
     "Adam 3e-3, batch 64; paper: CIFAR-10, Adam 1e-4, batch 100, 100 epochs.",
     "Quick scale M_adversarial: PGD-3 with step 0.012 (paper PGD-10, step 0.003) at the paper's eps 0.03, "
     "and BatchNorm (running averages) in the small CNN so that PGD training leaves the ln 10 plateau.",
+    "Quick scale M_adversarial trains without the paper's crop and flip: shifts and mirror images scramble the "
+    "phases of the synthetic data's high-frequency cue, so its clean twin (the same recipe without the attack, "
+    "the baseline of the claims about adversarial training) would not use HFC at all and those claims could not "
+    "be tested. Measured on seed 0: with the attack, test 0.90 and mean HFC-test accuracy 0.29; its twin 1.00 "
+    "and 0.75.",
 )

@@ -31,25 +31,25 @@ REFERENCE = {
 
 
 def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
-    """The claim from per-seed metrics ``{"low": {r: (train acc, test acc)}, "high": {...}}``.
+    """One claim per radius from per-seed metrics ``{"low": {r: (train acc, test acc)}, "high": {...}}``.
 
-    Effect per seed: mean over radii of (LFC-trained minus HFC-trained test accuracy); its
-    per-image standard error is the mean of the per-radius binomial errors. Precondition:
-    every model fits the data it was trained on (``fit_min``).
+    Effect per seed: LFC-trained minus HFC-trained test accuracy at that radius (its per-image
+    standard error binomial). Precondition: both models fit the data they were trained on
+    (``fit_min``): a model that did not train supports nothing, and the paper's point is that
+    HFC-trained models fit their training data yet do not generalise.
     """
-    radii = settings["radii"]
-    effects, ses = [], []
-    for m in per_seed:
-        diffs = [m["low"][r][1] - m["high"][r][1] for r in radii]
-        effects.append(float(np.mean(diffs)))
-        ses.append(float(np.mean([E.diff_se(m["low"][r][1], n_test, m["high"][r][1], n_test) for r in radii])))
-    pre = [E.precondition(f"{'LFC' if k == 'low' else 'HFC'}-trained r={r} train acc", [m[k][r][0] for m in per_seed],
-                          minimum=settings["fit_min"]) for k in ("low", "high") for r in radii]
-    per_r = ", ".join(f"r={r}: {np.mean([m['low'][r][1] for m in per_seed]):.2f} vs "
-                      f"{np.mean([m['high'][r][1] for m in per_seed]):.2f}" for r in radii)
-    return [claim(NAME, "LFC-trained models generalise better than HFC-trained ones (test acc)", effects, se=ses,
-                  effect="LFC-trained minus HFC-trained test acc, mean over radii", preconditions=pre,
-                  evidence=f"mean test acc LFC vs HFC per radius: {per_r}")]
+    claims = []
+    for r in settings["radii"]:
+        effects = [m["low"][r][1] - m["high"][r][1] for m in per_seed]
+        ses = [E.diff_se(m["low"][r][1], n_test, m["high"][r][1], n_test) for m in per_seed]
+        pre = [E.precondition(f"{'LFC' if k == 'low' else 'HFC'}-trained r={r} train acc", [m[k][r][0] for m in per_seed],
+                              minimum=settings["fit_min"]) for k in ("low", "high")]
+        claims.append(claim(
+            NAME, f"LFC-trained models generalise better than HFC-trained ones (test acc, r={r})", effects, se=ses,
+            effect=f"LFC-trained minus HFC-trained test acc at r={r}", preconditions=pre,
+            evidence=f"test acc LFC {np.mean([m['low'][r][1] for m in per_seed]):.3f}, "
+                     f"HFC {np.mean([m['high'][r][1] for m in per_seed]):.3f}"))
+    return claims
 
 
 def run(ctx: Context) -> dict:

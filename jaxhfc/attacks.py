@@ -586,16 +586,23 @@ def madry_adversary(
     return adversary
 
 
-def _lowpass_apply(logits_fn, x, *, radius, rescale, clip):
+def _lowpass_apply(logits_fn, radius, x, *, rescale, clip):
     from jaxhfc import fourier  # imported lazily: no work at import of jaxhfc.attacks
 
-    low = fourier.low_pass(x, radius)
+    # ``radius``: a (1,) array, a program argument, so every radius shares one compiled attack
+    low = fourier.low_pass(x, radius)[0]
     if rescale:
         m = jnp.max(low, axis=tuple(range(1, low.ndim)), keepdims=True)
         low = low / jnp.maximum(m, _TINY)
     if clip:
         low = jnp.clip(low, 0.0, 1.0)
     return logits_fn(low)
+
+
+@functools.lru_cache(maxsize=None)
+def _lowpass_fn(rescale: bool, clip: bool):
+    # One function object per option pair: compiled programs are keyed on it.
+    return functools.partial(_lowpass_apply, rescale=rescale, clip=clip)
 
 
 def lowpass_defended(
@@ -626,8 +633,10 @@ def lowpass_defended(
     from jaxhfc import fourier  # imported lazily, as in _lowpass_apply
 
     r = fourier.check_radius(radius)
-    fn = functools.partial(_lowpass_apply, radius=r, rescale=bool(rescale), clip=bool(clip))
-    return jax.tree_util.Partial(fn, logits_fn)
+    fn = _lowpass_fn(bool(rescale), bool(clip))
+    # the radius is an array leaf of the Partial (not a constant): attacks and sweeps compiled
+    # for one radius serve every radius
+    return jax.tree_util.Partial(fn, logits_fn, np.asarray([r], np.float32))
 
 
 # ----------------------------------------------------------------------------- evaluation

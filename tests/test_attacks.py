@@ -659,3 +659,19 @@ def test_minimal_eps_on_planted_optimum():
     with pytest.raises(ValueError, match="increasing"):
         A.minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=(0.1, 0.05),
                       batch_size=8)
+
+
+def test_lowpass_defended_radius_is_an_argument():
+    # Two radii give the same function structure (the radius is an array leaf), so one compiled
+    # attack serves every radius; and each still filters at its own radius (numpy reference).
+    from jaxhfc import fourier
+
+    def base(x):
+        return x.reshape(x.shape[0], -1)[:, :3]
+
+    a, b = A.lowpass_defended(base, 4), A.lowpass_defended(base, 12)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    for fn, r in ((a, 4), (b, 12)):
+        np.testing.assert_allclose(np.asarray(fn(jnp.asarray(x))), np.asarray(fourier.low_pass(x, float(r)))
+                                   .reshape(2, -1)[:, :3], atol=1e-5)

@@ -1,16 +1,13 @@
 """robust_accuracy with an attack list and every sanity check on 2 CPU processes x 2 devices
 (jax.distributed over 127.0.0.1) gives the same per-example results as 1 process."""
 import json
-import os
 import pathlib
-import socket
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
+from mp_harness import run_processes
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _COMMON = textwrap.dedent(
     """
@@ -60,12 +57,6 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_robust_accuracy_two_processes_equal_one(tmp_path):
     (tmp_path / "worker.py").write_text(_WORKER)
     (tmp_path / "mp_attacks_common.py").write_text(_COMMON)
@@ -75,23 +66,8 @@ def test_robust_accuracy_two_processes_equal_one(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
     single, single_summary = mp_attacks_common.run()  # this process, all its (8) devices
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     out = tmp_path / "result.json"
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(pid), "2", str(port), str(out)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for pid in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+    logs = run_processes(tmp_path / "worker.py", [out])
     assert "of 2 devices 4 done" in logs[0]
     for pid in range(2):  # every process gets every example, identical to one process
         got = json.loads(pathlib.Path(f"{out}.{pid}").read_text())

@@ -1,8 +1,4 @@
 """Mesh/sharding helpers, distributed settings, and a real 2-process multi-host run on CPU."""
-import os
-import pathlib
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -12,8 +8,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxhfc import parallel
+from mp_harness import run_processes
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_mesh_and_shardings(n_devices):
@@ -142,12 +138,6 @@ _COMMON = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_run_equals_single_process(tmp_path):
     """2 CPU processes x 2 devices over 127.0.0.1 == this process (8 devices) == 1 device."""
     (tmp_path / "worker.py").write_text(_WORKER)
@@ -159,25 +149,8 @@ def test_two_process_run_equals_single_process(tmp_path):
         sys.path.remove(str(tmp_path))
     single_params, single_eval, single_sweep = multihost_common.run()  # 8 local devices, 1 process
 
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     out = tmp_path / "params.npz"
-    procs = [
-        subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(pid), "2", str(port), str(out), "2"],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for pid in range(2)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+    logs = run_processes(tmp_path / "worker.py", [out, 2])
     assert "of 2 devices 4 done" in logs[0]
     got = np.load(out)
     multi_params = [got[f"arr_{i}"] for i in range(len(single_params))]

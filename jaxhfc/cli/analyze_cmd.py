@@ -22,7 +22,6 @@ the heat map's default ``eps`` is 4 (Yin et al., CIFAR-10) scaled by ``sqrt(H*W)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import pathlib
