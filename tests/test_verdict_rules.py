@@ -161,3 +161,20 @@ def test_one_place_per_artefact(module):
     assert set(module.SETTINGS) == {"full", "quick", "tiny"}
     keys = {k: set(v) for k, v in module.SETTINGS.items()}
     assert keys["full"] == keys["quick"] == keys["tiny"]
+
+
+def test_compare_runs_finds_a_flip(tmp_path):
+    # Two hand-made results roots: one claim holds in a and is contradicted in b -> flagged.
+    import json
+
+    from experiments import compare_runs
+    from experiments.common import claim
+
+    for root, vals in (("a", [0.2, 0.21, 0.19]), ("b", [-0.2, -0.21, -0.19])):
+        folder = tmp_path / root / "table1"
+        folder.mkdir(parents=True)
+        c = claim("table1", "x beats y", vals, effect="x - y")
+        (folder / "table.json").write_text(json.dumps({"claims": [c.to_dict()]}))
+    rows, flips = compare_runs.compare(tmp_path / "a", tmp_path / "b")
+    assert flips == 1 and rows[0]["verdict a"] == "holds" and rows[0]["verdict b"] == "contradicted"
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 0
