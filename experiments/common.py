@@ -143,6 +143,7 @@ class Context:
     _datasets: dict = dataclasses.field(default_factory=dict, repr=False)
     _trained: dict = dataclasses.field(default_factory=dict, repr=False)
     _mesh: Any = dataclasses.field(default=None, repr=False)
+    _size: int | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -185,7 +186,30 @@ class Context:
         if self.scale == "full":
             fields["model"] = self.model
         base = train.TrainConfig(**fields)
+        base = dataclasses.replace(base, eval_radii=tuple(self.radius(r) for r in base.eval_radii))
         return dataclasses.replace(base, **overrides)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the dataset's images (32 for the built-in data and CIFAR-10; other specs are
+        loaded once to read it)."""
+        if self._size is None:
+            if self.dataset in ("synthetic", "synthetic_blobs", "cifar10"):
+                self._size = 32
+            else:
+                from experiments import recipes
+                from jaxhfc import train
+
+                probe = train.TrainConfig(**dict(recipes.BASE[self.scale], dataset=self.dataset,
+                                                 data_dir=self.data_dir, num_val=VALIDATION[self.scale]))
+                self._size = int(min(self.datasets(probe)[1].images.shape[1:3]))
+        return self._size
+
+    def radius(self, r: float) -> float:
+        """A radius written for 32x32 images (the paper's 4, 8, 12, 16), scaled to this dataset's
+        image size: ``r * size / 32`` (an int when whole; unchanged at size 32)."""
+        v = float(r) * self.image_size / 32
+        return int(v) if v.is_integer() else round(v, 2)
 
     def pick(self, *, full, quick, tiny=None):
         """A value by scale (``tiny`` defaults to ``quick``)."""

@@ -59,7 +59,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting, train
 
-    st = SETTINGS[ctx.scale]
+    st = dict(SETTINGS[ctx.scale])
+    st["cut"] = ctx.radius(st["cut"])
     eps, n = st["eps"], st["n_images"]
     models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)

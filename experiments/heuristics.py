@@ -114,7 +114,7 @@ def run(ctx: Context) -> dict:
         for s in ctx.seed_list:
             named.append((name, ctx.config(seed=s, **over)))
             keys.append((label, s))
-    r6 = settings["lfc_radius"]
+    r6 = ctx.radius(settings["lfc_radius"])
     for norm in ("none", "batch"):
         for s in ctx.seed_list:
             named.append((f"lfc{r6}_{norm}", ctx.config(seed=s, train_filter="low", train_radius=float(r6), norm=norm,

@@ -50,7 +50,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import attacks, plotting
 
     s = {**ATTACKS[ctx.scale], **SETTINGS[ctx.scale]}
-    radii = s["radii"]
+    s["radii"] = radii = tuple(ctx.radius(r) for r in s["radii"])
     naturals, adversarials = ctx.vanillas(), ctx.adversarials()
     cfg = naturals[0].config
     x, y = ctx.test_arrays(cfg)

@@ -61,8 +61,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
-    st = SETTINGS[ctx.scale]
-    radii = st["radii"]
+    st = dict(SETTINGS[ctx.scale])
+    st["radii"] = radii = tuple(ctx.radius(r) for r in st["radii"])
     common = dict(eval_train=True, eval_radii=radii, **st["overrides"])
     named = [("natural", ctx.config(seed=s, epochs=st["epochs"], eval_every=st["natural_eval_every"], **common))
              for s in ctx.seed_list]

@@ -72,14 +72,17 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
 
-    st = SETTINGS[ctx.scale]
+    st = dict(SETTINGS[ctx.scale])
+    st["select"] = tuple(ctx.radius(r) for r in st["select"])
+    st["counter"] = tuple(ctx.radius(r) for r in st["counter"])
     models = ctx.vanillas()
     cfg = models[0].config
     _, test = ctx.datasets(cfg)
     val = ctx.validation(cfg)
     h, w = test.images.shape[1:3]
     corner = math.ceil(fourier.corner_radius(h, w) + 1e-9)
-    radii = np.array(list(range(0, 17)) + [corner], np.float32)
+    # 0..16 at 32x32 (scaled to other sizes), and beyond the corner (the LFC is the image)
+    radii = np.array(sorted({float(ctx.radius(r)) for r in range(17)}) + [corner], np.float32)
     folder = ctx.artefact_dir(NAME)
     per_seed_metrics, per_seed_rows, all_counts, saved = [], [], [], {}
     for model in models:
@@ -105,8 +108,8 @@ def run(ctx: Context) -> dict:
             "cells": {c: float(counts[c][k_star]) / n for c in CELLS}})
         rows = []
         for k, r in enumerate(radii):
-            row = {"r": int(r)}
-            ref = REFERENCE.get(int(r))
+            row = {"r": int(r) if float(r).is_integer() else float(r)}
+            ref = REFERENCE.get(int(r)) if ctx.image_size == 32 and float(r).is_integer() else None
             for c, v in zip(CELLS, ref or (None,) * 4):
                 row[f"{SHORT[c]} ours %"] = 100.0 * float(counts[c][k]) / n
                 row[f"{SHORT[c]} repro %"] = None if v is None else 100.0 * v / 10000

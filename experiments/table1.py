@@ -59,7 +59,7 @@ def run(ctx: Context) -> dict:
     for kind in ("low", "high"):
         for r in radii:
             for s in ctx.seed_list:
-                named.append((f"train_{kind}_r{r}", ctx.config(seed=s, train_filter=kind, train_radius=float(r),
+                named.append((f"train_{kind}_r{r}", ctx.config(seed=s, train_filter=kind, train_radius=float(ctx.radius(r)),
                                                                 eval_train=True, eval_radii=())))
                 keys.append((kind, r, s))
     trained = dict(zip(keys, ctx.train_many(named)))
@@ -71,9 +71,9 @@ def run(ctx: Context) -> dict:
         rows = []
         for kind in ("low", "high"):
             for r in radii:
-                ref_train, ref_test = REFERENCE.get((kind, r), (None, None))
+                ref_train, ref_test = REFERENCE.get((kind, r), (None, None)) if ctx.image_size == 32 else (None, None)
                 train_acc, test_acc = m[kind][r]
-                rows.append({"trained on": "LFC" if kind == "low" else "HFC", "r": r,
+                rows.append({"trained on": "LFC" if kind == "low" else "HFC", "r": ctx.radius(r),
                              "train acc (repro)": ref_train, "train acc (ours)": train_acc,
                              "test acc (repro)": ref_test, "test acc (ours)": test_acc,
                              "test diff": None if test_acc is None or ref_test is None else test_acc - ref_test})

@@ -268,3 +268,18 @@ def test_table1_driver_on_npz_digits(digits_npz, tmp_path):
     table1.main(["--dataset", f"npz:{digits_npz}", "--tiny", "--out", str(tmp_path), "--no-progress"])
     table = json.loads((tmp_path / "table1" / "table.json").read_text())
     assert len(table["rows"]) == 4 and "npz:" in (tmp_path / "table1" / "table.md").read_text()
+    # the 32x32 radii 4 and 12 scaled to the 8x8 digits: 1 and 3 (12 would be beyond the corner)
+    assert [r["r"] for r in table["rows"]] == [1, 3, 1, 3]
+
+
+def test_driver_radii_adapt_to_the_image_size(digits_npz, tmp_path):
+    """The drivers' radii are written for 32x32 images; on 8x8 digits they scale by 8/32, on the
+    built-in 32x32 data they stay as written (same configs, same cached runs)."""
+    from experiments.common import Context
+
+    small = Context(dataset=f"npz:{digits_npz}", scale="quick", out=tmp_path / "a", progress=False)
+    assert small.image_size == 8
+    assert [small.radius(r) for r in (4, 8, 12, 16, 6)] == [1, 2, 3, 4, 1.5]
+    assert small.config().eval_radii == (1, 2, 3, 4)
+    same = Context(dataset="synthetic", scale="quick", out=tmp_path / "b", progress=False)
+    assert same.config().eval_radii == (4, 8, 12, 16) and same.radius(12) == 12
