@@ -61,7 +61,7 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
               evidence=f"radius per seed (chosen on validation): {rs}; L-H+ share "
                        f"{np.mean([m['cells']['low_wrong_high_right'] for m in per_seed]):.3f}"),
         claim(NAME, "(public reproduction's counterpoint) 'LFC right, HFC wrong' is more common than 'LFC wrong, "
-                    "HFC right' for r >= 8",
+                    f"HFC right' for r >= {settings['counter'][0]}",
               [m["counter"] for m in per_seed], se=[m["counter_se"] for m in per_seed],
               effect=f"share L+H- minus share L-H+, mean over r in {list(settings['counter'])}",
               preconditions=[trained]),
