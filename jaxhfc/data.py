@@ -75,6 +75,7 @@ __all__ = [
     "FilteredCache",
     "EMPTY_IMAGE_MAX",
     "augment",
+    "balanced_indices",
     "balanced_subset",
     "dataset_slug",
     "default_data_dir",
@@ -856,16 +857,8 @@ def synthetic_blobs_hfc_patterns(*, seed: int = 0, **kwargs) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def balanced_subset(ds: Dataset, n: int, *, seed: int) -> Dataset:
-    """A class-balanced random subset of ``n`` examples (the paper's 5,000-image runs).
-
-    Each class gets ``n // num_classes`` examples; the ``n % num_classes`` remaining ones
-    go one each to the lowest class indices. Examples are drawn without replacement with
-    ``numpy.random.default_rng(seed)`` and returned in their original order.
-
-    Raises:
-      ValueError: ``n`` not in ``[1, len(ds)]``, or a class with too few examples.
-    """
+def balanced_indices(ds: Dataset, n: int, *, seed: int) -> np.ndarray:
+    """Sorted row indices of the class-balanced random subset :func:`balanced_subset` takes."""
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(ds):
         raise ValueError(f"subset size must be an int in [1, {len(ds)}], got {n!r}")
     k = ds.num_classes
@@ -881,7 +874,20 @@ def balanced_subset(ds: Dataset, n: int, *, seed: int) -> Dataset:
                 f"of {n} needs {per_class[c]}"
             )
         chosen.append(rng.choice(idx, size=per_class[c], replace=False))
-    idx = np.sort(np.concatenate(chosen))
+    return np.sort(np.concatenate(chosen))
+
+
+def balanced_subset(ds: Dataset, n: int, *, seed: int) -> Dataset:
+    """A class-balanced random subset of ``n`` examples (the paper's 5,000-image runs).
+
+    Each class gets ``n // num_classes`` examples; the ``n % num_classes`` remaining ones
+    go one each to the lowest class indices. Examples are drawn without replacement with
+    ``numpy.random.default_rng(seed)`` and returned in their original order.
+
+    Raises:
+      ValueError: ``n`` not in ``[1, len(ds)]``, or a class with too few examples.
+    """
+    idx = balanced_indices(ds, n, seed=seed)
     return ds.replace(images=ds.images[idx], labels=ds.labels[idx])
 
 

@@ -760,9 +760,7 @@ def holdout_split(ds: Any, n: int, *, seed: int) -> tuple[Any, Any]:
 
     if not isinstance(n, (int, np.integer)) or not 1 <= n < len(ds):
         raise ValueError(f"validation size must be an int in [1, {len(ds) - 1}], got {n!r}")
-    held = data.balanced_subset(ds.replace(images=np.arange(len(ds))[:, None, None, None].astype(np.float32)),
-                                int(n), seed=seed + 7919)
-    idx = np.asarray(held.images[:, 0, 0, 0], np.int64)
+    idx = data.balanced_indices(ds, int(n), seed=seed + 7919)
     keep = np.ones(len(ds), bool)
     keep[idx] = False
     return (ds.replace(images=ds.images[keep], labels=ds.labels[keep]),
