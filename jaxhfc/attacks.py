@@ -892,11 +892,16 @@ def _pert_norm(delta, norm):
     return jnp.max(jnp.abs(delta), axis=1) if norm == "linf" else jnp.sqrt(jnp.sum(delta * delta, axis=1))
 
 
-def _batch_eval(spec, plan, dyn, x, y, idx, key):
-    """One batch: clean correctness, each attack's correctness, the worst case and (with
-    diagnostics) the noise and gradient checks."""
-    attacks, eps, norm, clip_min, clip_max, unroll, diagnostics = plan
-    logits_fn = join_callable(spec, dyn)
+def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
+    """One batch: clean correctness and each attack's correctness, the worst case and the
+    perturbation checks. ``eps`` and the logit ``scale`` are traced scalars, so every radius
+    and the logit-scale check reuse one compiled program per (model structure, attacks)."""
+    attacks, norm, clip_min, clip_max, unroll = plan
+    inner = join_callable(spec, dyn)
+
+    def logits_fn(v):
+        return inner(v) * scale.astype(jnp.float32)
+
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     clean_logits = logits_fn(x)
     clean = jnp.argmax(clean_logits, -1) == y
@@ -919,45 +924,56 @@ def _batch_eval(spec, plan, dyn, x, y, idx, key):
             x_w = jnp.where(_bcast(new | ~(found | new), x), xa, x_w)
             which = jnp.where(new, j, which)
             found = found | ~ok
-    out = {"clean": clean, "adv": jnp.stack(correct, axis=1), "which": which.astype(jnp.int32),
-           "abs_logit": jnp.median(jnp.abs(clean_logits.astype(jnp.float32)), axis=-1),
-           "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
-    if diagnostics:
-        nkeys = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 20))(keys)
-        if norm == "linf":
-            noise = jax.vmap(lambda k, xi: jax.random.rademacher(k, xi.shape, xi.dtype))(nkeys, x) * eps
-        else:
-            d = jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, jnp.float32))(nkeys, x)
-            noise = (d / _bcast(jnp.maximum(_flat_norm(d), _TINY), d) * eps).astype(x.dtype)
-        x_noise = jnp.clip(x + noise, clip_min, clip_max)
-        out["noise"] = jnp.argmax(logits_fn(x_noise), -1) == y
-        g = jax.grad(lambda xx: jnp.sum(_objective(logits_fn, xx, y, False, "ce")[0]))(x)
-        out["zero_grad"] = jnp.all(g.reshape(b, -1) == 0, axis=1)
-        out["ce_gain"] = eps * _dual_norm(g, norm)
-        m, gm = jax.vmap(jax.value_and_grad(
-            lambda xi, yi: margin_loss(logits_fn(xi[None]).astype(jnp.float32), yi[None])[0]))(x, y)
-        out["margin_gain"] = eps * _dual_norm(gm, norm) / jnp.maximum(jnp.abs(m), _TINY)
+    return {"clean": clean, "adv": jnp.stack(correct, axis=1), "which": which.astype(jnp.int32),
+            "abs_logit": jnp.median(jnp.abs(clean_logits.astype(jnp.float32)), axis=-1),
+            "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
+
+
+def _batch_diagnostics(spec, plan, dyn, key, eps, x, y, idx):
+    """One batch of the cheap masking diagnostics: random +-eps noise, the cross-entropy input
+    gradient at ``x`` and the first-order gain of the margin (no attack loops)."""
+    norm, clip_min, clip_max = plan
+    logits_fn = join_callable(spec, dyn)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    b = x.shape[0]
+    out = {}
+    nkeys = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 20))(keys)
+    if norm == "linf":
+        noise = jax.vmap(lambda k, xi: jax.random.rademacher(k, xi.shape, xi.dtype))(nkeys, x) * eps
+    else:
+        d = jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, jnp.float32))(nkeys, x)
+        noise = (d / _bcast(jnp.maximum(_flat_norm(d), _TINY), d) * eps).astype(x.dtype)
+    x_noise = jnp.clip(x + noise, clip_min, clip_max)
+    out["noise"] = jnp.argmax(logits_fn(x_noise), -1) == y
+    g = jax.grad(lambda xx: jnp.sum(_objective(logits_fn, xx, y, False, "ce")[0]))(x)
+    out["zero_grad"] = jnp.all(g.reshape(b, -1) == 0, axis=1)
+    out["ce_gain"] = eps * _dual_norm(g, norm)
+    m, gm = jax.vmap(jax.value_and_grad(
+        lambda xi, yi: margin_loss(logits_fn(xi[None]).astype(jnp.float32), yi[None])[0]))(x, y)
+    out["margin_gain"] = eps * _dual_norm(gm, norm) / jnp.maximum(jnp.abs(m), _TINY)
     return out
 
 
 @functools.lru_cache(maxsize=32)
 def _eval_fn(spec, plan):
     """The per-batch function of one (logits_fn structure, plan): a stable object, so that
-    :func:`jaxhfc.parallel.sweep` compiles it once."""
-
-    def fn(dyn, key, x, y, index):
-        return _batch_eval(spec, plan, dyn, x, y, index, key)
+    :func:`jaxhfc.parallel.sweep` compiles it once. A plan of 5 entries runs the attacks, of
+    3 the diagnostics."""
+    if len(plan) == 3:
+        def fn(dyn, key, eps, scale, x, y, index):
+            del scale
+            return _batch_diagnostics(spec, plan, dyn, key, eps, x, y, index)
+    else:
+        def fn(dyn, key, eps, scale, x, y, index):
+            return _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, index)
 
     return fn
 
 
-def _scaled_logits(logits_fn, x, *, factor):
-    return logits_fn(x) * factor
-
-
-def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh) -> dict:
-    """Run :func:`_batch_eval` over whole host arrays with :func:`jaxhfc.parallel.sweep`
-    (pad, shard over ``'data'``, run, fetch, unpad; every process gets every row)."""
+def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0) -> dict:
+    """Run :func:`_batch_attacks` (or :func:`_batch_diagnostics`) over whole host arrays with
+    :func:`jaxhfc.parallel.sweep` (pad, shard over ``'data'``, run, fetch, unpad; every
+    process gets every row); ``eps`` and ``scale`` are program arguments."""
     from jaxhfc import parallel
 
     dyn, spec = split_callable(logits_fn)
@@ -965,7 +981,8 @@ def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh) -> dict:
         fn = _eval_fn(spec, plan)
     except TypeError:  # an unhashable static leaf: a new program each call
         fn = _eval_fn.__wrapped__(spec, plan)
-    return parallel.sweep(fn, (np.asarray(x, np.float32), np.asarray(y, np.int32)), (dyn, key),
+    return parallel.sweep(fn, (np.asarray(x, np.float32), np.asarray(y, np.int32)),
+                          (dyn, key, np.float32(eps), np.float32(scale)),
                           batch_size=batch_size, mesh=mesh, with_index=True)
 
 
@@ -1099,11 +1116,13 @@ def robust_accuracy(
         settings.update(steps=a0.steps, step_size=(a0.rel_step_size or 2.5 / max(a0.steps, 1)) * eps,
                         random_start=a0.random_start, keep_best=a0.keep_best)
 
-    def plan_for(atks, diag):
-        return (tuple(atks), eps, norm, clip_min, clip_max, unroll, bool(diag))
+    def plan_for(atks):
+        return (tuple(atks), norm, clip_min, clip_max, unroll)
 
-    sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh)
-    res = sweep(logits_fn, x, y, key, plan=plan_for(attacks, checks))
+    sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh, eps=eps)
+    res = sweep(logits_fn, x, y, key, plan=plan_for(attacks))
+    if checks:
+        res.update(sweep(logits_fn, x, y, key, plan=(norm, clip_min, clip_max)))
 
     pert_max = float(res["pert_max"].max())
     if pert_max > eps + tol:
@@ -1169,8 +1188,7 @@ def robust_accuracy(
             return {nm: float((rc & ra[:, j]).mean() - (clean[:nc] & per_attack[:nc, j]).mean())
                     for j, nm in enumerate(names)}
         if logit_scale is not None:
-            scaled = jax.tree_util.Partial(_scaled_logits, logits_fn, factor=1.0 / float(logit_scale))
-            r = sweep(scaled, xs, ys, key, plan=plan_for(attacks, False))
+            r = sweep(logits_fn, xs, ys, key, plan=plan_for(attacks), scale=1.0 / float(logit_scale))
             acc_s = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
             d = acc_s - base_sub
             check_out["logit_scale"] = {"T": float(logit_scale), "n": nc, "robust_accuracy": base_sub,
@@ -1182,7 +1200,7 @@ def robust_accuracy(
                      "logits' scale (gradient masking by a saturated loss)")
         if more_steps is not None:
             strong = tuple(a.stronger(int(more_steps)) for a in attacks)
-            r = sweep(logits_fn, xs, ys, key, plan=plan_for(strong, False))
+            r = sweep(logits_fn, xs, ys, key, plan=plan_for(strong))
             acc_l = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
             d = acc_l - base_sub
             check_out["more_steps"] = {"factor": int(more_steps), "n": nc, "robust_accuracy": base_sub,

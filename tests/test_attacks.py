@@ -675,3 +675,45 @@ def test_lowpass_defended_radius_is_an_argument():
     for fn, r in ((a, 4), (b, 12)):
         np.testing.assert_allclose(np.asarray(fn(jnp.asarray(x))), np.asarray(fourier.low_pass(x, float(r)))
                                    .reshape(2, -1)[:, :3], atol=1e-5)
+
+
+TRACED = []
+
+
+def counting_linear(params, x):
+    TRACED.append(x.shape)  # a Python side effect: runs once per trace
+    return linear_apply(params, x)
+
+
+def test_radii_and_logit_scale_check_reuse_one_attack_program():
+    """eps and the logit scale are program arguments: a second radius and the logits/T re-run
+    trace no new attack program, and each radius still gives its own planted result (a linear
+    model's exact robust accuracy at that eps)."""
+    p, x, y, eps, _ = planted_linear()
+    f = Partial(counting_linear, p)
+    w, b = np.asarray(p["w"], np.float64), np.asarray(p["b"], np.float64)
+    z = np.asarray(x, np.float64).reshape(len(y), -1) @ w + b
+    yy = np.asarray(y)
+    idx = np.arange(len(yy))
+
+    def gap(e):  # > 0: breakable at radius e (the best Linf move towards class j, box not binding)
+        g = np.full(len(yy), -np.inf)
+        for j in range(w.shape[1]):
+            l1 = np.abs(w[:, [j]] - w[:, yy]).sum(0)
+            g = np.maximum(g, np.where(yy == j, -np.inf, z[:, j] - z[idx, yy] + e * l1))
+        return g
+
+    A._eval_fn.cache_clear()
+    TRACED.clear()
+    counts = []
+    for e in (0.5 * eps, eps):
+        r = A.robust_accuracy(f, x, y, jax.random.key(3), batch_size=48, eps=e,
+                              attacks=A.standard_attacks(steps=10), more_steps=None)
+        counts.append(len(TRACED))
+        g = gap(e)
+        expected, interior = g < 0, np.abs(g) > 0.05  # leave out near-ties that float rounding decides
+        assert interior.sum() >= 40 and 0 < expected[interior].sum() < interior.sum()  # both kinds
+        np.testing.assert_array_equal(r.robust_correct[interior], expected[interior])
+    assert counts[0] > 0 and counts[1] == counts[0]  # the second radius traced nothing new
+    info = A._eval_fn.cache_info()
+    assert info.currsize == 2  # the attacks and the diagnostics, for both radii and both scales
