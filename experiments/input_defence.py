@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
-from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, checks_ok, eval_robust,
-                                    fill_success_on_undefended)
+from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, checks_ok, eval_robust,
+                                    fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
 NAME = "input_defence"
@@ -68,11 +68,10 @@ def run(ctx: Context) -> dict:
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i])):
             base = t.logits_fn()
             if mname == "M_natural":
-                # the radius is chosen on validation images (no checks needed to rank), never on the test set
+                # the radius is chosen on validation images (the rows' attacks, no checks needed to rank), never on the test set
                 val_acc = {r: attacks.robust_accuracy(attacks.lowpass_defended(base, r), xv, yv, key, eps=e0,
                                                       batch_size=s["batch_size"], mesh=ctx.mesh(),
-                                                      attacks=(attacks.pgd_attack(s["pgd_steps"]),)
-                                                      + attacks.standard_attacks(s["apgd_steps"]),
+                                                      attacks=attack_list(s["pgd_steps"], s["apgd_steps"]),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
                                                       more_steps=None).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
@@ -94,8 +93,8 @@ def run(ctx: Context) -> dict:
         per_seed_rows.append(rows)
     claims = judge_claims(per_seed_metrics, s, len(y))
     rows = combine_seeds(per_seed_rows)
+    merge_seed_checks(rows, per_seed_rows)
     for r, *others in zip(rows, *per_seed_rows[1:]):
-        r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
         r["chosen on validation"] = sum(o.get("chosen on validation") == "yes"
                                         for o in [r, *others]) if r["model"] == "M_natural" else None
     worst0 = f"worst {e0:g}"

@@ -28,7 +28,8 @@ from jaxhfc import evidence as E
 NAME = "robustness"
 #: Everything this artefact (and input_defence, which shares the attack settings) changes by
 #: scale. ``n_eval``: test images attacked (None: all); ``check_n``: images the re-run checks
-#: use; ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test accuracy;
+#: use (equal to the attack batch, so that the re-runs reuse the compiled attack program of
+#: that shape); ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test accuracy;
 #: ``defended``: the models that get the post-hoc kernel defences (rho: Eq. 3 smoothing;
 #: ``kernel_radii``: kernel low-pass, for 3x3 kernels 1.2 keeps the centre and its 4 neighbours,
 #: 1.0 only the mean). Quick scale keeps what the claims need, to fit a 2-core CPU.
@@ -37,10 +38,10 @@ SETTINGS = {
                  defended=("M_natural", "M_adversarial"), pgd_steps=20, apgd_steps=100, n_eval=None,
                  check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5, adv_min=0.5),
     "quick": dict(eps=(0.03, 0.09), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",), pgd_steps=5,
-                  apgd_steps=10, n_eval=128, check_n=64, batch_size=128, kernel_penalty=0.05, min_test=0.5,
+                  apgd_steps=10, n_eval=128, check_n=128, batch_size=128, kernel_penalty=0.05, min_test=0.5,
                   adv_min=0.6),
     "tiny": dict(eps=(0.03,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",), pgd_steps=2, apgd_steps=3,
-                 n_eval=32, check_n=16, batch_size=32, kernel_penalty=0.05, min_test=0.0, adv_min=0.0),
+                 n_eval=32, check_n=32, batch_size=32, kernel_penalty=0.05, min_test=0.0, adv_min=0.0),
 }
 
 
@@ -51,6 +52,21 @@ def UNROLL() -> bool:  # noqa: N802
 
 def attack_settings(ctx: Context) -> dict:
     return SETTINGS[ctx.scale]
+
+
+def attack_list(pgd_steps: int, apgd_steps: int) -> tuple:
+    """The attacks of every robustness row: the paper's FGSM and PGD, then APGD-CE and APGD-DLR.
+    One tuple everywhere, so every row of a model structure runs one compiled program."""
+    from jaxhfc import attacks
+
+    return (attacks.fgsm_attack(), attacks.pgd_attack(pgd_steps)) + attacks.standard_attacks(apgd_steps)
+
+
+def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
+    """Write the failed checks of every seed into the combined rows' ``checks`` column (in
+    place; the rows of all seeds come in the same order)."""
+    for r, *others in zip(rows, *per_seed_rows[1:]):
+        r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
 
 
 #: Sanity-check columns of every row (see ``eval_robust``).
@@ -88,7 +104,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     from jaxhfc import attacks
     from jaxhfc import results as R
 
-    atks = (attacks.fgsm_attack(), attacks.pgd_attack(steps)) + attacks.standard_attacks(apgd_steps)
+    atks = attack_list(steps, apgd_steps)
     fg, pg = atks[0].name, atks[1].name
     out: dict = {}
     flags, scale_d, pgd_scale_d, steps_d = set(), 0.0, 0.0, 0.0
@@ -262,8 +278,7 @@ def run(ctx: Context) -> dict:
     cols = (["model", "defence", "clean"] + [f"{a} {e:g}" for e in s["eps"] for a in ("FGSM", "PGD", "worst")]
             + ["first-layer smoothness"] + CHECK_COLUMNS)
     rows = combine_seeds(per_seed_rows)
-    for r, *others in zip(rows, *per_seed_rows[1:]):  # failed checks of every seed, not only the first
-        r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
+    merge_seed_checks(rows, per_seed_rows)  # failed checks of every seed, not only the first
     write_artefact(ctx, NAME, title="Table 2 and Fig. 7: robustness, kernel smoothing and kernel smoothness",
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims,
                    models={"natural": naturals, "adversarial": adversarials, "twin": twins, "penalty": penalties},
