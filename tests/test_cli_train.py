@@ -20,7 +20,7 @@ def run_dir(tmp_path_factory):
 
 def test_train_writes_run_folder(run_dir):
     info = results.read_json(run_dir / "config.json")
-    assert info["config"]["train_filter"] == "low" and info["config"]["train_radius"] == 12.0
+    assert info["config"]["data"]["train_filter"] == "low" and info["config"]["data"]["train_radius"] == 12.0
     assert info["versions"]["jax"] and info["device_count"] == 8
     hist = results.read_jsonl(run_dir / "metrics.jsonl")
     assert [h["epoch"] for h in hist] == [1, 2]

@@ -1,7 +1,8 @@
 """``jaxhfc train`` and ``jaxhfc eval`` (driver code: argument parsing, printing, files).
 
-``jaxhfc train`` exposes every :class:`jaxhfc.train.TrainConfig` field as a flag
-(``--train-filter low``, ``--learning-rate 1e-4``, ``--augment-crop``/``--no-augment-crop``,
+``jaxhfc train`` exposes every :class:`jaxhfc.config.TrainConfig` field as a flag named
+after its flat name (:data:`jaxhfc.config.FLAT_FIELDS`: ``--train-filter low`` sets
+``data.train_filter``, ``--learning-rate 1e-4``, ``--augment-crop``/``--no-augment-crop``,
 ``--eval-radii 4 8 12 16``; ``--radius`` is an alias of ``--train-radius``); ``--quick``
 starts from ``TrainConfig().quick()``. Multi-host runs pass ``--coordinator-address``,
 ``--num-processes`` and ``--process-id`` (or set ``JAXHFC_*``/SLURM variables) on every host.
@@ -22,8 +23,7 @@ from jaxhfc.cli._errors import CLIError
 log = logging.getLogger("jaxhfc")
 
 
-def _field_type(field: dataclasses.Field, hints: dict[str, Any]) -> tuple[str, Any]:
-    hint = hints[field.name]
+def _field_type(hint: Any) -> tuple[str, Any]:
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
     if hint is bool:
@@ -36,6 +36,19 @@ def _field_type(field: dataclasses.Field, hints: dict[str, Any]) -> tuple[str, A
     return "plain", hint
 
 
+def _flat_fields() -> list[tuple[str, str, dataclasses.Field, Any]]:
+    """``(flat name, "section.field", field, type hint)`` of every config field, in the order
+    of :data:`jaxhfc.config.FLAT_FIELDS`."""
+    from jaxhfc.config import FLAT_FIELDS, SECTIONS
+
+    out = []
+    for flat, (section, name) in FLAT_FIELDS.items():
+        cls = SECTIONS[section]
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        out.append((flat, f"{section}.{name}", field, typing.get_type_hints(cls)[name]))
+    return out
+
+
 def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-host (also from JAXHFC_COORDINATOR_ADDRESS / JAXHFC_NUM_PROCESSES / "
                              "JAXHFC_PROCESS_ID or SLURM)")
@@ -46,8 +59,6 @@ def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
 
 def add_train_parser(sub: Any) -> None:
     """Register ``jaxhfc train``."""
-    from jaxhfc.train import TrainConfig
-
     p = sub.add_parser(
         "train",
         help="train a model (run folder with config.json, metrics.jsonl, checkpoints)",
@@ -60,39 +71,38 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--radius", dest="train_radius", type=float, default=None, help="alias of --train-radius")
-    hints = typing.get_type_hints(TrainConfig)
-    g = p.add_argument_group("config (TrainConfig fields; defaults as in jaxhfc.train.TrainConfig)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind, typ = _field_type(f, hints)
-        default_text = f"default: {f.default!r}"
+    g = p.add_argument_group("config (TrainConfig fields by their flat names; defaults as in "
+                             "jaxhfc.config.TrainConfig)")
+    for name, nested, f, hint in _flat_fields():
+        flag = "--" + name.replace("_", "-")
+        kind, typ = _field_type(hint)
+        default_text = f"default: {f.default!r} ({nested})"
         if kind == "bool":
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=default_text)
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=default_text)
         elif kind == "tuple":
-            g.add_argument(flag, dest=f.name, type=float, nargs="*", default=None, help=default_text)
-        elif f.name == "dataset":
+            g.add_argument(flag, dest=name, type=float, nargs="*", default=None, help=default_text)
+        elif name == "dataset":
             from jaxhfc import sources
 
-            g.add_argument(flag, dest=f.name, type=sources.dataset_arg, default=None,
+            g.add_argument(flag, dest=name, type=sources.dataset_arg, default=None,
                            help=f"{default_text}; also tfds:NAME, npz:PATH, folder:PATH (see jaxhfc.sources)")
-        elif f.name == "train_radius":
-            g.add_argument(flag, dest=f.name, type=float, default=None, help=default_text)
+        elif name == "train_radius":
+            g.add_argument(flag, dest=name, type=float, default=None, help=default_text)
         else:
-            g.add_argument(flag, dest=f.name, type=typ, default=None, help=default_text)
+            g.add_argument(flag, dest=name, type=typ, default=None, help=default_text)
     _add_distributed_flags(p)
     p.set_defaults(func=cmd_train)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig the flags describe (quick() base with --quick)."""
-    from jaxhfc.train import TrainConfig
+    from jaxhfc.config import FLAT_FIELDS, TrainConfig
 
     base = TrainConfig().quick() if args.quick else TrainConfig()
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {name: getattr(args, name) for name in FLAT_FIELDS if getattr(args, name, None) is not None}
     if "eval_radii" in overrides:
         overrides["eval_radii"] = tuple(overrides["eval_radii"])
-    return dataclasses.replace(base, **overrides)
+    return base.replace(**overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -166,13 +176,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         changes["eval_radii"] = tuple(args.radii)
     if args.data_dir is not None:
         changes["data_dir"] = args.data_dir
-    config = dataclasses.replace(config, **changes)
+    config = config.replace(**changes)
     prepared = train.prepare_data(config)
     mesh = parallel.make_mesh(None)
     step = int(parallel.to_host(state.step))
     results = {}
     for name, (x, y) in prepared["eval"].items():
-        results[name] = train.evaluate(state, model, mesh, x, y, batch_size=args.batch_size or config.eval_batch_size)
+        results[name] = train.evaluate(state, model, mesh, x, y, batch_size=args.batch_size or config.evaluation.batch_size)
     print(f"{run} step {step}")
     print(f"{'set':<16} {'accuracy':>9} {'loss':>9} {'n':>7}")
     for name, r in results.items():
