@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -571,13 +572,48 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per trained artefact (default by scale: {DEFAULT_SEEDS})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cpu-devices", default="auto",
+                   help="split the CPU into this many XLA devices for data parallelism: 'auto' (default) = the "
+                        "number of cores, unless XLA_FLAGS already sets a device count; 1 = off. No effect on the "
+                        "accelerator of a GPU/TPU host")
     return p
+
+
+CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def configure_cpu_devices(value: str | int = "auto", *, environ=None, cores: int | None = None) -> int | None:
+    """Ask XLA for ``value`` CPU devices (``'auto'``: one per core) through ``XLA_FLAGS``.
+
+    XLA:CPU runs the small convolutions of the quick recipes on about one core; data
+    parallelism over one device per core uses the others (benchmarks/scaling.py). Must run
+    before jax initialises its backends (the drivers call it first thing); an explicit count
+    already in ``XLA_FLAGS`` wins. Returns the count set, or None when nothing was set.
+    """
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if CPU_DEVICE_FLAG in flags:
+        return None
+    if value == "auto":
+        n = max(1, min(int(cores if cores is not None else (os.cpu_count() or 1)), 8))
+    else:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}") from None
+        if n < 1:
+            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}")
+    if n == 1:
+        return None
+    env["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={n}".strip()
+    return n
 
 
 def context_from_args(args) -> Context:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("experiments").setLevel(logging.INFO)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    configure_cpu_devices(getattr(args, "cpu_devices", "auto"))
     return Context(dataset=args.dataset, scale=scale, out=args.out, data_dir=args.data_dir, model=args.model,
                    seed=args.seed, seeds=args.seeds, progress=not args.no_progress)
 

@@ -173,3 +173,19 @@ def test_missing_cifar10_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cifar-10-python.tar.gz" in err and "jaxhfc[tf]" in err
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
+
+
+def test_configure_cpu_devices_sets_xla_flags_once():
+    from experiments.common import CPU_DEVICE_FLAG, configure_cpu_devices
+
+    env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+    assert configure_cpu_devices("auto", environ=env, cores=2) == 2
+    assert env["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {CPU_DEVICE_FLAG}=2"
+    assert configure_cpu_devices("4", environ=env) is None  # an explicit count already there wins
+    assert env["XLA_FLAGS"].count(CPU_DEVICE_FLAG) == 1
+    assert configure_cpu_devices("auto", environ={}, cores=64) == 8  # capped
+    empty = {}
+    assert configure_cpu_devices(1, environ=empty) is None and empty == {}  # 1: off, nothing written
+    for bad in ("two", "0", -3):
+        with pytest.raises(ValueError, match="--cpu-devices must be 'auto' or a positive int"):
+            configure_cpu_devices(bad, environ={})
