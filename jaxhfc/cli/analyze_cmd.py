@@ -126,14 +126,15 @@ def _load_model(args: argparse.Namespace):
     path = pathlib.Path(args.model_path)
     if path.is_dir():
         config, state, model = load_run(path, step=args.step)
-        dataset = args.dataset or config.dataset
-        data_dir = args.data_dir if args.data_dir is not None else config.data_dir
-        source = config.data_source if dataset == config.dataset else "auto"
-        test = data.load_dataset(dataset, split="test", data_dir=data_dir, source=source, seed=config.data_seed,
-                                 num_test=args.num_test or (config.num_test if dataset == config.dataset else None))
-        scaling = args.scaling or config.scaling
+        d = config.data
+        dataset = args.dataset or d.name
+        data_dir = args.data_dir if args.data_dir is not None else d.dir
+        source = d.source if dataset == d.name else "auto"
+        test = data.load_dataset(dataset, split="test", data_dir=data_dir, source=source, seed=d.seed,
+                                 num_test=args.num_test or (d.num_test if dataset == d.name else None))
+        scaling = args.scaling or d.scaling
         fn = train.logits_fn(state, model)
-        return fn, test, scaling, {"run": str(path), "model": config.model, "dataset": dataset}
+        return fn, test, scaling, {"run": str(path), "model": config.net.name, "dataset": dataset}
     dataset = args.dataset or "synthetic"
     test = data.load_dataset(dataset, split="test", data_dir=args.data_dir, seed=args.seed,
                              num_test=args.num_test or (1000 if dataset == "synthetic" else None))
