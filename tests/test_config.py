@@ -313,3 +313,17 @@ def test_cli_flags_are_the_flat_names():
                                 eval_radii=(4.0, 8.0), train_radius=12.0, num_val=64, learning_rate=0.01, width=8)
     quick = train_cmd.config_from_args(parser.parse_args(["train", "--quick", "--epochs", "2"]))
     assert quick == C.TrainConfig().quick().replace(epochs=2)
+
+
+def test_train_facade_keeps_the_names_of_the_single_module():
+    """Every name jaxhfc.train exported before the split (its __all__ then) is still there."""
+    before = ["TrainConfig", "TrainState", "RunResult", "CheckpointError", "named_keys", "make_optimizer",
+              "build_model", "create_train_state", "make_train_step", "make_train_loop", "DATA_FIELDS", "EVAL_FIELDS",
+              "HPARAM_FIELDS", "EVAL_KINDS", "population_key", "eval_set_name", "fit_population", "evaluate",
+              "predict", "logits_fn", "load_splits", "load_validation", "holdout_split", "prepare_data", "fit",
+              "load_run"]
+    assert set(before) <= set(train.__all__)
+    namespace = {}
+    exec("from jaxhfc.train import *", namespace)
+    assert all(callable(namespace[name]) or name.endswith(("FIELDS", "KINDS")) for name in before)
+    assert train.fit is fit_module.fit and train.TrainConfig is C.TrainConfig
