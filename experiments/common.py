@@ -145,6 +145,9 @@ class Context:
     _trained: dict = dataclasses.field(default_factory=dict, repr=False)
     _mesh: Any = dataclasses.field(default=None, repr=False)
     _size: int | None = dataclasses.field(default=None, repr=False)
+    #: results of expensive evaluations shared between artefacts of one run (e.g. the attacks on
+    #: an undefended model that robustness and input_defence both report), keyed by their inputs
+    memo: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.scale not in SCALES:

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
-from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, checks_ok, eval_robust,
-                                    fill_success_on_undefended, merge_seed_checks)
+from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, checks_ok,
+                                    eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
 NAME = "input_defence"
@@ -63,7 +63,7 @@ def run(ctx: Context) -> dict:
     e0 = s["eps"][0]
     per_seed_metrics, per_seed_rows = [], []
     for i, seed in enumerate(ctx.seed_list):
-        key = jax.random.key(seed + 11)
+        key = jax.random.key(attack_seed(seed))
         rows, metrics = [], {}
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i])):
             base = t.logits_fn()
@@ -81,7 +81,8 @@ def run(ctx: Context) -> dict:
                 res = eval_robust(ctx, fn, x, y, eps=s["eps"], steps=s["pgd_steps"], batch_size=s["batch_size"],
                                   key=key, apgd_steps=s["apgd_steps"], check_n=s["check_n"],
                                   model_id=f"{mname}/input-lowpass-{'none' if r is None else r}",
-                                  per_example_dir=per_example_dir if i == 0 else None)
+                                  per_example_dir=per_example_dir if i == 0 else None,
+                                  memo_key=(str(t.run_dir), "none", seed) if r is None else None)
                 row = {"model": mname, "input low-pass r": "none" if r is None else r, **res}
                 if mname == "M_natural":
                     row["chosen on validation"] = "yes" if r == r_star else ""

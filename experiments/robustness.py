@@ -32,16 +32,21 @@ NAME = "robustness"
 #: that shape); ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test accuracy;
 #: ``defended``: the models that get the post-hoc kernel defences (rho: Eq. 3 smoothing;
 #: ``kernel_radii``: kernel low-pass, for 3x3 kernels 1.2 keeps the centre and its 4 neighbours,
-#: 1.0 only the mean). Quick scale keeps what the claims need, to fit a 2-core CPU.
+#: 1.0 only the mean); ``defended_eps``: the radii of the defended rows (the claims about
+#: kernel smoothing are made at the largest eps); ``penalty``: also train and attack a model with
+#: the kernel-smoothness penalty (no claim is judged on it). Quick scale keeps what the claims
+#: need, to fit a 2-core CPU.
 SETTINGS = {
-    "full": dict(eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0), kernel_radii=(1.2, 1.0),
-                 defended=("M_natural", "M_adversarial"), pgd_steps=20, apgd_steps=100, n_eval=None,
-                 check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5, adv_min=0.5),
-    "quick": dict(eps=(0.03, 0.09), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",), pgd_steps=5,
-                  apgd_steps=10, n_eval=128, check_n=128, batch_size=128, kernel_penalty=0.05, min_test=0.5,
-                  adv_min=0.6),
-    "tiny": dict(eps=(0.03,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",), pgd_steps=2, apgd_steps=3,
-                 n_eval=32, check_n=32, batch_size=32, kernel_penalty=0.05, min_test=0.0, adv_min=0.0),
+    "full": dict(eps=(0.03, 0.06, 0.09), defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0),
+                 kernel_radii=(1.2, 1.0), defended=("M_natural", "M_adversarial"), penalty=True, pgd_steps=20,
+                 apgd_steps=100, n_eval=None, check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5,
+                 adv_min=0.5),
+    "quick": dict(eps=(0.03, 0.09), defended_eps=(0.09,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
+                  penalty=False, pgd_steps=5, apgd_steps=10, n_eval=128, check_n=128, batch_size=128,
+                  kernel_penalty=0.05, min_test=0.5, adv_min=0.6),
+    "tiny": dict(eps=(0.03,), defended_eps=(0.03,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
+                 penalty=True, pgd_steps=2, apgd_steps=3, n_eval=32, check_n=32, batch_size=32, kernel_penalty=0.05,
+                 min_test=0.0, adv_min=0.0),
 }
 
 
@@ -52,6 +57,12 @@ def UNROLL() -> bool:  # noqa: N802
 
 def attack_settings(ctx: Context) -> dict:
     return SETTINGS[ctx.scale]
+
+
+def attack_seed(seed: int) -> int:
+    """Seed of the attack keys of a training seed's rows (robustness and input_defence use the
+    same, so an undefended row is one computation shared by both tables)."""
+    return seed + 7
 
 
 def attack_list(pgd_steps: int, apgd_steps: int) -> tuple:
@@ -79,7 +90,7 @@ def _slug(text: str) -> str:
 
 
 def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
-                model_id: str | None = None, per_example_dir=None, checks=True) -> dict:
+                model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None) -> dict:
     """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
     the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant); and
     the sanity checks of :func:`jaxhfc.attacks.robust_accuracy` on every row (defended or not):
@@ -95,6 +106,10 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     - ``checks``: the failed checks over all eps (``ok`` when none failed).
 
     ``success on undefended`` is filled in by the caller from the model's undefended row.
+    With ``memo_key`` (hashable, naming the model and ``x``, ``y``, ``key``: e.g. the run folder,
+    the defence and the seed), each eps's :func:`jaxhfc.attacks.robust_accuracy` result is kept
+    in ``ctx.memo`` and reused by any later row with the same key and settings (input_defence
+    reports the undefended rows robustness already attacked).
     Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given, and the
     minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
     to ``<model_id>_min_eps.json``.
@@ -110,11 +125,18 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     flags, scale_d, pgd_scale_d, steps_d = set(), 0.0, 0.0, 0.0
     broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
     for e in eps:
-        with W.catch_warnings():  # the flags go to the table, not to stderr once per row
-            W.simplefilter("ignore", RuntimeWarning)
-            r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
-                                        attacks=atks, unroll=UNROLL(), checks=checks, logit_scale=10.0 if checks else None,
-                                        more_steps=2 if checks else None, check_examples=check_n)
+        mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, check_n,
+                                            batch_size, len(y), bool(checks))
+        r = ctx.memo.get(mk) if mk is not None else None
+        if r is None:
+            with W.catch_warnings():  # the flags go to the table, not to stderr once per row
+                W.simplefilter("ignore", RuntimeWarning)
+                r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
+                                            attacks=atks, unroll=UNROLL(), checks=checks,
+                                            logit_scale=10.0 if checks else None, more_steps=2 if checks else None,
+                                            check_examples=check_n)
+            if mk is not None:
+                ctx.memo[mk] = r
         out["clean"] = r.clean_accuracy
         out[f"FGSM {e:g}"] = r.attack_accuracy[fg]
         out[f"PGD {e:g}"] = r.attack_accuracy[pg]
@@ -223,7 +245,7 @@ def run(ctx: Context) -> dict:
     s = SETTINGS[ctx.scale]
     rhos = s["rhos"]
     naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
-    penalties = ctx.train_seeds("kernel_penalty", kernel_penalty=s["kernel_penalty"])
+    penalties = ctx.train_seeds("kernel_penalty", kernel_penalty=s["kernel_penalty"]) if s["penalty"] else None
     x, y = ctx.test_arrays(naturals[0].config)
     if s["n_eval"]:
         x, y = x[: s["n_eval"]], y[: s["n_eval"]]
@@ -232,9 +254,11 @@ def run(ctx: Context) -> dict:
     per_example_dir.mkdir(exist_ok=True)
     per_seed_metrics, per_seed_rows = [], []
     for i, seed in enumerate(ctx.seed_list):
-        key = jax.random.key(seed + 7)
+        key = jax.random.key(attack_seed(seed))
         rows, smooth_rows, metrics = [], [], {"rows": {}, "rough": {}, "test": {}}
-        models = (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]), ("M_penalty", penalties[i]))
+        models = (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]))
+        if penalties:
+            models += (("M_penalty", penalties[i]),)
         for mname, t in models:
             variables = t.state.variables()
             defences = [("none", variables["params"])]
@@ -248,9 +272,11 @@ def run(ctx: Context) -> dict:
                              for r in s["kernel_radii"]]
             for dname, params in defences:
                 v = dict(variables, params=params)
-                res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"], steps=s["pgd_steps"],
-                                  apgd_steps=s["apgd_steps"], check_n=s["check_n"], batch_size=s["batch_size"], key=key,
-                                  model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None)
+                res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"] if dname == "none" else
+                                  s["defended_eps"], steps=s["pgd_steps"], apgd_steps=s["apgd_steps"],
+                                  check_n=s["check_n"], batch_size=s["batch_size"], key=key,
+                                  model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
+                                  memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None)
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)
@@ -281,7 +307,8 @@ def run(ctx: Context) -> dict:
     merge_seed_checks(rows, per_seed_rows)  # failed checks of every seed, not only the first
     write_artefact(ctx, NAME, title="Table 2 and Fig. 7: robustness, kernel smoothing and kernel smoothness",
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims,
-                   models={"natural": naturals, "adversarial": adversarials, "twin": twins, "penalty": penalties},
+                   models={"natural": naturals, "adversarial": adversarials, "twin": twins,
+                           **({"penalty": penalties} if penalties else {})},
                    figures=figs,
                    settings={**s,
                              "attack": "the paper's Linf FGSM, and PGD (cross-entropy) with random start and step "
@@ -290,7 +317,9 @@ def run(ctx: Context) -> dict:
                                        "both clean and attacked",
                              "checks": "logit scale T=10, 2x steps + 1 restart (on the first check_n images), "
                                        "noise, near-zero CE gradients, flat margin; tolerance 0.03"},
-                   notes="Roughness ('first-layer smoothness' column, kernels.smoothness): mean squared difference of "
+                   notes=f"Defended rows are attacked at eps {', '.join(f'{e:g}' for e in s['defended_eps'])}"
+                         f"{'' if s['penalty'] else '; no smoothness-penalty model at this scale'}. "
+                         "Roughness ('first-layer smoothness' column, kernels.smoothness): mean squared difference of "
                          "adjacent weights over mean squared weight, lower is smoother. Per-layer values (first seed) in "
                          "smoothness.md. Fixed-eps attacks (the paper searched minimal eps with Foolbox). "
                          "'smooth rho' is the paper's Eq. 3 (no renormalisation: it multiplies the first layer's "

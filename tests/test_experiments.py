@@ -189,3 +189,26 @@ def test_configure_cpu_devices_sets_xla_flags_once():
     for bad in ("two", "0", -3):
         with pytest.raises(ValueError, match="--cpu-devices must be 'auto' or a positive int"):
             configure_cpu_devices(bad, environ={})
+
+
+def test_undefended_rows_are_one_computation_in_both_tables(tiny_run):
+    """input_defence reports the undefended rows robustness already attacked (same model, images,
+    key and settings): equal numbers per seed, and the run's memo holds one result per row."""
+    ctx, _ = tiny_run
+
+    def rows(name, model, col, none):
+        lines = [json.loads(x) for x in (ctx.out / name / "metrics.jsonl").read_text().splitlines()]
+        return {x["seed"]: x for x in lines if x["model"] == model and x[col] == none}
+
+    cols = ["clean", "FGSM 0.03", "PGD 0.03", "worst 0.03", "scale d", "steps d", "noise acc", "checks"]
+    for model in ("M_natural", "M_adversarial"):
+        a, b = rows("robustness", model, "defence", "none"), rows("input_defence", model, "input low-pass r", "none")
+        assert sorted(a) == sorted(b) == sorted(ctx.seed_list)
+        for s in ctx.seed_list:
+            assert {c: a[s][c] for c in cols} == {c: b[s][c] for c in cols}
+    undefended = [json.loads(x) for x in (ctx.out / "robustness" / "metrics.jsonl").read_text().splitlines()]
+    undefended = [x for x in undefended if x["defence"] == "none"]
+    memo = [k for k in ctx.memo if k[0] == "robust_accuracy"]
+    from experiments.robustness import SETTINGS
+
+    assert len(memo) == len(undefended) * len(SETTINGS["tiny"]["eps"])  # one per row and eps; input_defence added none
