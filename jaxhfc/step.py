@@ -51,6 +51,7 @@ __all__ = [
     "create_train_state",
     "make_train_loop",
     "make_train_step",
+    "STEP_OPTIONS",
 ]
 
 
@@ -307,9 +308,19 @@ def make_train_loop(
     keys, exactly as each would alone (to float tolerance).
 
     Args:
-        model, tx, global_batch, num_classes, label_smoothing, mixup_alpha, crop_pad, flip,
-        regularizer, regularizer_weight, adversary: See :func:`make_train_step`.
+        model: The model (its BatchNorm is given ``axis_name="data"`` here).
+        tx: The optax optimizer.
         mesh: 1-D mesh over ``"data"``.
+        global_batch: B, the global batch size (divisible by the device count).
+        num_classes: Number of classes (for one-hot targets).
+        label_smoothing: Label smoothing epsilon.
+        mixup_alpha: Mixup Beta(alpha, alpha), one lambda per device batch (0: off).
+        crop_pad: Random-crop padding in pixels (0: no crop).
+        flip: Random horizontal flips.
+        regularizer: ``params -> scalar`` added to the loss with ``regularizer_weight``.
+        regularizer_weight: Its weight.
+        adversary: ``adversary(logits_fn, x, y, key) -> x_adv`` run per device on the local
+            batch with the model in eval mode; the step then trains on ``x_adv`` only (Madry).
         population: K, the number of models (None: one model, no model axis).
         shared_images: With a population: one ``images`` array for every model (else
             ``images`` is ``(K, N, H, W, C)``); ``shared_labels`` likewise for ``labels``.
@@ -357,6 +368,11 @@ def make_train_loop(
     return loop
 
 
+#: Keyword options of one training step, shared by :func:`make_train_step` and :func:`make_train_loop`.
+STEP_OPTIONS = ("label_smoothing", "mixup_alpha", "crop_pad", "flip", "regularizer", "regularizer_weight",
+                "adversary")
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -364,13 +380,7 @@ def make_train_step(
     *,
     global_batch: int,
     num_classes: int,
-    label_smoothing: float = 0.0,
-    mixup_alpha: float = 0.0,
-    crop_pad: int = 0,
-    flip: bool = False,
-    regularizer: Callable[[Any], jax.Array] | None = None,
-    regularizer_weight: float = 0.0,
-    adversary: Callable[..., jax.Array] | None = None,
+    **options: Any,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build the jitted data-parallel step ``step(state, batch, keys) -> (state, metrics)``.
 
@@ -382,14 +392,9 @@ def make_train_step(
         mesh: 1-D mesh over ``"data"``.
         global_batch: B, the global batch size (divisible by the device count).
         num_classes: Number of classes (for one-hot targets).
-        label_smoothing: Label smoothing epsilon.
-        mixup_alpha: Mixup Beta(alpha, alpha), one lambda per device batch (0: off).
-        crop_pad: Random-crop padding in pixels (0: no crop).
-        flip: Random horizontal flips.
-        regularizer: ``params -> scalar`` added to the loss with ``regularizer_weight``.
-        regularizer_weight: Its weight.
-        adversary: ``adversary(logits_fn, x, y, key) -> x_adv`` run per device on the local
-            batch with the model in eval mode; the step then trains on ``x_adv`` only (Madry).
+        **options: The step options of :func:`make_train_loop` (:data:`STEP_OPTIONS`:
+            ``label_smoothing``, ``mixup_alpha``, ``crop_pad``, ``flip``, ``regularizer``,
+            ``regularizer_weight``, ``adversary``), with the same defaults and meanings.
 
     Returns:
         ``step(state, batch, keys)`` with ``state`` a replicated :class:`TrainState`
@@ -399,10 +404,11 @@ def make_train_step(
         (sum of per-example cross entropies), ``correct`` (argmax == label count),
         ``count`` (B), ``regularizer`` (its unweighted value).
     """
+    unknown = sorted(set(options) - set(STEP_OPTIONS))
+    if unknown:
+        raise TypeError(f"make_train_step got unknown options {unknown}; expected some of {list(STEP_OPTIONS)}")
     parallel.local_batch_size(global_batch, mesh)  # validates divisibility
-    loop = make_train_loop(model, tx, mesh, global_batch=global_batch, num_classes=num_classes,
-                           label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, crop_pad=crop_pad, flip=flip,
-                           regularizer=regularizer, regularizer_weight=regularizer_weight, adversary=adversary)
+    loop = make_train_loop(model, tx, mesh, global_batch=global_batch, num_classes=num_classes, **options)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state: TrainState, batch: tuple[jax.Array, jax.Array, jax.Array],

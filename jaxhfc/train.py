@@ -45,6 +45,7 @@ from jaxhfc.fit import (
 )
 from jaxhfc.runs import CheckpointError, load_run
 from jaxhfc.step import (
+    STEP_OPTIONS,
     TrainState,
     build_model,
     create_train_state,
@@ -76,6 +77,7 @@ __all__ = [
     "create_train_state",
     "make_train_step",
     "make_train_loop",
+    "STEP_OPTIONS",
     "DATA_FIELDS",
     "EVAL_FIELDS",
     "HPARAM_FIELDS",

@@ -47,8 +47,16 @@ ALL_CHANGED = dict(
 
 
 def _committed_models():
-    """``(flat config dict, config hash)`` of every model recorded in the committed artefact
-    folders (written by the flat TrainConfig)."""
+    """``(flat config dict, config hash)`` of the 63 models the flat TrainConfig recorded in
+    the artefact folders before the config was nested (tests/data/flat_configs.json, copied
+    from results/ at commit 996d92a)."""
+    data = json.loads((REPO / "tests" / "data" / "flat_configs.json").read_text())
+    return [(m["config"], m["config_hash"]) for m in data["models"]]
+
+
+def _current_models():
+    """``(config dict, config hash)`` of every model in today's committed artefact folders
+    (written nested by this TrainConfig)."""
     out = []
     for path in sorted(REPO.glob("results/*/*/config.json")):
         for entry in json.loads(path.read_text()).get("models", {}).values():
@@ -195,6 +203,14 @@ def test_committed_flat_configs_read_back_with_their_hashes():
         assert c.config_hash() == digest
 
 
+def test_committed_nested_configs_read_back_with_their_hashes():
+    current = _current_models()
+    assert len(current) >= 20
+    for nested, digest in current:
+        c = C.TrainConfig.from_dict(nested)
+        assert c.to_dict() == nested and c.config_hash() == digest
+
+
 def test_load_run_reads_a_flat_config_json(tmp_path):
     """A run folder as the flat TrainConfig wrote it (the config of a committed artefact):
     load_run reads the config and restores the checkpoint."""
@@ -225,15 +241,16 @@ def test_load_run_reads_a_flat_config_json(tmp_path):
 
 
 def test_load_run_reads_a_local_result_run():
-    """A run folder of the drivers (flat config.json; gitignored, so only where it was run)."""
+    """A run folder of the drivers (flat config.json before the nesting, nested after; gitignored,
+    so only where it was run)."""
     runs = sorted((REPO / "results" / "synthetic" / "runs").glob("vanilla-s0-*/checkpoints"))
     if not runs:
         pytest.skip("no local results/synthetic/runs")
     run = runs[0].parent
     info = json.loads((run / "config.json").read_text())
-    assert "model" in info["config"]  # the flat form
+    name = info["config"]["model"] if "model" in info["config"] else info["config"]["net"]["name"]
     config, state, _ = train.load_run(run)
-    assert config.config_hash() == info["config_hash"] and config.model == info["config"]["model"]
+    assert config.config_hash() == info["config_hash"] and config.model == name
     assert int(state.step) == max(int(p.name) for p in runs[0].iterdir() if p.name.isdigit())
 
 

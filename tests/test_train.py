@@ -4,6 +4,7 @@ optimizers, and the fit loop (accuracy, determinism, resume, NaN, corrupt checkp
 Random-number code is slow to compile on this CPU, so most tests build parameters from
 numpy and share one small synthetic dataset; fits reuse one compiled step (same settings).
 """
+import inspect
 import json
 import os
 import pathlib
@@ -154,6 +155,14 @@ def test_mixup_step_runs_and_changes_loss():
     _, mix = _run_mapped(model, tx, 8, x, y, idx_list, mixup_alpha=1.0)
     assert np.isfinite(mix[0]["loss_sum"])
     assert not np.isclose(mix[0]["loss_sum"], ref_losses[0])
+
+
+def test_make_train_step_rejects_unknown_options():
+    model = models.get_model("small_cnn", width=4)
+    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
+    with pytest.raises(TypeError, match=r"unknown options \['mixup'\]"):
+        train.make_train_step(model, tx, parallel.make_mesh(1), global_batch=4, num_classes=10, mixup=1.0)
+    assert set(train.STEP_OPTIONS) <= set(inspect.signature(train.make_train_loop).parameters)
 
 
 @pytest.mark.slow
