@@ -44,3 +44,14 @@ def test_report_and_readme_section(suite, tmp_path):
     with pytest.raises(ValueError, match="section"):
         (tmp_path / "bad.md").write_text("no markers")
         report.update_readme(path, tmp_path / "bad.md")
+
+
+def test_reproduction_time_from_the_run_files(tmp_path):
+    run = tmp_path / "results" / "synthetic"
+    assert report.reproduction_markdown(run) == ""  # nothing written: nothing reported
+    run.mkdir(parents=True)
+    (run / "timings.json").write_text(json.dumps({"table1": 90.0, "robustness": 30.0}))
+    (run / "README.md").write_text("# title\n\nMade by `python -m experiments.reproduce_all --quick` on X.\n")
+    md = report.reproduction_markdown(run)
+    assert "(2.0 min in all)" in md and "Made by `python -m experiments.reproduce_all --quick` on X." in md
+    assert "| table1 | 90 | 75% |" in md and "| robustness | 30 | 25% |" in md
