@@ -15,7 +15,6 @@ import argparse
 import datetime as _dt
 import importlib
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -23,9 +22,9 @@ import time
 import traceback
 from pathlib import Path
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+from jaxhfc.parallel import request_cpu_devices  # imports jax; its backends start later
+
+request_cpu_devices(8)  # fake CPU devices (no effect on accelerators); before jax starts its backends
 
 from benchmarks import common, report  # noqa: E402
 

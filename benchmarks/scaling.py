@@ -11,13 +11,11 @@ Usage: ``python -m benchmarks.scaling [--quick] [--model small_cnn] [--batch 256
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # Only affects the CPU platform; must be set before jax initialises its backends.
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+from jaxhfc.parallel import request_cpu_devices  # imports jax; its backends start later
+
+request_cpu_devices(8)  # fake CPU devices (no effect on accelerators); before jax starts its backends
 
 from benchmarks import common  # noqa: E402
 from benchmarks.train_throughput import bench_jax  # noqa: E402

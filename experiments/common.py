@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -582,34 +581,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
-
-
 def configure_cpu_devices(value: str | int = "auto", *, environ=None, cores: int | None = None) -> int | None:
-    """Ask XLA for ``value`` CPU devices (``'auto'``: one per core) through ``XLA_FLAGS``.
+    """``--cpu-devices``: :func:`jaxhfc.parallel.request_cpu_devices` (one XLA device per core
+    by default, so data parallelism uses every core of a CPU host)."""
+    from jaxhfc import parallel
 
-    XLA:CPU runs the small convolutions of the quick recipes on about one core; data
-    parallelism over one device per core uses the others (benchmarks/scaling.py). Must run
-    before jax initialises its backends (the drivers call it first thing); an explicit count
-    already in ``XLA_FLAGS`` wins. Returns the count set, or None when nothing was set.
-    """
-    env = os.environ if environ is None else environ
-    flags = env.get("XLA_FLAGS", "")
-    if CPU_DEVICE_FLAG in flags:
-        return None
-    if value == "auto":
-        n = max(1, min(int(cores if cores is not None else (os.cpu_count() or 1)), 8))
-    else:
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}") from None
-        if n < 1:
-            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}")
-    if n == 1:
-        return None
-    env["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={n}".strip()
-    return n
+    return parallel.request_cpu_devices(value, environ=environ, cores=cores)
 
 
 def context_from_args(args) -> Context:

@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = [
+    "request_cpu_devices",
     "DATA_AXIS",
     "make_mesh",
     "data_sharding",
@@ -45,6 +46,37 @@ logger = logging.getLogger(__name__)
 
 #: The only mesh axis: the data-parallel axis.
 DATA_AXIS = "data"
+
+
+CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def request_cpu_devices(value: str | int = "auto", *, environ: Any = None, cores: int | None = None) -> int | None:
+    """Ask XLA for ``value`` CPU devices (``'auto'``: one per core, at most 8) through ``XLA_FLAGS``.
+
+    XLA:CPU runs small convolutions on about one core; data parallelism over one device per
+    core uses the others, and tests use fake devices to exercise the multi-device path. Call
+    it before jax initialises its backends (drivers, benchmarks and the test set-up do, first
+    thing); it only edits the environment mapping (``os.environ`` by default). A count already
+    in ``XLA_FLAGS`` wins. Returns the count set, or None when nothing was set (1: nothing to set).
+    """
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if CPU_DEVICE_FLAG in flags:
+        return None
+    if value == "auto":
+        n = max(1, min(int(cores if cores is not None else (os.cpu_count() or 1)), 8))
+    else:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}") from None
+        if n < 1:
+            raise ValueError(f"--cpu-devices must be 'auto' or a positive int; got {value!r}")
+    if n == 1:
+        return None
+    env["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={n}".strip()
+    return n
 
 
 def make_mesh(num_devices: int | None = None, *, devices: Sequence[Any] | None = None) -> Mesh:

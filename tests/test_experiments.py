@@ -176,7 +176,8 @@ def test_missing_cifar10_is_one_clear_error(tmp_path, capsys):
 
 
 def test_configure_cpu_devices_sets_xla_flags_once():
-    from experiments.common import CPU_DEVICE_FLAG, configure_cpu_devices
+    from experiments.common import configure_cpu_devices
+    from jaxhfc.parallel import CPU_DEVICE_FLAG
 
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
     assert configure_cpu_devices("auto", environ=env, cores=2) == 2
