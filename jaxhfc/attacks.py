@@ -929,9 +929,11 @@ def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
             "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
 
 
-def _batch_diagnostics(spec, plan, dyn, key, eps, x, y, idx):
+def _batch_diagnostics(spec, plan, dyn, key, eps, scale, x, y, idx):
     """One batch of the cheap masking diagnostics: random +-eps noise, the cross-entropy input
-    gradient at ``x`` and the first-order gain of the margin (no attack loops)."""
+    gradient at ``x`` and the first-order gain of the margin (no attack loops; the logits
+    unscaled, ``scale`` unused)."""
+    del scale
     norm, clip_min, clip_max = plan
     logits_fn = join_callable(spec, dyn)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
@@ -955,32 +957,27 @@ def _batch_diagnostics(spec, plan, dyn, key, eps, x, y, idx):
 
 
 @functools.lru_cache(maxsize=32)
-def _eval_fn(spec, plan):
-    """The per-batch function of one (logits_fn structure, plan): a stable object, so that
-    :func:`jaxhfc.parallel.sweep` compiles it once. A plan of 5 entries runs the attacks, of
-    3 the diagnostics."""
-    if len(plan) == 3:
-        def fn(dyn, key, eps, scale, x, y, index):
-            del scale
-            return _batch_diagnostics(spec, plan, dyn, key, eps, x, y, index)
-    else:
-        def fn(dyn, key, eps, scale, x, y, index):
-            return _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, index)
+def _eval_fn(batch, spec, plan):
+    """The per-batch function of one (batch function, logits_fn structure, plan): a stable
+    object, so that :func:`jaxhfc.parallel.sweep` compiles it once."""
+
+    def fn(dyn, key, eps, scale, x, y, index):
+        return batch(spec, plan, dyn, key, eps, scale, x, y, index)
 
     return fn
 
 
-def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0) -> dict:
-    """Run :func:`_batch_attacks` (or :func:`_batch_diagnostics`) over whole host arrays with
+def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0, batch=_batch_attacks) -> dict:
+    """Run ``batch`` (:func:`_batch_attacks` or :func:`_batch_diagnostics`) over whole host arrays with
     :func:`jaxhfc.parallel.sweep` (pad, shard over ``'data'``, run, fetch, unpad; every
     process gets every row); ``eps`` and ``scale`` are program arguments."""
     from jaxhfc import parallel
 
     dyn, spec = split_callable(logits_fn)
     try:
-        fn = _eval_fn(spec, plan)
+        fn = _eval_fn(batch, spec, plan)
     except TypeError:  # an unhashable static leaf: a new program each call
-        fn = _eval_fn.__wrapped__(spec, plan)
+        fn = _eval_fn.__wrapped__(batch, spec, plan)
     return parallel.sweep(fn, (np.asarray(x, np.float32), np.asarray(y, np.int32)),
                           (dyn, key, np.float32(eps), np.float32(scale)),
                           batch_size=batch_size, mesh=mesh, with_index=True)
@@ -1122,7 +1119,7 @@ def robust_accuracy(
     sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh, eps=eps)
     res = sweep(logits_fn, x, y, key, plan=plan_for(attacks))
     if checks:
-        res.update(sweep(logits_fn, x, y, key, plan=(norm, clip_min, clip_max)))
+        res.update(sweep(logits_fn, x, y, key, plan=(norm, clip_min, clip_max), batch=_batch_diagnostics))
 
     pert_max = float(res["pert_max"].max())
     if pert_max > eps + tol:
