@@ -40,7 +40,8 @@ SUITE = (
     ("scaling", [], []),
     ("heatmap", [], []),
     # K models in one program vs one after the other, and the per-step vs the on-device loop
-    ("populations", [], []),
+    # full mode: the paper's setting (ResNet18, batch 100 per model) in float32 and bfloat16
+    ("populations", [], ["--model", "resnet18", "--batch", "100", "--dtypes", "float32", "bfloat16"]),
 )
 
 

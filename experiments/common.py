@@ -556,6 +556,29 @@ def final(trained: Trained, key: str) -> float | None:
     return ys[-1] if ys else None
 
 
+#: jax.monitoring events that make up the compilation of a program (tracing, lowering, XLA).
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+_compile_seconds = [0.0]
+_compile_listening = [False]
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling jax programs (tracing, lowering and XLA) since
+    the first call; read it before and after a piece of work to get that work's share. The
+    listener is registered on the first call (drivers only: the library registers nothing)."""
+    if not _compile_listening[0]:
+        import jax
+
+        def listen(event: str, duration: float, **_):
+            if event in COMPILE_EVENTS:
+                _compile_seconds[0] += duration
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        _compile_listening[0] = True
+    return _compile_seconds[0]
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     from jaxhfc import sources

@@ -16,7 +16,7 @@ import importlib
 import time
 from pathlib import Path
 
-from experiments.common import Claim, claims_table, context_from_args, parser, run_cli
+from experiments.common import Claim, claims_table, compile_seconds, context_from_args, parser, run_cli
 from jaxhfc import results as R
 
 #: (module, title, beyond the paper?)
@@ -34,8 +34,9 @@ ARTEFACTS = (
 )
 
 
-def write_readme(ctx, timings: dict) -> Path:
-    """``<out>/README.md`` from each artefact's table.md and table.json."""
+def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
+    """``<out>/README.md`` from each artefact's table.md and table.json; ``timings`` and
+    ``compiling`` are seconds per artefact (wall, and of it compiling jax programs)."""
     env = R.environment_info()
     seeds = list(ctx.seed_list)
     flags = f"{' --quick' if ctx.scale == 'quick' else ''}{' --tiny' if ctx.scale == 'tiny' else ''}"
@@ -91,9 +92,12 @@ def write_readme(ctx, timings: dict) -> Path:
     lines += ["", "## Time", "",
               f"{len(runs)} trained models in `runs/`, {train_s / 60:.1f} min of training in all (from each run's "
               f"done.json); this invocation trained {ctx.trainings} of them. Wall time of each artefact when it "
-              "last ran (timings.json), including any trainings it ran then:", "",
-              "| artefact | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+              "last ran (timings.json), including any trainings it ran then, and the part of it spent compiling jax "
+              "programs (tracing, lowering and XLA; compile_seconds.json):", "",
+              "| artefact | seconds | compiling |", "|---|---|---|"]
+    compiling = compiling or {}
+    lines += [f"| {k} | {v:.0f} | {compiling[k]:.0f} |" if k in compiling else f"| {k} | {v:.0f} | |"
+              for k, v in timings.items()]
     lines.append("")
     for module, title, beyond in ARTEFACTS:
         if module not in present:
@@ -143,21 +147,27 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
 def run(ctx, only=None) -> dict:
     done: dict[str, list[Claim]] = {}
     timings: dict[str, float] = {}
+    compiling: dict[str, float] = {}  # of which compiling jax programs
     for module, title, _ in ARTEFACTS:
         if only and module not in only:
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), compile_seconds()
         print(f"== {title}", flush=True)
         out = importlib.import_module(f"experiments.{module}").run(ctx)
         done[module] = list(out.get("claims", []))
         timings[module] = time.perf_counter() - t0
+        compiling[module] = compile_seconds() - c0
         for c in done[module]:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
+        print(f"   {timings[module]:.0f} s, of which {compiling[module]:.0f} s compiling jax programs", flush=True)
     # wall times per artefact, kept across invocations (an --only run updates its artefacts)
     times_path = ctx.out / "timings.json"
     merged = {**(R.read_json(times_path) if times_path.exists() else {}), **timings}
     R.write_json(times_path, merged)
-    path = write_readme(ctx, merged)
+    compile_path = ctx.out / "compile_seconds.json"
+    merged_compile = {**(R.read_json(compile_path) if compile_path.exists() else {}), **compiling}
+    R.write_json(compile_path, merged_compile)
+    path = write_readme(ctx, merged, merged_compile)
     print(f"wrote {path} ({ctx.trainings} trainings run, {sum(timings.values()):.0f} s)")
     return {"claims": done, "timings": timings, "readme": path}
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jaxhfc import models, results
 
@@ -506,6 +506,53 @@ class TrainConfig:
     adversary: AdversaryConfig = dataclasses.field(default_factory=AdversaryConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    if TYPE_CHECKING:  # the read-only flat aliases (set below from FLAT_FIELDS), for type checkers
+        model: str  # net.name
+        width: int | None  # net.width
+        norm: str | None  # net.norm
+        bn_eval: str  # net.bn_eval
+        dropout: float  # net.dropout
+        dtype: str  # net.dtype
+        normalize: bool  # net.normalize
+        dataset: str  # data.name
+        data_dir: str | None  # data.dir
+        data_source: str  # data.source
+        data_seed: int  # data.seed
+        num_train: int | None  # data.num_train
+        num_test: int | None  # data.num_test
+        train_subset: int | None  # data.train_subset
+        num_val: int  # data.num_val
+        shuffle_labels: float  # data.shuffle_labels
+        train_filter: str  # data.train_filter
+        train_radius: float  # data.train_radius
+        scaling: str  # data.scaling
+        augment_crop: bool  # augment.crop
+        augment_flip: bool  # augment.flip
+        mixup_alpha: float  # augment.mixup_alpha
+        label_smoothing: float  # optim.label_smoothing
+        optimizer: str  # optim.name
+        learning_rate: float  # optim.learning_rate
+        momentum: float  # optim.momentum
+        weight_decay: float  # optim.weight_decay
+        schedule: str  # optim.schedule
+        epochs: int  # optim.epochs
+        batch_size: int  # optim.batch_size
+        eval_every: int  # evaluation.every
+        eval_batch_size: int  # evaluation.batch_size
+        eval_radii: tuple[float, ...]  # evaluation.radii
+        eval_train: bool  # evaluation.train
+        eval_train_subset: int | None  # evaluation.train_subset
+        checkpoint_every: int  # run.checkpoint_every
+        keep_checkpoints: int  # run.keep_checkpoints
+        seed: int  # run.seed
+        adv_eps: float  # adversary.eps
+        adv_steps: int  # adversary.steps
+        adv_step_size: float  # adversary.step_size
+        adv_random_start: bool  # adversary.random_start
+        adv_norm: str  # adversary.norm
+        kernel_penalty: float  # optim.kernel_penalty
+        num_devices: int | None  # run.num_devices
 
     def __init__(
         self,

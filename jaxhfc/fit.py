@@ -54,7 +54,7 @@ from jaxhfc.config import (
     TrainConfig,
 )
 from jaxhfc.evaluation import eval_set_name, evaluate
-from jaxhfc.runs import CheckpointError, _checkpoint_manager, _restore, _run_info
+from jaxhfc.runs import CheckpointError, checkpoint_manager, restore_checkpoint, run_info
 from jaxhfc.step import (
     TrainState,
     build_model,
@@ -396,17 +396,17 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
 
     for m in members:
         m.run_dir.mkdir(parents=True, exist_ok=True)
-        m.manager = _checkpoint_manager(m.run_dir, m.config.run.keep_checkpoints)
+        m.manager = checkpoint_manager(m.run_dir, m.config.run.keep_checkpoints)
     try:
         start = _resume_step(members, resume)
         for i, m in enumerate(members):
             if start is not None:
-                states[i] = _restore(m.manager, start, states[i])
+                states[i] = restore_checkpoint(m.manager, start, states[i])
                 m.history = [h for h in results.read_jsonl(m.metrics_path) if h["step"] <= start]
                 logger.info("resumed %s from step %d", m.run_dir, start)
             if is_main:
                 if not (resume and (m.run_dir / "config.json").exists()):
-                    info = _run_info(m.config, mesh, num_classes=num_classes, input_shape=trains[0][0].shape[1:])
+                    info = run_info(m.config, mesh, num_classes=num_classes, input_shape=trains[0][0].shape[1:])
                     results.write_json(m.run_dir / "config.json", info)
                 m.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in m.history))
         start_step = start or 0

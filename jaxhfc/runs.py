@@ -22,14 +22,17 @@ from jaxhfc import parallel, results
 from jaxhfc.config import TrainConfig
 from jaxhfc.step import TrainState, build_model, create_train_state, named_keys, optimizer_from_config
 
-__all__ = ["CheckpointError", "load_run"]
+__all__ = ["CheckpointError", "checkpoint_manager", "load_run", "restore_checkpoint", "run_info"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be restored."""
 
 
-def _run_info(config: TrainConfig, mesh: Mesh, *, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
+def run_info(config: TrainConfig, mesh: Mesh, *, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
+    """What a run folder's ``config.json`` holds: the nested config and its hash, the number of
+    classes, the input shape (without batch), the mesh's devices, and the environment
+    (versions, hardware, git commit)."""
     return {
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
@@ -40,7 +43,9 @@ def _run_info(config: TrainConfig, mesh: Mesh, *, num_classes: int, input_shape:
     }
 
 
-def _checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = False) -> Any:
+def checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = False) -> Any:
+    """An orbax ``CheckpointManager`` on ``<run_dir>/checkpoints`` keeping the ``keep`` newest
+    steps; asynchronous saves when writing, none when ``read_only``. Close it when done."""
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
@@ -48,7 +53,10 @@ def _checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = F
     return ocp.CheckpointManager((run_dir / "checkpoints").resolve(), options=options)
 
 
-def _restore(manager: Any, step: int, template: TrainState) -> TrainState:
+def restore_checkpoint(manager: Any, step: int, template: TrainState) -> TrainState:
+    """Restore checkpoint ``step`` of ``manager`` with the shapes, dtypes and shardings of
+    ``template``; any failure is a :class:`CheckpointError` that names the step, its folder and
+    the older checkpoints left untouched."""
     import orbax.checkpoint as ocp
 
     abstract = jax.tree_util.tree_map(
@@ -87,7 +95,7 @@ def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
     info = json.loads(info_path.read_text())
     config = TrainConfig.from_dict(info["config"])
     mesh = mesh or parallel.make_mesh(None)
-    manager = _checkpoint_manager(run_dir, config.run.keep_checkpoints, read_only=True)
+    manager = checkpoint_manager(run_dir, config.run.keep_checkpoints, read_only=True)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
@@ -98,7 +106,7 @@ def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
         tx = optimizer_from_config(config.optim, total_steps=1)
         template = create_train_state(model, tx, named_keys(config.run.seed)["init"],
                                       tuple(info.get("input_shape", (32, 32, 3))), mesh=mesh)
-        state = _restore(manager, step, template)
+        state = restore_checkpoint(manager, step, template)
     finally:
         manager.close()
     return config, state, model

@@ -55,3 +55,20 @@ def test_reproduction_time_from_the_run_files(tmp_path):
     md = report.reproduction_markdown(run)
     assert "(2.0 min in all)" in md and "Made by `python -m experiments.reproduce_all --quick` on X." in md
     assert "| table1 | 90 | 75% |" in md and "| robustness | 30 | 25% |" in md
+
+
+def test_report_judges_the_population_target_at_the_paper_setting(suite):
+    """The K=8 line appears only for ResNet18 at batch 100, and says met / not met from the
+    measured ratio against report.POPULATION_TARGET (hand-made ratios)."""
+    import copy
+
+    _, record = suite
+    assert "Target for 8" not in report.markdown(record)  # the tiny run: small CNN, no K=8
+    for ratio, word in ((3.4, "(met)"), (2.2, "(not met)")):
+        rec = copy.deepcopy(record)
+        row = rec["results"]["populations"][0]["results"][0]
+        row.update(model="resnet18", batch=100)
+        template = row["populations"][0]
+        row["populations"] = [dict(template, k=k, vs_sequential=(ratio if k == 8 else 1.0)) for k in (1, 2, 4, 8)]
+        md = report.markdown(rec)
+        assert f"measured {ratio:.2f}x {word}" in md

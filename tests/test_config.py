@@ -344,3 +344,25 @@ def test_train_facade_keeps_the_names_of_the_single_module():
     exec("from jaxhfc.train import *", namespace)
     assert all(callable(namespace[name]) or name.endswith(("FIELDS", "KINDS")) for name in before)
     assert train.fit is fit_module.fit and train.TrainConfig is C.TrainConfig
+
+
+def test_flat_aliases_are_declared_for_type_checkers_with_their_section_types():
+    """The ``if TYPE_CHECKING:`` block of TrainConfig declares every flat alias, in the table's
+    order, with the annotation of the section field it reads (the block must not drift from
+    FLAT_FIELDS)."""
+    import ast
+    import inspect
+
+    from jaxhfc import config as C
+
+    tree = ast.parse(inspect.getsource(C))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    block = next(n for n in cls.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    declared = [(s.target.id, ast.unparse(s.annotation)) for s in block.body if isinstance(s, ast.AnnAssign)]
+    expected = []
+    for flat, (section, field) in C.FLAT_FIELDS.items():
+        types = {f.name: f.type for f in dataclasses.fields(C.SECTIONS[section])}
+        expected.append((flat, types[field]))
+    assert declared == expected
+    # and they stay out of the dataclass fields (aliases are properties, not fields)
+    assert [f.name for f in dataclasses.fields(C.TrainConfig)] == list(C.SECTIONS)
