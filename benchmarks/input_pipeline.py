@@ -89,7 +89,6 @@ def host_numpy_batch(x_host, y_host, idx, rng, *, crop_pad, mean, std):
 
 def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) -> dict:
     import jax
-    import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     from jaxhfc import data

@@ -82,7 +82,8 @@ def run(ctx: Context) -> dict:
                                   key=key, apgd_steps=s["apgd_steps"], check_n=s["check_n"],
                                   model_id=f"{mname}/input-lowpass-{'none' if r is None else r}",
                                   per_example_dir=per_example_dir if i == 0 else None,
-                                  memo_key=(str(t.run_dir), "none", seed) if r is None else None)
+                                  memo_key=(str(t.run_dir), "none", seed) if r is None else None,
+                                  escalate=s["escalate"])
                 row = {"model": mname, "input low-pass r": "none" if r is None else r, **res}
                 if mname == "M_natural":
                     row["chosen on validation"] = "yes" if r == r_star else ""

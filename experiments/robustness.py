@@ -34,19 +34,21 @@ NAME = "robustness"
 #: ``kernel_radii``: kernel low-pass, for 3x3 kernels 1.2 keeps the centre and its 4 neighbours,
 #: 1.0 only the mean); ``defended_eps``: the radii of the defended rows (the claims about
 #: kernel smoothing are made at the largest eps); ``penalty``: also train and attack a model with
-#: the kernel-smoothness penalty (no claim is judged on it). Quick scale keeps what the claims
-#: need, to fit a 2-core CPU.
+#: the kernel-smoothness penalty (no claim is judged on it); ``escalate``: how many times a row's
+#: attacks are made stronger (2x steps, one more restart) when the more-steps check says they
+#: have not converged (see ``eval_robust``). Quick scale keeps what the claims need, to fit a
+#: 2-core CPU.
 SETTINGS = {
     "full": dict(eps=(0.03, 0.06, 0.09), defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0),
                  kernel_radii=(1.2, 1.0), defended=("M_natural", "M_adversarial"), penalty=True, pgd_steps=20,
                  apgd_steps=100, n_eval=None, check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5,
-                 adv_min=0.5),
+                 adv_min=0.5, escalate=1),
     "quick": dict(eps=(0.03, 0.09), defended_eps=(0.09,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
                   penalty=False, pgd_steps=5, apgd_steps=10, n_eval=128, check_n=128, batch_size=128,
-                  kernel_penalty=0.05, min_test=0.5, adv_min=0.6),
+                  kernel_penalty=0.05, min_test=0.5, adv_min=0.6, escalate=1),
     "tiny": dict(eps=(0.03,), defended_eps=(0.03,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
                  penalty=True, pgd_steps=2, apgd_steps=3, n_eval=32, check_n=32, batch_size=32, kernel_penalty=0.05,
-                 min_test=0.0, adv_min=0.0),
+                 min_test=0.0, adv_min=0.0, escalate=1),
 }
 
 
@@ -74,14 +76,17 @@ def attack_list(pgd_steps: int, apgd_steps: int) -> tuple:
 
 
 def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
-    """Write the failed checks of every seed into the combined rows' ``checks`` column (in
-    place; the rows of all seeds come in the same order)."""
+    """Write the failed checks of every seed into the combined rows' ``checks`` column, and the
+    strongest attacks any seed needed into ``attack x`` (in place; the rows of all seeds come in
+    the same order)."""
     for r, *others in zip(rows, *per_seed_rows[1:]):
         r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
+        if "attack x" in r:
+            r["attack x"] = max([r["attack x"], *(o.get("attack x", 1) for o in others)])
 
 
 #: Sanity-check columns of every row (see ``eval_robust``).
-CHECK_COLUMNS = ["median |logit|", "scale d", "PGD scale d", "steps d", "noise acc", "CE grad~0",
+CHECK_COLUMNS = ["attack x", "median |logit|", "scale d", "PGD scale d", "steps d", "noise acc", "CE grad~0",
                  "success on undefended", "checks"]
 
 
@@ -90,7 +95,8 @@ def _slug(text: str) -> str:
 
 
 def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
-                model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None) -> dict:
+                model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
+                escalate: int = 0) -> dict:
     """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
     the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant); and
     the sanity checks of :func:`jaxhfc.attacks.robust_accuracy` on every row (defended or not):
@@ -103,7 +109,13 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     - ``noise acc``: accuracy under random +-eps noise at the largest eps;
     - ``CE grad~0``: share of correct examples whose cross-entropy gradient is near zero
       (``eps * ||g||_1 < 1e-3``) at the largest eps;
-    - ``checks``: the failed checks over all eps (``ok`` when none failed).
+    - ``checks``: the failed checks over all eps (``ok`` when none failed);
+    - ``attack x``: the attacks' strength behind ``worst`` and the checks, as a multiple of
+      the set steps (the largest over eps). When the more-steps check finds that 2x the steps
+      and one more restart lower the robust accuracy by more than its tolerance (the attacks
+      have not converged), the eps is attacked again with those stronger attacks, up to
+      ``escalate`` times, and the checks are re-run on top of them. The paper's ``FGSM`` and
+      ``PGD`` columns always come from the set steps.
 
     ``success on undefended`` is filled in by the caller from the model's undefended row.
     With ``memo_key`` (hashable, naming the model and ``x``, ``y``, ``key``: e.g. the run folder,
@@ -122,24 +134,32 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     atks = attack_list(steps, apgd_steps)
     fg, pg = atks[0].name, atks[1].name
     out: dict = {}
-    flags, scale_d, pgd_scale_d, steps_d = set(), 0.0, 0.0, 0.0
+    flags, scale_d, pgd_scale_d, steps_d, attack_x = set(), 0.0, 0.0, 0.0, 1
     broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
     for e in eps:
         mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, check_n,
-                                            batch_size, len(y), bool(checks))
-        r = ctx.memo.get(mk) if mk is not None else None
-        if r is None:
-            with W.catch_warnings():  # the flags go to the table, not to stderr once per row
-                W.simplefilter("ignore", RuntimeWarning)
-                r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
-                                            attacks=atks, unroll=UNROLL(), checks=checks,
-                                            logit_scale=10.0 if checks else None, more_steps=2 if checks else None,
-                                            check_examples=check_n)
+                                            batch_size, len(y), bool(checks), escalate)
+        runs = ctx.memo.get(mk) if mk is not None else None
+        if runs is None:
+            runs, level_atks = [], atks
+            while True:
+                with W.catch_warnings():  # the flags go to the table, not to stderr once per row
+                    W.simplefilter("ignore", RuntimeWarning)
+                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
+                                                attacks=level_atks, unroll=UNROLL(), checks=checks,
+                                                logit_scale=10.0 if checks else None,
+                                                more_steps=2 if checks else None, check_examples=check_n)
+                runs.append(r)
+                if len(runs) > escalate or not not_converged(r):
+                    break
+                level_atks = tuple(a.stronger(2) for a in level_atks)
             if mk is not None:
-                ctx.memo[mk] = r
+                ctx.memo[mk] = runs
+        r = runs[-1]  # the worst case and the checks from the strongest attacks run
         out["clean"] = r.clean_accuracy
-        out[f"FGSM {e:g}"] = r.attack_accuracy[fg]
-        out[f"PGD {e:g}"] = r.attack_accuracy[pg]
+        out[f"FGSM {e:g}"] = runs[0].attack_accuracy[fg]  # the paper's columns: the set steps
+        out[f"PGD {e:g}"] = runs[0].attack_accuracy[pg]
+        attack_x = max(attack_x, 2 ** (len(runs) - 1))
         out[f"worst {e:g}"] = r.robust_accuracy
         out[f"success {e:g}"] = r.success_rate
         flags |= set(r.flags)
@@ -147,7 +167,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
         if checks:
             c = r.checks
             scale_d = max(scale_d, abs(c["logit_scale"]["delta"]))
-            pgd_scale_d = max(pgd_scale_d, abs(c["logit_scale"]["delta_per_attack"][pg]))
+            pgd_scale_d = max(pgd_scale_d, abs(c["logit_scale"]["delta_per_attack"][r.attacks[1]]))  # the PGD run
             steps_d = max(steps_d, abs(c["more_steps"]["delta"]))
             out["noise acc"] = c["noise"]["noise_accuracy"]
             out["CE grad~0"] = c["near_zero_grad"]["fraction"]
@@ -168,8 +188,16 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
                       "min_eps": [None if not np.isfinite(m) else float(m) for m in min_eps]})
     if checks:
         out.update({"scale d": scale_d, "PGD scale d": pgd_scale_d, "steps d": steps_d})
+    out["attack x"] = attack_x
     out["checks"] = ", ".join(sorted(flags)) or "ok"
     return out
+
+
+def not_converged(r) -> bool:
+    """The more-steps check of a :class:`jaxhfc.attacks.RobustResult` failed because stronger
+    attacks break more images (not because they break fewer: that is noise or masking)."""
+    c = (r.checks or {}).get("more_steps")
+    return bool(c) and not c["ok"] and c["delta"] < 0
 
 
 def fill_success_on_undefended(rows: list, *, key: str = "model", eps: float) -> None:
@@ -276,7 +304,8 @@ def run(ctx: Context) -> dict:
                                   s["defended_eps"], steps=s["pgd_steps"], apgd_steps=s["apgd_steps"],
                                   check_n=s["check_n"], batch_size=s["batch_size"], key=key,
                                   model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
-                                  memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None)
+                                  memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None,
+                                  escalate=s["escalate"])
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)
@@ -316,7 +345,9 @@ def run(ctx: Context) -> dict:
                                        "APGD-DLR (Croce & Hein 2020); robust accuracy counts an image if it is right "
                                        "both clean and attacked",
                              "checks": "logit scale T=10, 2x steps + 1 restart (on the first check_n images), "
-                                       "noise, near-zero CE gradients, flat margin; tolerance 0.03"},
+                                       "noise, near-zero CE gradients, flat margin; tolerance 0.03; when 2x steps "
+                                       "break more images than the tolerance, the eps is attacked again with those "
+                                       "attacks and checked again, up to 'escalate' times ('attack x' column)"},
                    notes=f"Defended rows are attacked at eps {', '.join(f'{e:g}' for e in s['defended_eps'])}"
                          f"{'' if s['penalty'] else '; no smoothness-penalty model at this scale'}. "
                          "Roughness ('first-layer smoothness' column, kernels.smoothness): mean squared difference of "
@@ -327,7 +358,10 @@ def run(ctx: Context) -> dict:
                          "1 + 8 rho); 'smooth-renorm rho' divides by 1 + 8 rho. Checks on every row: 'scale d' and "
                          "'PGD scale d' the change of the worst-case / paper-PGD accuracy when the logits are divided "
                          "by 10 (same classifier; a large 'PGD scale d' means the paper's PGD column is masked by a "
-                         "saturated softmax), 'steps d' the change with 2x steps and one more restart, 'noise acc' "
+                         "saturated softmax), 'steps d' the change with 2x steps and one more restart, 'attack x' the "
+                         "strength of the attacks behind 'worst' and the checks as a multiple of the set steps (2: "
+                         "the set attacks had not converged and were run again with 2x steps and one more restart; "
+                         "the paper's FGSM and PGD columns keep the set steps), 'noise acc' "
                          "accuracy under random +-eps noise, 'CE grad~0' the share of correct images with a "
                          "near-zero cross-entropy gradient, 'success on undefended' the worst-case attack's success "
                          "rate on the model's undefended row, 'checks' the failed checks of any seed ('ok': none). "

@@ -1,0 +1,89 @@
+"""The row protocol of experiments.robustness.eval_robust when the more-steps check says the
+attacks have not converged: the eps is attacked again with 2x steps and one more restart (up to
+``escalate`` times), 'worst' and the checks come from the strongest run, the paper's FGSM/PGD
+columns from the set steps, and 'attack x' says how strong the reported attacks were. The
+attack itself is replaced by scripted results so that each branch is hit on purpose."""
+import types
+
+import numpy as np
+import pytest
+
+from experiments import common, robustness
+from jaxhfc import attacks
+
+
+def _result(atks, *, worst, delta, fgsm=0.5, pgd=0.4, n=10):
+    """A RobustResult-like record of the fields eval_robust reads."""
+    robust = np.arange(n) < round(worst * n)
+    return types.SimpleNamespace(
+        attacks=[a.name for a in atks], clean_accuracy=1.0, robust_accuracy=worst, success_rate=1.0 - worst, flags=[] if abs(delta) <= 0.03 else
+        ["more_steps"], robust_correct=robust, clean_correct=np.ones(n, bool), median_abs_logit=3.0,
+        attack_accuracy={atks[0].name: fgsm, atks[1].name: pgd, **{a.name: worst for a in atks[2:]}},
+        checks={"logit_scale": {"delta": 0.0, "delta_per_attack": {atks[1].name: 0.0}, "ok": True},
+                "more_steps": {"delta": delta, "ok": abs(delta) <= 0.03},
+                "noise": {"noise_accuracy": 1.0}, "near_zero_grad": {"fraction": 0.0}})
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """robust_accuracy returns the scripted (worst, delta) pairs in turn, and records the attacks."""
+    calls = []
+
+    def install(script):
+        def fake(logits, x, y, key, *, attacks, **kw):
+            worst, delta = script[len(calls)]
+            calls.append(attacks)
+            return _result(attacks, worst=worst, delta=delta)
+
+        monkeypatch.setattr(attacks, "robust_accuracy", fake)
+        return calls
+
+    return install
+
+
+def _row(tmp_path, escalate, memo_key=None, ctx=None):
+    ctx = ctx or common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
+    x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
+    row = robustness.eval_robust(ctx, None, x, y, eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None,
+                                 check_n=10, escalate=escalate, memo_key=memo_key)
+    return row, ctx
+
+
+def test_unconverged_attacks_are_run_again_stronger(scripted, tmp_path):
+    calls = scripted([(0.8, -0.2), (0.6, -0.01)])  # set steps: 2x breaks 20% more; then converged
+    row, _ = _row(tmp_path, escalate=1)
+    base = robustness.attack_list(5, 10)
+    assert calls == [base, tuple(a.stronger(2) for a in base)]
+    assert row["worst 0.03"] == 0.6 and row["steps d"] == pytest.approx(0.01)
+    assert row["FGSM 0.03"] == 0.5 and row["PGD 0.03"] == 0.4  # the paper's columns: the set steps
+    assert row["attack x"] == 2 and row["checks"] == "ok"
+
+
+def test_escalation_is_bounded_and_a_still_failing_check_is_reported(scripted, tmp_path):
+    calls = scripted([(0.8, -0.2), (0.7, -0.1), (0.5, 0.0)])
+    row, _ = _row(tmp_path, escalate=1)
+    assert len(calls) == 2 and row["attack x"] == 2
+    assert row["worst 0.03"] == 0.7 and row["checks"] == "more_steps"
+
+
+@pytest.mark.parametrize("script, escalate", [([(0.8, -0.2)], 0), ([(0.8, +0.2)], 1), ([(0.8, -0.02)], 1)])
+def test_no_escalation_when_off_converged_or_stronger_is_weaker(scripted, tmp_path, script, escalate):
+    """escalate=0; a stronger attack that breaks fewer images (noise or masking: more steps
+    would not help, the flag stays); a change within the tolerance."""
+    calls = scripted(script)
+    row, _ = _row(tmp_path, escalate=escalate)
+    assert len(calls) == 1 and row["attack x"] == 1 and row["worst 0.03"] == 0.8
+    assert row["checks"] == ("ok" if abs(script[0][1]) <= 0.03 else "more_steps")
+
+
+def test_memo_keeps_the_escalated_runs(scripted, tmp_path):
+    calls = scripted([(0.8, -0.2), (0.6, 0.0)])
+    first, ctx = _row(tmp_path, escalate=1, memo_key=("run", "none", 0))
+    again, _ = _row(tmp_path, escalate=1, memo_key=("run", "none", 0), ctx=ctx)
+    assert len(calls) == 2 and again == first
+
+
+def test_seeds_report_the_strongest_attacks_any_needed():
+    rows = [{"checks": "ok", "attack x": 1}]
+    robustness.merge_seed_checks(rows, [[{"checks": "ok", "attack x": 1}], [{"checks": "more_steps", "attack x": 2}]])
+    assert rows == [{"checks": "ok / more_steps", "attack x": 2}]
