@@ -152,16 +152,26 @@ def latest(results_dir: Path | None = None) -> Path:
 
 def reproduction_markdown(results_dir: Path, label: str | None = None) -> str:
     """The quick reproduction's wall time per artefact, from the files that run wrote
-    (``timings.json`` and the run line of ``README.md`` in ``results_dir``); empty when absent."""
+    (``timings.json``, ``compile_seconds.json`` when present, and the run line of ``README.md``
+    in ``results_dir``); empty when absent."""
     times_path, readme = Path(results_dir) / "timings.json", Path(results_dir) / "README.md"
     if not times_path.exists() or not readme.exists():
         return ""
     times = json.loads(times_path.read_text())
     run_line = next((line for line in readme.read_text().splitlines() if line.startswith("Made by ")), "")
     total = sum(times.values())
+    compile_path = Path(results_dir) / "compile_seconds.json"
+    compiling = json.loads(compile_path.read_text()) if compile_path.exists() else {}
     lines = [f"**Quick reproduction** (`{label or results_dir}`), wall time per artefact "
-             f"({total / 60:.1f} min in all). {run_line}", "", "| artefact | s | share |", "|---|---|---|"]
-    lines += [f"| {k} | {v:.0f} | {v / total:.0%} |" for k, v in times.items()]
+             f"({total / 60:.1f} min in all). {run_line}", ""]
+    if compiling:  # written by reproduce_all since it records compile time
+        lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", "",
+                  "| artefact | s | share | compiling s |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v:.0f} | {v / total:.0%} | {compiling[k]:.0f} |" if k in compiling else
+                  f"| {k} | {v:.0f} | {v / total:.0%} | |" for k, v in times.items()]
+    else:
+        lines += ["| artefact | s | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.0f} | {v / total:.0%} |" for k, v in times.items()]
     return "\n".join(lines + [""])
 
 

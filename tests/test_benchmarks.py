@@ -55,6 +55,10 @@ def test_reproduction_time_from_the_run_files(tmp_path):
     md = report.reproduction_markdown(run)
     assert "(2.0 min in all)" in md and "Made by `python -m experiments.reproduce_all --quick` on X." in md
     assert "| table1 | 90 | 75% |" in md and "| robustness | 30 | 25% |" in md
+    (run / "compile_seconds.json").write_text(json.dumps({"table1": 6.0, "robustness": 12.0}))
+    md = report.reproduction_markdown(run)
+    assert "Of it 0.3 min compiling" in md
+    assert "| table1 | 90 | 75% | 6 |" in md and "| robustness | 30 | 25% | 12 |" in md
 
 
 def test_report_judges_the_population_target_at_the_paper_setting(suite):
