@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
-from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, checks_ok,
+from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, checks_ok_at,
                                     eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
@@ -32,12 +32,13 @@ SETTINGS = {
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     """Claim from per-seed ``{"r_star", "test", "rows": {r or "none": row}}`` (M_natural's rows)."""
-    e = f"worst {settings['eps'][0]:g}"
+    e0 = settings["eps"][0]
+    e = f"worst {e0:g}"
     vals = [m["rows"][m["r_star"]][e] - m["rows"]["none"][e] for m in per_seed]
     se = [E.diff_se(m["rows"][m["r_star"]][e], n_eval, m["rows"]["none"][e], n_eval) for m in per_seed]
     pre = [E.precondition("M_natural test acc", [m["test"] for m in per_seed], minimum=settings["min_test"]),
-           checks_ok("M_natural, no defence", [m["rows"]["none"]["checks"] for m in per_seed]),
-           checks_ok("M_natural, low-pass at the chosen radius", [m["rows"][m["r_star"]]["checks"] for m in per_seed])]
+           checks_ok_at("M_natural, no defence", [m["rows"]["none"] for m in per_seed], e0),
+           checks_ok_at("M_natural, low-pass at the chosen radius", [m["rows"][m["r_star"]] for m in per_seed], e0)]
     return [claim(NAME, f"low-pass filtering the input raises M_natural's worst-case accuracy ({e})", vals, se=se,
                   effect=f"{e} accuracy with minus without the input low-pass, at the radius chosen on validation",
                   preconditions=pre,

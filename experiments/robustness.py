@@ -76,11 +76,12 @@ def attack_list(pgd_steps: int, apgd_steps: int) -> tuple:
 
 
 def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
-    """Write the failed checks of every seed into the combined rows' ``checks`` column, and the
-    strongest attacks any seed needed into ``attack x`` (in place; the rows of all seeds come in
-    the same order)."""
+    """Write the failed checks of every seed into the combined rows' ``checks`` columns (all eps
+    and per eps), and the strongest attacks any seed needed into ``attack x`` (in place; the rows
+    of all seeds come in the same order)."""
     for r, *others in zip(rows, *per_seed_rows[1:]):
-        r["checks"] = " / ".join(dict.fromkeys([r["checks"], *(o["checks"] for o in others)]))
+        for k in [k for k in r if k == "checks" or k.startswith("checks ")]:
+            r[k] = " / ".join(dict.fromkeys([r[k], *(o.get(k, "ok") for o in others)]))
         if "attack x" in r:
             r["attack x"] = max([r["attack x"], *(o.get("attack x", 1) for o in others)])
 
@@ -163,6 +164,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
         out[f"worst {e:g}"] = r.robust_accuracy
         out[f"success {e:g}"] = r.success_rate
         flags |= set(r.flags)
+        out[f"checks {e:g}"] = ", ".join(sorted(r.flags)) or "ok"  # per eps, for claims at one eps (checks_at)
         broken_at.append(~r.robust_correct)
         if checks:
             c = r.checks
@@ -214,6 +216,31 @@ def checks_ok(name: str, flags_per_seed) -> E.Precondition:
     return E.Precondition(f"attack sanity checks pass: {name}", all(f == "ok" for f in flags), "; ".join(flags))
 
 
+#: Checks whose failure at one eps says nothing about a measurement at another: whether the
+#: attacks converged at that radius.
+PER_EPS_CHECKS = ("more_steps",)
+
+
+def checks_at(row: dict, eps: float) -> str:
+    """The failed checks of a row (:func:`eval_robust`) that bear on its accuracy at ``eps``:
+    every check run at ``eps``, and at the other radii every check but convergence (signs of
+    gradient masking at any radius make every radius suspect). Rows without per-eps checks
+    give all their failed checks."""
+    per_eps = {k: v for k, v in row.items() if k.startswith("checks ")}
+    if not per_eps:
+        return row["checks"]
+    flags: set = set()
+    for k, v in per_eps.items():
+        failed = set() if v == "ok" else set(v.split(", "))
+        flags |= failed if k == f"checks {eps:g}" else failed - set(PER_EPS_CHECKS)
+    return ", ".join(sorted(flags)) or "ok"
+
+
+def checks_ok_at(name: str, rows_per_seed, eps: float) -> E.Precondition:
+    """Precondition for a claim at ``eps``: :func:`checks_at` passed on every seed's row."""
+    return checks_ok(f"{name} at eps {eps:g}", [checks_at(r, eps) for r in rows_per_seed])
+
+
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     """Claims from per-seed ``{"rows": {(model, defence): row}, "rough": {model: first-layer
     roughness}, "test": {model: test acc}}`` (rows as :func:`eval_robust` returns them)."""
@@ -228,7 +255,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     adv_ok = E.precondition("M_adversarial test acc", [m["test"]["M_adversarial"] for m in per_seed],
                             minimum=settings["adv_min"])
     twin_ok = E.precondition("twin test acc", [m["test"]["twin"] for m in per_seed], minimum=settings["min_test"])
-    chk = lambda model, d: checks_ok(f"{model} {d}", val(model, d, "checks"))  # noqa: E731
+    chk = lambda model, d, e: checks_ok_at(f"{model} {d}", [row(m, model, d) for m in per_seed], e)  # noqa: E731
     se = lambda model, d1, d2, col: [E.diff_se(row(m, model, d1)[col], n_eval, row(m, model, d2)[col], n_eval)  # noqa: E731
                                      for m in per_seed]
     claims = [
@@ -247,7 +274,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                     f"({big}: worst case over FGSM, PGD, APGD-CE, APGD-DLR)",
               [a - b for a, b in zip(val("M_natural", raw, big), val("M_natural", "none", big))],
               se=se("M_natural", raw, "none", big), effect=f"{big} accuracy with minus without {raw}",
-              preconditions=[nat_ok, chk("M_natural", "none"), chk("M_natural", raw)],
+              preconditions=[nat_ok, chk("M_natural", "none", eps[-1]), chk("M_natural", raw, eps[-1])],
               evidence=f"paper's PGD column at {eps[-1]:g}: {mean(val('M_natural', 'none', f'PGD {eps[-1]:g}')):.3f} -> "
                        f"{mean(val('M_natural', raw, f'PGD {eps[-1]:g}')):.3f}; median |logit| "
                        f"{mean(val('M_natural', 'none', 'median |logit|')):.1f} -> "
@@ -256,13 +283,13 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                     f"accuracy at large eps ({big})",
               [a - b for a, b in zip(val("M_natural", ren, big), val("M_natural", "none", big))],
               se=se("M_natural", ren, "none", big), effect=f"{big} accuracy with minus without {ren}",
-              preconditions=[nat_ok, chk("M_natural", "none"), chk("M_natural", ren)]),
+              preconditions=[nat_ok, chk("M_natural", "none", eps[-1]), chk("M_natural", ren, eps[-1])]),
         claim(NAME, f"adversarial training gives the more robust model at the training eps ({small})",
               [a - b for a, b in zip(val("M_adversarial", "none", small), val("M_natural", "none", small))],
               se=[E.diff_se(row(m, "M_adversarial", "none")[small], n_eval, row(m, "M_natural", "none")[small], n_eval)
                   for m in per_seed],
               effect=f"{small} accuracy of M_adversarial minus M_natural",
-              preconditions=[nat_ok, adv_ok, chk("M_natural", "none"), chk("M_adversarial", "none")]),
+              preconditions=[nat_ok, adv_ok, chk("M_natural", "none", eps[0]), chk("M_adversarial", "none", eps[0])]),
     ]
     return claims
 
@@ -347,7 +374,9 @@ def run(ctx: Context) -> dict:
                              "checks": "logit scale T=10, 2x steps + 1 restart (on the first check_n images), "
                                        "noise, near-zero CE gradients, flat margin; tolerance 0.03; when 2x steps "
                                        "break more images than the tolerance, the eps is attacked again with those "
-                                       "attacks and checked again, up to 'escalate' times ('attack x' column)"},
+                                       "attacks and checked again, up to 'escalate' times ('attack x' column); a claim at one "
+                                       "eps needs every check at that eps and every check but convergence "
+                                       "(more_steps) at the others (checks_at)"},
                    notes=f"Defended rows are attacked at eps {', '.join(f'{e:g}' for e in s['defended_eps'])}"
                          f"{'' if s['penalty'] else '; no smoothness-penalty model at this scale'}. "
                          "Roughness ('first-layer smoothness' column, kernels.smoothness): mean squared difference of "

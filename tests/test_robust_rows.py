@@ -87,3 +87,34 @@ def test_seeds_report_the_strongest_attacks_any_needed():
     rows = [{"checks": "ok", "attack x": 1}]
     robustness.merge_seed_checks(rows, [[{"checks": "ok", "attack x": 1}], [{"checks": "more_steps", "attack x": 2}]])
     assert rows == [{"checks": "ok / more_steps", "attack x": 2}]
+
+
+def test_rows_keep_their_checks_per_eps(scripted, tmp_path):
+    scripted([(0.9, 0.0), (0.3, -0.2), (0.25, -0.1)])  # eps 0.03 ok; eps 0.09 unconverged even at x2
+    ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
+    x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
+    row = robustness.eval_robust(ctx, None, x, y, eps=(0.03, 0.09), steps=5, apgd_steps=10, batch_size=10, key=None,
+                                 check_n=10, escalate=1)
+    assert row["checks 0.03"] == "ok" and row["checks 0.09"] == "more_steps" and row["checks"] == "more_steps"
+    assert robustness.checks_at(row, 0.03) == "ok" and robustness.checks_at(row, 0.09) == "more_steps"
+
+
+@pytest.mark.parametrize("row, at, expected", [
+    ({"checks": "more_steps", "checks 0.03": "ok", "checks 0.09": "more_steps"}, 0.03, "ok"),
+    ({"checks": "more_steps", "checks 0.03": "ok", "checks 0.09": "more_steps"}, 0.09, "more_steps"),
+    # masking at another radius makes every radius suspect
+    ({"checks": "logit_scale, more_steps", "checks 0.03": "ok", "checks 0.09": "logit_scale, more_steps"}, 0.03,
+     "logit_scale"),
+    ({"checks": "noise", "checks 0.03": "noise", "checks 0.09": "ok"}, 0.09, "noise"),
+    ({"checks": "more_steps"}, 0.03, "more_steps"),  # a row written before per-eps checks: all its flags
+])
+def test_checks_that_bear_on_one_eps(row, at, expected):
+    assert robustness.checks_at(row, at) == expected
+
+
+def test_claim_precondition_at_the_claims_eps():
+    rows = [{"checks": "ok", "checks 0.03": "ok", "checks 0.09": "ok"},
+            {"checks": "more_steps", "checks 0.03": "ok", "checks 0.09": "more_steps"}]
+    assert robustness.checks_ok_at("M_adversarial none", rows, 0.03).ok
+    pre = robustness.checks_ok_at("M_adversarial none", rows, 0.09)
+    assert not pre.ok and pre.detail == "ok; more_steps" and "at eps 0.09" in pre.name
