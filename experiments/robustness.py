@@ -147,10 +147,10 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
                 with W.catch_warnings():  # the flags go to the table, not to stderr once per row
                     W.simplefilter("ignore", RuntimeWarning)
                     r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
-                                                attacks=level_atks, unroll=UNROLL(), checks=checks,
+                                                attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
                                                 logit_scale=10.0 if checks else None,
                                                 more_steps=2 if checks else None, check_examples=check_n)
-                runs.append(r)
+                runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
                 if len(runs) > escalate or not not_converged(r):
                     break
                 level_atks = tuple(a.stronger(2) for a in level_atks)
