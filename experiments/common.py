@@ -612,9 +612,17 @@ def configure_cpu_devices(value: str | int = "auto", *, environ=None, cores: int
     return parallel.request_cpu_devices(value, environ=environ, cores=cores)
 
 
+def quiet_read_only_checkpoints(record: logging.LogRecord) -> bool:
+    """Logging filter: drop orbax's warnings that a checkpoint manager opened read-only (to load
+    a finished run) is read-only; they say nothing the user needs."""
+    msg = record.getMessage()
+    return not (msg.startswith("CheckpointManagerOptions.read_only=True") or msg.startswith("Given directory is read only"))
+
+
 def context_from_args(args) -> Context:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("experiments").setLevel(logging.INFO)
+    logging.getLogger("absl").addFilter(quiet_read_only_checkpoints)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     configure_cpu_devices(getattr(args, "cpu_devices", "auto"))
     return Context(dataset=args.dataset, scale=scale, out=args.out, data_dir=args.data_dir, model=args.model,

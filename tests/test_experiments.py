@@ -213,3 +213,14 @@ def test_undefended_rows_are_one_computation_in_both_tables(tiny_run):
     from experiments.robustness import SETTINGS
 
     assert len(memo) == len(undefended) * len(SETTINGS["tiny"]["eps"])  # one per row and eps; input_defence added none
+
+
+def test_read_only_checkpoint_warnings_are_filtered_and_others_kept():
+    import logging
+
+    def rec(msg):
+        return logging.LogRecord("absl", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not common.quiet_read_only_checkpoints(rec("CheckpointManagerOptions.read_only=True, setting max_to_keep=None."))
+    assert not common.quiet_read_only_checkpoints(rec("Given directory is read only=/tmp/x/checkpoints"))
+    assert common.quiet_read_only_checkpoints(rec("checkpoint 40 could not be restored"))

@@ -118,3 +118,4 @@ def test_claim_precondition_at_the_claims_eps():
     assert robustness.checks_ok_at("M_adversarial none", rows, 0.03).ok
     pre = robustness.checks_ok_at("M_adversarial none", rows, 0.09)
     assert not pre.ok and pre.detail == "ok; more_steps" and "at eps 0.09" in pre.name
+
