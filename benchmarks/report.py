@@ -165,13 +165,11 @@ def reproduction_markdown(results_dir: Path, label: str | None = None) -> str:
     lines = [f"**Quick reproduction** (`{label or results_dir}`), wall time per artefact "
              f"({total / 60:.1f} min in all). {run_line}", ""]
     if compiling:  # written by reproduce_all since it records compile time
-        lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", "",
-                  "| artefact | s | share | compiling s |", "|---|---|---|---|"]
-        lines += [f"| {k} | {v:.0f} | {v / total:.0%} | {compiling[k]:.0f} |" if k in compiling else
-                  f"| {k} | {v:.0f} | {v / total:.0%} | |" for k, v in times.items()]
-    else:
-        lines += ["| artefact | s | share |", "|---|---|---|"]
-        lines += [f"| {k} | {v:.0f} | {v / total:.0%} |" for k, v in times.items()]
+        lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", ""]
+    extra = lambda k: (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""  # noqa: E731
+    lines += ["| artefact | s | share |" + (" compiling s |" if compiling else ""),
+              "|---|---|---|" + ("---|" if compiling else "")]
+    lines += [f"| {k} | {v:.0f} | {v / total:.0%} |{extra(k)}" for k, v in times.items()]
     return "\n".join(lines + [""])
 
 

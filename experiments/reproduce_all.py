@@ -144,6 +144,13 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     return readme
 
 
+def _merge_into(path: Path, values: dict) -> dict:
+    """``values`` written over the JSON dict at ``path`` (kept where absent); returns the result."""
+    merged = {**(R.read_json(path) if path.exists() else {}), **values}
+    R.write_json(path, merged)
+    return merged
+
+
 def run(ctx, only=None) -> dict:
     done: dict[str, list[Claim]] = {}
     timings: dict[str, float] = {}
@@ -160,14 +167,9 @@ def run(ctx, only=None) -> dict:
         for c in done[module]:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
         print(f"   {timings[module]:.0f} s, of which {compiling[module]:.0f} s compiling jax programs", flush=True)
-    # wall times per artefact, kept across invocations (an --only run updates its artefacts)
-    times_path = ctx.out / "timings.json"
-    merged = {**(R.read_json(times_path) if times_path.exists() else {}), **timings}
-    R.write_json(times_path, merged)
-    compile_path = ctx.out / "compile_seconds.json"
-    merged_compile = {**(R.read_json(compile_path) if compile_path.exists() else {}), **compiling}
-    R.write_json(compile_path, merged_compile)
-    path = write_readme(ctx, merged, merged_compile)
+    # seconds per artefact, kept across invocations (an --only run updates its artefacts)
+    path = write_readme(ctx, _merge_into(ctx.out / "timings.json", timings),
+                        _merge_into(ctx.out / "compile_seconds.json", compiling))
     print(f"wrote {path} ({ctx.trainings} trainings run, {sum(timings.values()):.0f} s)")
     return {"claims": done, "timings": timings, "readme": path}
 

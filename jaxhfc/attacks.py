@@ -1202,7 +1202,8 @@ def robust_accuracy(
             d = acc_l - base_sub
             check_out["more_steps"] = {"factor": int(more_steps), "n": nc, "robust_accuracy": base_sub,
                                        "robust_accuracy_stronger": acc_l, "delta": d,
-                                       "delta_per_attack": per_attack_delta(r), "ok": abs(d) <= check_tol}
+                                       "delta_per_attack": per_attack_delta(r), "ok": abs(d) <= check_tol,
+                                       "converged": d >= -check_tol}
             if d < -check_tol:
                 flag("more_steps", f"{more_steps}x the steps and one more restart lower robust accuracy "
                      f"from {base_sub:.4f} to {acc_l:.4f}: the attacks have not converged")

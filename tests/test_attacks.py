@@ -457,6 +457,7 @@ def test_logit_scale_30_robust_accuracy_or_flag():
             warnings.simplefilter("error")  # the standard evaluation raises no flag
             r = A.robust_accuracy(f, x, y, key, attacks=A.standard_attacks(steps=10), **kw)
         assert r.flags == () and r.checks["logit_scale"]["ok"] and r.checks["more_steps"]["ok"]
+        assert r.checks["more_steps"]["converged"]
         assert r.robust_accuracy == pytest.approx(robust.mean(), abs=1e-9)
         out[s] = r.robust_accuracy
     assert abs(out[30.0] - out[1.0]) <= 0.03

@@ -20,7 +20,7 @@ def _result(atks, *, worst, delta, fgsm=0.5, pgd=0.4, n=10):
         ["more_steps"], robust_correct=robust, clean_correct=np.ones(n, bool), median_abs_logit=3.0,
         attack_accuracy={atks[0].name: fgsm, atks[1].name: pgd, **{a.name: worst for a in atks[2:]}},
         checks={"logit_scale": {"delta": 0.0, "delta_per_attack": {atks[1].name: 0.0}, "ok": True},
-                "more_steps": {"delta": delta, "ok": abs(delta) <= 0.03},
+                "more_steps": {"delta": delta, "ok": abs(delta) <= 0.03, "converged": delta >= -0.03},
                 "noise": {"noise_accuracy": 1.0}, "near_zero_grad": {"fraction": 0.0}})
 
 
