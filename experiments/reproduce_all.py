@@ -110,12 +110,61 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
     return R.write_text(ctx.out / "README.md", "\n".join(lines) + "\n")
 
 
+TIME_START, TIME_END = "<!-- repro-time:start -->", "<!-- repro-time:end -->"
+
+
+def time_markdown(results_dir: Path, label: str | None = None) -> str:
+    """The quick reproduction's wall time per artefact, from the files that run wrote
+    (``timings.json``, ``compile_seconds.json`` when present, and the run line of ``README.md``
+    in ``results_dir``); empty when absent."""
+    times_path, readme = Path(results_dir) / "timings.json", Path(results_dir) / "README.md"
+    if not times_path.exists() or not readme.exists():
+        return ""
+    times = R.read_json(times_path)
+    run_line = next((line for line in readme.read_text().splitlines() if line.startswith("Made by ")), "")
+    total = sum(times.values())
+    compile_path = Path(results_dir) / "compile_seconds.json"
+    compiling = R.read_json(compile_path) if compile_path.exists() else {}
+    lines = [f"**Quick reproduction** (`{label or results_dir}`), wall time per artefact "
+             f"({total / 60:.1f} min in all). {run_line}", ""]
+    if compiling:  # written by reproduce_all since it records compile time
+        lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", ""]
+    extra = lambda k: (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""  # noqa: E731
+    lines += ["| artefact | s | share |" + (" compiling s |" if compiling else ""),
+              "|---|---|---|" + ("---|" if compiling else "")]
+    lines += [f"| {k} | {v:.0f} | {v / total:.0%} |{extra(k)}" for k, v in times.items()]
+    return "\n".join(lines + [""])
+
+
+def update_time_section(readme: Path, results_dir: Path) -> bool:
+    """Fill the README's block between :data:`TIME_START` and :data:`TIME_END` with
+    :func:`time_markdown` of ``results_dir``; False (README unchanged) when the README has no
+    such block or the folder holds no finished run."""
+    readme, results_dir = Path(readme), Path(results_dir)
+    text = readme.read_text()
+    if TIME_START not in text or TIME_END not in text:
+        return False
+    try:
+        label = results_dir.resolve().relative_to(readme.resolve().parent).as_posix()
+    except ValueError:
+        label = str(results_dir)
+    md = time_markdown(results_dir, label)
+    if not md:
+        return False
+    body = md + f"\n(Generated from `{label}/timings.json` by `experiments/reproduce_all.py --update-readme`.)\n"
+    head, rest = text.split(TIME_START, 1)
+    _, tail = rest.split(TIME_END, 1)
+    readme.write_text(head + TIME_START + "\n" + body + TIME_END + tail)
+    return True
+
+
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/batchnorm.png") -> Path:
     """Fill the project README's results section from ``<out>/README.md`` (the claims table,
-    the run line and one figure), so the README shows only numbers this code produced."""
+    the run line and one figure), and its reproduction-time block (:func:`update_time_section`)
+    when it has one, so the README shows only numbers this code produced."""
     readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
     text = readme.read_text()
     if RESULTS_START not in text or RESULTS_END not in text:
@@ -141,6 +190,7 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     head, rest = text.split(RESULTS_START, 1)
     _, tail = rest.split(RESULTS_END, 1)
     readme.write_text(head + RESULTS_START + "\n" + body + RESULTS_END + tail)
+    update_time_section(readme, ctx.out)
     return readme
 
 

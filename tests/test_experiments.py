@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import common, reproduce_all
+from jaxhfc import results as R
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +145,18 @@ def test_results_notebook_reads_the_run(tiny_run, monkeypatch):
 def test_update_readme_section(tiny_run, tmp_path):
     ctx, res = tiny_run
     readme = tmp_path / "README.md"
-    readme.write_text(f"top\n{reproduce_all.RESULTS_START}\nOLD-PLACEHOLDER\n{reproduce_all.RESULTS_END}\nbottom\n")
+    readme.write_text(f"top\n{reproduce_all.RESULTS_START}\nOLD-PLACEHOLDER\n{reproduce_all.RESULTS_END}\nmid\n"
+                      f"{reproduce_all.TIME_START}\nOLD-TIMES\n{reproduce_all.TIME_END}\nbottom\n")
     reproduce_all.update_readme(ctx, readme)
     text = readme.read_text()
     assert "OLD-PLACEHOLDER" not in text and text.startswith("top\n") and text.endswith("bottom\n")
     assert "synthetic dataset" in text
     claim = res["claims"]["table1"][0]
     assert claim.claim in text
+    # the time block comes from the same run's timings.json, so the two cannot drift apart
+    times = text.split(reproduce_all.TIME_START)[1]
+    assert "OLD-TIMES" not in times and "| table1 |" in times
+    assert f"({sum(R.read_json(ctx.out / 'timings.json').values()) / 60:.1f} min in all)" in times
 
 
 def test_same_seeds_same_numbers(tiny_run, tmp_path):
