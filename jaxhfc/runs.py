@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from jaxhfc import parallel, results
 from jaxhfc.config import TrainConfig
-from jaxhfc.step import TrainState, build_model, create_train_state, named_keys, optimizer_from_config
+from jaxhfc.step import TrainState, abstract_train_state, build_model, optimizer_from_config
 
 __all__ = ["CheckpointError", "checkpoint_manager", "load_run", "restore_checkpoint", "run_info"]
 
@@ -55,7 +55,7 @@ def checkpoint_manager(run_dir: pathlib.Path, keep: int, *, read_only: bool = Fa
 
 def restore_checkpoint(manager: Any, step: int, template: TrainState) -> TrainState:
     """Restore checkpoint ``step`` of ``manager`` with the shapes, dtypes and shardings of
-    ``template``; any failure is a :class:`CheckpointError` that names the step, its folder and
+    ``template`` (a state, or :func:`jaxhfc.step.abstract_train_state`); any failure is a :class:`CheckpointError` that names the step, its folder and
     the older checkpoints left untouched."""
     import orbax.checkpoint as ocp
 
@@ -104,8 +104,7 @@ def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
         num_classes = int(info.get("num_classes", 10))
         model = build_model(config, num_classes)
         tx = optimizer_from_config(config.optim, total_steps=1)
-        template = create_train_state(model, tx, named_keys(config.run.seed)["init"],
-                                      tuple(info.get("input_shape", (32, 32, 3))), mesh=mesh)
+        template = abstract_train_state(model, tx, tuple(info.get("input_shape", (32, 32, 3))), mesh=mesh)
         state = restore_checkpoint(manager, step, template)
     finally:
         manager.close()

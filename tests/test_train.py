@@ -206,6 +206,32 @@ def test_evaluate_and_predict_count_each_example_once():
     np.testing.assert_allclose(np.asarray(jax.jit(f)(jnp.asarray(x[:4]))), logits[:4], rtol=1e-4, atol=1e-5)
 
 
+def test_train_state_per_key_and_abstract_template():
+    """create_train_state gives each key its own state (the compiled initialiser is shared, not
+    its values), equal to flax's init and optax's init done by hand; abstract_train_state has its
+    structure, shapes, dtypes and shardings without computing it."""
+    from jaxhfc import step as step_module
+
+    mesh = parallel.make_mesh(None)
+    model = models.get_model("small_cnn", num_classes=10, width=8, norm="batch")
+    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-3)
+    states = [train.create_train_state(model, tx, jax.random.key(k), (32, 32, 3), mesh=mesh) for k in (1, 2)]
+    for k, state in zip((1, 2), states):
+        ref = model.init({"params": jax.random.key(k)}, jnp.zeros((1, 32, 32, 3)), train=False)
+        # (to float rounding: a jitted initialiser and flax's op-by-op init round apart by an ulp)
+        for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref["params"])):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+        for got, want in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(tx.init(ref["params"]))):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+        assert int(state.step) == 0 and jax.tree.structure(state.batch_stats) == jax.tree.structure(ref["batch_stats"])
+    assert not np.array_equal(np.asarray(states[0].params["head"]["kernel"]), np.asarray(states[1].params["head"]["kernel"]))
+    abstract = step_module.abstract_train_state(model, tx, (32, 32, 3), mesh=mesh)
+    assert jax.tree.structure(abstract) == jax.tree.structure(states[0])
+    for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(states[0])):
+        assert isinstance(a, jax.ShapeDtypeStruct) and (a.shape, a.dtype) == (s.shape, s.dtype)
+        assert a.sharding.is_equivalent_to(s.sharding, s.ndim)
+
+
 def test_make_optimizer_numbers():
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, 0.25])}
