@@ -17,7 +17,8 @@ Spec syntax (``KIND:TARGET[?OPTIONS]``)
     key (``K`` strings) names the classes; without it they are ``"0"``, ``"1"``, ...
   * ``folder:PATH`` — ``PATH/train/<class>/*.png|jpg|...`` and ``PATH/test/<class>/...``
     (``val``/``validation`` when there is no ``test``): one sub-folder per class, named
-    after the class; the classes are the train sub-folders in sorted order.
+    after the class; the classes are the train sub-folders in sorted order. 16-bit and
+    float images are brought to 8 bits on their own scale (:func:`image_array`).
 
 Options (after ``?``, joined by ``&``):
   * ``channels=3`` (default): grey images are repeated to 3 channels, so every jaxhfc model
@@ -53,6 +54,7 @@ __all__ = [
     "Spec",
     "dataset_arg",
     "dataset_slug",
+    "image_array",
     "is_spec",
     "load_split",
     "parse_spec",
@@ -236,6 +238,44 @@ def _adapt(images: np.ndarray, spec: Spec, where: str) -> np.ndarray:
     return images
 
 
+#: PIL modes of one high-bit-depth channel, and the value that means full intensity.
+_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def image_array(image, channels: int = 3) -> np.ndarray:
+    """A PIL image as a float32 ``(H, W, channels)`` array on the 0..255 scale of the paper's filters.
+
+    8-bit images (grey, RGB, RGBA without its alpha, palette, CMYK, ...) keep their values.
+    16-bit grey images (PNG/TIFF ``I;16``) are scaled by 255/65535, not clipped at 255 (PIL's
+    ``convert("L")`` clips them); 32-bit integer (``I``) and float (``F``) images keep values
+    already in 0..255, scale 0..1 floats and 0..65535 integers, and anything else is an error.
+    ``channels`` is 3 (grey repeated) or 1 (colour to ITU-R 601 luminance, as PIL's ``"L"``).
+
+    Raises:
+        ValueError: values a 32-bit or float image cannot hold on a known scale (negative,
+            NaN, or above 65535), naming the range found.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    mode = image.mode
+    if mode in _WIDE_MODES or mode in ("I", "F"):
+        arr = np.asarray(image).astype(np.float64)
+        lo, hi = (float(np.min(arr)), float(np.max(arr))) if arr.size else (0.0, 0.0)
+        if mode in _WIDE_MODES:
+            arr = arr * (255.0 / _WIDE_MODES[mode])
+        elif not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 65535:
+            raise ValueError(f"a {mode!r} ({'float' if mode == 'F' else '32-bit integer'}) image with values in "
+                             f"[{lo:.6g}, {hi:.6g}]; expected 0..1, 0..255 or 0..65535")
+        elif mode == "F" and hi <= 1.0:
+            arr = arr * 255.0
+        elif hi > 255:
+            arr = arr * (255.0 / 65535.0)
+        arr = arr[..., None]
+        return np.repeat(arr, 3, axis=-1).astype(np.float32) if channels == 3 else arr.astype(np.float32)
+    arr = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.float32)
+    return arr[..., None] if channels == 1 else arr
+
+
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     """One uint8 image ``(H, W)`` or ``(H, W, C)`` resized to ``size x size`` (PIL bicubic)."""
     from PIL import Image
@@ -342,7 +382,6 @@ def _read_folder(root: str, split: str, channels: int, size: Optional[int]):
         raise _corrupt(f"{split_dir}: class folders {extra} are not in {train_dir} (classes {classes})")
     from PIL import Image, UnidentifiedImageError
 
-    mode = "L" if channels == 1 else "RGB"
     images, labels, shape, first = [], [], None, None
     for label, cls in enumerate(classes):
         d = os.path.join(split_dir, cls)
@@ -355,7 +394,9 @@ def _read_folder(root: str, split: str, channels: int, size: Optional[int]):
             p = os.path.join(d, f)
             try:
                 with Image.open(p) as im:
-                    arr = np.asarray(im.convert(mode), np.uint8)
+                    arr = np.clip(np.rint(image_array(im, channels)), 0, 255).astype(np.uint8)
+                if channels == 1:
+                    arr = arr[..., 0]
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise _corrupt(f"{p}: cannot read as an image ({err})") from None
             if size is not None:

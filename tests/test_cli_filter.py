@@ -56,3 +56,25 @@ def test_filter_bad_radius(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.zeros((8, 8, 3), np.float32))
     assert cli.main(["filter", str(tmp_path / "a.npy"), "-r", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "radius" in capsys.readouterr().err
+
+
+def test_filter_reads_wide_and_float_images_on_the_0_255_scale(tmp_path, capsys):
+    """16-bit grey PNGs are scaled by 255/65535 (PIL's convert clips them at 255), float TIFFs
+    in 0..1 by 255; RGBA drops alpha; a float image on no known scale is a one-line error."""
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 65536, size=(12, 10)).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "g16.png")
+    unit = rng.random((9, 11)).astype(np.float32)
+    Image.fromarray(unit).save(tmp_path / "unit.tiff")
+    rgba = rng.integers(0, 256, size=(8, 8, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    for name, want in (("g16.png", wide / 65535.0 * 255.0), ("unit.tiff", unit.astype(np.float64) * 255.0),
+                       ("rgba.png", rgba[..., :3])):
+        assert cli.main(["filter", str(tmp_path / name), "-r", "2", "--out", str(tmp_path / name[:-4])]) == 0
+        got = np.load(tmp_path / name[:-4] / "filtered.npz")["images"][0]
+        want = want if want.ndim == 3 else np.repeat(want[..., None], 3, axis=-1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    Image.fromarray(unit * 1000.0 - 500.0).save(tmp_path / "odd.tiff")
+    assert cli.main(["filter", str(tmp_path / "odd.tiff"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected 0..1, 0..255 or 0..65535" in err and len(err.splitlines()) == 1

@@ -185,6 +185,26 @@ def test_folder_real_digits(digit_folder, digits):
     assert grey.images.shape[1:] == (16, 16, 1)
 
 
+def test_folder_reads_16_bit_pngs_scaled(tmp_path):
+    """A folder of 16-bit grey PNGs: uint8 images equal to round(v * 255 / 65535), not PIL's
+    clipping at 255 (which would make almost every pixel white)."""
+    rng = np.random.default_rng(7)
+    wide = {}
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            w = rng.integers(0, 65536, size=(6, 5)).astype(np.uint16)
+            Image.fromarray(w).save(tmp_path / split / cls / "x.png")
+            wide[split, cls] = w
+    ds = data.load_dataset(f"folder:{tmp_path}", split="test")
+    want = np.stack([np.rint(wide["test", c] / 65535.0 * 255.0) for c in ("a", "b")]).astype(np.uint8)
+    np.testing.assert_array_equal(ds.images[..., 0], want)
+    np.testing.assert_array_equal(ds.images[..., 2], want)
+    grey = data.load_dataset(f"folder:{tmp_path}?channels=1", split="train")
+    np.testing.assert_array_equal(grey.images[..., 0], np.stack([np.rint(wide["train", c] / 65535.0 * 255.0)
+                                                                  for c in ("a", "b")]).astype(np.uint8))
+
+
 def test_folder_bad_data(digit_folder):
     root, _ = digit_folder
     (root / "train" / "empty").mkdir()

@@ -63,12 +63,15 @@ def read_images(path: Path) -> np.ndarray:
         raise CLIError(f"{path}: unsupported file type {suffix!r}; expected .npy or one of {sorted(IMAGE_SUFFIXES)}")
     from PIL import Image, UnidentifiedImageError
 
+    from jaxhfc.sources import image_array
+
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            arr = np.asarray(img, dtype=np.float32)
+            arr = image_array(img, 3)
     except (UnidentifiedImageError, OSError) as err:
         raise CLIError(f"could not read {path} as an image: {err}") from None
+    except ValueError as err:
+        raise CLIError(f"{path}: {err}") from None
     return arr[None]
 
 
