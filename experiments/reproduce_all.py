@@ -113,6 +113,19 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
 TIME_START, TIME_END = "<!-- repro-time:start -->", "<!-- repro-time:end -->"
 
 
+def fill_block(readme: Path, start: str, end: str, body: str) -> bool:
+    """Replace what stands between the markers ``start`` and ``end`` of ``readme`` with ``body``
+    (the markers and everything outside them kept); False, and the file untouched, when the
+    file lacks either marker."""
+    text = Path(readme).read_text()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    Path(readme).write_text(head + start + "\n" + body + end + tail)
+    return True
+
+
 def time_markdown(results_dir: Path, label: str | None = None) -> str:
     """The quick reproduction's wall time per artefact, from the files that run wrote
     (``timings.json``, ``compile_seconds.json`` when present, and the run line of ``README.md``
@@ -141,9 +154,6 @@ def update_time_section(readme: Path, results_dir: Path) -> bool:
     :func:`time_markdown` of ``results_dir``; False (README unchanged) when the README has no
     such block or the folder holds no finished run."""
     readme, results_dir = Path(readme), Path(results_dir)
-    text = readme.read_text()
-    if TIME_START not in text or TIME_END not in text:
-        return False
     try:
         label = results_dir.resolve().relative_to(readme.resolve().parent).as_posix()
     except ValueError:
@@ -152,10 +162,7 @@ def update_time_section(readme: Path, results_dir: Path) -> bool:
     if not md:
         return False
     body = md + f"\n(Generated from `{label}/timings.json` by `experiments/reproduce_all.py --update-readme`.)\n"
-    head, rest = text.split(TIME_START, 1)
-    _, tail = rest.split(TIME_END, 1)
-    readme.write_text(head + TIME_START + "\n" + body + TIME_END + tail)
-    return True
+    return fill_block(readme, TIME_START, TIME_END, body)
 
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -187,9 +194,7 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
         f"![{figure}]({rel}/{figure})",
         "",
     ])
-    head, rest = text.split(RESULTS_START, 1)
-    _, tail = rest.split(RESULTS_END, 1)
-    readme.write_text(head + RESULTS_START + "\n" + body + RESULTS_END + tail)
+    fill_block(readme, RESULTS_START, RESULTS_END, body)
     update_time_section(readme, ctx.out)
     return readme
 

@@ -260,16 +260,17 @@ def image_array(image, channels: int = 3) -> np.ndarray:
     mode = image.mode
     if mode in _WIDE_MODES or mode in ("I", "F"):
         arr = np.asarray(image).astype(np.float64)
-        lo, hi = (float(np.min(arr)), float(np.max(arr))) if arr.size else (0.0, 0.0)
         if mode in _WIDE_MODES:
             arr = arr * (255.0 / _WIDE_MODES[mode])
-        elif not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 65535:
-            raise ValueError(f"a {mode!r} ({'float' if mode == 'F' else '32-bit integer'}) image with values in "
-                             f"[{lo:.6g}, {hi:.6g}]; expected 0..1, 0..255 or 0..65535")
-        elif mode == "F" and hi <= 1.0:
-            arr = arr * 255.0
-        elif hi > 255:
-            arr = arr * (255.0 / 65535.0)
+        else:  # 32-bit integer or float: the scale follows from the values
+            lo, hi = (float(np.min(arr)), float(np.max(arr))) if arr.size else (0.0, 0.0)
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 65535:
+                raise ValueError(f"a {mode!r} ({'float' if mode == 'F' else '32-bit integer'}) image with values "
+                                 f"in [{lo:.6g}, {hi:.6g}]; expected 0..1, 0..255 or 0..65535")
+            if mode == "F" and hi <= 1.0:
+                arr = arr * 255.0
+            elif hi > 255:
+                arr = arr * (255.0 / 65535.0)
         arr = arr[..., None]
         return np.repeat(arr, 3, axis=-1).astype(np.float32) if channels == 3 else arr.astype(np.float32)
     arr = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.float32)
@@ -395,8 +396,6 @@ def _read_folder(root: str, split: str, channels: int, size: Optional[int]):
             try:
                 with Image.open(p) as im:
                     arr = np.clip(np.rint(image_array(im, channels)), 0, 255).astype(np.uint8)
-                if channels == 1:
-                    arr = arr[..., 0]
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise _corrupt(f"{p}: cannot read as an image ({err})") from None
             if size is not None:

@@ -182,13 +182,8 @@ def abstract_train_state(
     result, as ``jax.ShapeDtypeStruct`` leaves, without computing or compiling anything: the
     template to restore a checkpoint into (:func:`jaxhfc.runs.restore_checkpoint`)."""
     sharding = None if mesh is None else parallel.replicated(mesh)
-    shape = tuple(int(d) for d in input_shape)
-
-    def init(key: jax.Array) -> TrainState:
-        variables = model.init({"params": key}, jnp.zeros((1, *shape), jnp.float32), train=False)
-        return _new_state(tx, variables)
-
-    shapes = jax.eval_shape(init, jax.random.key(0))
+    init = _init_fn(model, tuple(int(d) for d in input_shape), None)
+    shapes = jax.eval_shape(lambda key: _new_state(tx, init(key)), jax.random.key(0))
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
 
 
