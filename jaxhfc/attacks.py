@@ -175,6 +175,23 @@ def _random_start(keys, x0, eps, norm):
     return jax.vmap(one)(keys, x0)
 
 
+def _apgd_start(keys, x0, eps, norm):
+    """APGD's random start as in the reference implementation (auto-attack): a point on the
+    boundary of the eps-ball, ``eps * t / ||t||`` with ``t`` uniform in the cube (Linf, so
+    the largest coordinate is at eps) or standard normal (L2), one key per example."""
+
+    def one(k, xi):
+        if norm == "linf":
+            t = jax.random.uniform(k, xi.shape, jnp.float32, -1.0, 1.0)
+            n = jnp.max(jnp.abs(t))
+        else:
+            t = jax.random.normal(k, xi.shape, jnp.float32)
+            n = jnp.sqrt(jnp.sum(t * t))
+        return (t / (n + 1e-12) * eps).astype(xi.dtype)
+
+    return jax.vmap(one)(keys, x0)
+
+
 def cross_entropy_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Per-example cross-entropy ``-log softmax(z)_y``, ``(B,)`` float32.
 
@@ -431,7 +448,11 @@ def _apgd_run(value_and_grad, x, y, x_start, *, eps, steps, norm, clip_min, clip
     obj0, succ0, g0 = value_and_grad(x_start)
     zero_b = obj0 * 0.0  # device-varying under shard_map, like everything the loop writes
     step0 = zero_b + 2.0 * eps
-    init = dict(x=x_start, x_prev=x_start, g=g0, obj=obj0, step=step0, x_best=x_start,
+    # obj is the previous iterate's objective, for counting increases. As in the reference
+    # implementation (auto-attack's autopgd_base.py) the first iterate is compared with 0, not
+    # with the start's objective: its loss history is zero-initialised and the first window
+    # reads that zero. It matters for DLR and margin (negative while still classified right).
+    init = dict(x=x_start, x_prev=x_start, g=g0, obj=zero_b, step=step0, x_best=x_start,
                 obj_best=obj0, g_best=g0, x_adv=x_start, succ=succ0, n_incr=zero_b,
                 obj_best_last=obj0, reduced_last=zero_b == 0.0)
 
@@ -495,8 +516,13 @@ def apgd(
     steps raised the objective, or when the best objective did not improve since the last
     check and the step was not reduced then. Momentum ``alpha``:
     ``z = P(x_k + eta sign(g_k))``, ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))``
-    (the first step without momentum). Each restart starts from a new uniform random point
-    of the ball (per-example key ``fold_in(key_i, r)`` for restart ``r >= 1``).
+    (the first step without momentum). Each restart starts from a new random point on the
+    ball's boundary, drawn as the reference implementation draws it (see :func:`_apgd_start`;
+    per-example key ``fold_in(key_i, r)`` for restart ``r >= 1``).
+    From the same start it follows the reference implementation (auto-attack's
+    ``APGDAttack``) step for step, including its count of the first window's increases, which
+    compares the first iterate's objective with 0 (the paper's formula compares it with the
+    start's): for CE the first step always counts, for DLR only once it misclassifies.
 
     Args:
       logits_fn: ``(B, H, W, C) -> (B, K)``; examples must be independent.
@@ -536,8 +562,7 @@ def apgd(
     for r in range(int(restarts)):
         if random_start:
             kr = keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
-            start = _project(x + _random_start(kr, x, eps_c, norm), x, eps_c, norm,
-                             clip_min, clip_max)
+            start = jnp.clip(x + _apgd_start(kr, x, eps_c, norm), clip_min, clip_max)
         else:
             start = jnp.clip(x, clip_min, clip_max)
         out = _apgd_run(value_and_grad, x, y, start, eps=eps_c, steps=int(steps), norm=norm,
