@@ -255,3 +255,83 @@ def test_first_conv_name_in_every_model():
     for name in models.MODEL_NAMES:
         v = jax.eval_shape(functools.partial(_init, models.get_model(name, width=4)))
         assert models.FIRST_CONV in v["params"] and v["params"][models.FIRST_CONV]["kernel"].shape == (3, 3, 3, 4)
+
+
+def test_resnet18_equals_the_pytorch_reference():
+    """Our ResNet18 with the weights copied into the PyTorch reference of the benchmarks (the
+    kuangliu-style CIFAR ResNet18): the same logits in eval mode (running statistics) and in
+    train mode (batch statistics), and the same running-mean update. PyTorch's running
+    variance takes the unbiased batch variance, flax's the biased one (a factor n / (n - 1))."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.train_throughput import _TORCH_SRC
+
+    ns: dict = {}
+    exec(_TORCH_SRC, ns)  # noqa: S102 - the benchmark's reference model
+    width = 8
+    m = models.get_model("resnet18", width=width)
+    rng = np.random.default_rng(5)
+
+    def vary(path, a):  # non-trivial BatchNorm scales and running statistics
+        name = jax.tree_util.keystr(path)
+        if "scale" in name or "var" in name:
+            return jnp.asarray(rng.uniform(0.5, 2.0, a.shape), jnp.float32)
+        if "mean" in name:
+            return jnp.asarray(rng.normal(0, 0.3, a.shape), jnp.float32)
+        return a
+
+    v = jax.tree_util.tree_map_with_path(vary, _np_variables(m, seed=5))
+    net = ns["ResNet18"](width=width).double()
+
+    def conv(k):
+        return torch.from_numpy(np.transpose(np.asarray(k, np.float64), (3, 2, 0, 1)).copy())
+
+    def bn(t, name, group):
+        for dst, src in (("weight", "scale"), ("bias", "bias")):
+            getattr(t, dst).data = torch.from_numpy(np.asarray(v["params"][group][name][src], np.float64))
+        t.running_mean.data = torch.from_numpy(np.asarray(v["batch_stats"][group][name]["mean"], np.float64))
+        t.running_var.data = torch.from_numpy(np.asarray(v["batch_stats"][group][name]["var"], np.float64))
+
+    def bn_top(t, name):
+        for dst, src in (("weight", "scale"), ("bias", "bias")):
+            getattr(t, dst).data = torch.from_numpy(np.asarray(v["params"][name][src], np.float64))
+        t.running_mean.data = torch.from_numpy(np.asarray(v["batch_stats"][name]["mean"], np.float64))
+        t.running_var.data = torch.from_numpy(np.asarray(v["batch_stats"][name]["var"], np.float64))
+
+    p = v["params"]
+    net.c.weight.data = conv(p["conv_init"]["kernel"])
+    bn_top(net.b, "norm_init")
+    blocks = [f"stage{s}_block{b}" for s in range(1, 5) for b in (1, 2)]
+    for blk, g in zip(net.layers, blocks):
+        blk.c1.weight.data = conv(p[g]["conv1"]["kernel"])
+        blk.c2.weight.data = conv(p[g]["conv2"]["kernel"])
+        bn(blk.b1, "norm1", g)
+        bn(blk.b2, "norm2", g)
+        if "shortcut_conv" in p[g]:
+            blk.sc[0].weight.data = conv(p[g]["shortcut_conv"]["kernel"])
+            bn(blk.sc[1], "shortcut_norm", g)
+        else:
+            assert len(blk.sc) == 0
+    net.fc.weight.data = torch.from_numpy(np.asarray(p["head"]["kernel"], np.float64).T.copy())
+    net.fc.bias.data = torch.from_numpy(np.asarray(p["head"]["bias"], np.float64))
+    n_torch = sum(t.numel() for t in net.parameters())
+    assert n_torch == sum(a.size for a in jax.tree_util.tree_leaves(p))
+
+    x = np.random.default_rng(6).random((4, 32, 32, 3)).astype(np.float32)
+    xt = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).astype(np.float64))
+    ours_eval = np.asarray(m.apply(v, jnp.asarray(x), train=False))
+    ours_train, upd = m.apply(v, jnp.asarray(x), train=True, mutable=["batch_stats"])
+    with torch.no_grad():
+        ref_eval = net.eval()(xt).numpy()
+        ref_train = net.train()(xt).numpy()
+    scale = np.abs(ref_eval).max()
+    np.testing.assert_allclose(ours_eval, ref_eval, atol=1e-4 * scale)
+    np.testing.assert_allclose(np.asarray(ours_train), ref_train, atol=1e-4 * np.abs(ref_train).max())
+    assert not np.allclose(ref_eval, ref_train, atol=1e-2 * scale)  # the two modes differ
+    # running statistics after one training batch: stage-4 BatchNorm sees 4 x 4 x 4 = 64 values
+    got = upd["batch_stats"]["stage4_block2"]["norm2"]
+    ref = net.layers[-1].b2
+    np.testing.assert_allclose(np.asarray(got["mean"]), ref.running_mean.numpy(), atol=1e-5)
+    old = np.asarray(v["batch_stats"]["stage4_block2"]["norm2"]["var"], np.float64)
+    unbiased = (ref.running_var.numpy() - 0.9 * old) / 0.1
+    np.testing.assert_allclose(np.asarray(got["var"]), 0.9 * old + 0.1 * unbiased * 63 / 64,
+                               rtol=1e-4)
