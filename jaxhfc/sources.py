@@ -250,6 +250,8 @@ def image_array(image, channels: int = 3) -> np.ndarray:
     ``convert("L")`` clips them); 32-bit integer (``I``) and float (``F``) images keep values
     already in 0..255, scale 0..1 floats and 0..65535 integers, and anything else is an error.
     ``channels`` is 3 (grey repeated) or 1 (colour to ITU-R 601 luminance, as PIL's ``"L"``).
+    An EXIF orientation tag (photos from phones and cameras) is applied first, so the array is
+    the picture as viewers show it, the same way up as untagged images of the same scene.
 
     Raises:
         ValueError: values a 32-bit or float image cannot hold on a known scale (negative,
@@ -257,6 +259,9 @@ def image_array(image, channels: int = 3) -> np.ndarray:
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode in _WIDE_MODES or mode in ("I", "F"):
         arr = np.asarray(image).astype(np.float64)

@@ -205,6 +205,28 @@ def test_folder_reads_16_bit_pngs_scaled(tmp_path):
                                                                   for c in ("a", "b")]).astype(np.uint8))
 
 
+def test_folder_applies_exif_orientation(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 ("rotate 90 degrees clockwise to
+    view") is read the way viewers show it: equal to the upright picture, and of the same size
+    as the untagged upright images beside it (instead of a size-mismatch error)."""
+    rng = np.random.default_rng(8)
+    upright = {}
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            up = rng.integers(0, 256, size=(6, 4, 3)).astype(np.uint8)  # portrait, 4 wide
+            upright[split, cls] = up
+            if cls == "a":  # stored landscape, tagged
+                exif = Image.Exif()
+                exif[0x0112] = 6
+                Image.fromarray(np.ascontiguousarray(np.rot90(up, k=1))).save(tmp_path / split / cls / "x.png",
+                                                                               exif=exif)
+            else:
+                Image.fromarray(up).save(tmp_path / split / cls / "x.png")
+    ds = data.load_dataset(f"folder:{tmp_path}", split="test")
+    np.testing.assert_array_equal(ds.images, np.stack([upright["test", "a"], upright["test", "b"]]))
+
+
 def test_folder_bad_data(digit_folder):
     root, _ = digit_folder
     (root / "train" / "empty").mkdir()
