@@ -63,8 +63,10 @@ __all__ = [
     "RobustResult",
     "apgd",
     "apgd_checkpoints",
+    "apgd_targeted",
     "cross_entropy_loss",
     "dlr_loss",
+    "dlr_targeted_loss",
     "fgsm",
     "fgsm_attack",
     "margin_loss",
@@ -233,6 +235,22 @@ def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     srt = jnp.sort(logits, axis=-1)
     denom = srt[:, -1] - srt[:, -3] + 1e-12
     return margin_loss(logits, y) / denom
+
+
+def dlr_targeted_loss(logits: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
+    """Targeted DLR (Croce & Hein 2020, Eq. 7), ``(B,)`` float32, to maximise::
+
+        DLR_T(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
+
+    with ``t`` the target class. Invariant to shifting and (positive) scaling of the logits;
+    needs at least 4 classes.
+    """
+    logits = logits.astype(jnp.float32)
+    _check_classes(logits, 4, "targeted DLR")
+    srt = jnp.sort(logits, axis=-1)
+    z_y = jnp.take_along_axis(logits, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    z_t = jnp.take_along_axis(logits, t[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return (z_t - z_y) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
 
 
 def _check_classes(logits, k_min, name):
@@ -578,6 +596,87 @@ def apgd(
     return best[0], best[1]
 
 
+def apgd_targeted(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array | None,
+    *,
+    eps: float,
+    steps: int = 100,
+    norm: str = "linf",
+    targets: int = 9,
+    restarts: int = 1,
+    random_start: bool = True,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    rho: float = 0.75,
+    alpha: float = 0.75,
+    unroll: int | bool = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """APGD-T, AutoAttack's targeted APGD on the targeted DLR loss (:func:`dlr_targeted_loss`).
+
+    For each of the ``targets`` classes ranked 2nd, 3rd, ... by the clean logits (at most
+    K - 1), ``restarts`` APGD runs (:func:`apgd`'s schedule and start) push that class's logit
+    above the true one. As in AutoAttack an example counts as broken when it is misclassified
+    (as any class), and the first target and restart that broke it gives its iterate.
+
+    Args:
+      logits_fn, x, y, key, eps, steps, norm, restarts, random_start, clip_min, clip_max,
+        rho, alpha, unroll: as :func:`apgd` (restarts per target class).
+      targets: number of target classes (AutoAttack's ``n_target_classes``, 9 by default).
+
+    Returns:
+      ``(x_adv, success)`` as :func:`apgd`.
+    """
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    _check_attack_args(x, y, eps=eps, step_size=0.0, steps=steps, norm=norm,
+                       clip_min=clip_min, clip_max=clip_max)
+    for name, v in (("targets", targets), ("restarts", restarts)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a Python int >= 1, got {v!r}")
+    eps_c = jnp.asarray(eps, x.dtype)
+    if random_start:
+        if key is None:
+            raise ValueError("apgd_targeted with random_start=True needs a PRNG key, got None")
+        keys = _per_example_keys(key, x.shape[0])
+    clean = logits_fn(x)
+    _check_classes(clean, 4, "targeted DLR")
+    order = jnp.argsort(clean.astype(jnp.float32), axis=-1)
+    n_t = min(int(targets), clean.shape[-1] - 1)
+
+    best = None
+    for rank in range(2, n_t + 2):
+        t = order[:, -rank]
+
+        def value_and_grad(xa, t=t):
+            def total(xa):
+                logits = logits_fn(xa).astype(jnp.float32)
+                obj = dlr_targeted_loss(logits, y, t)
+                return jnp.sum(obj), (obj, logits)
+
+            (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
+            return obj, _success(logits, y, False), g
+
+        for r in range(int(restarts)):
+            if random_start:
+                i = (rank - 2) * int(restarts) + r
+                kr = keys if i == 0 else jax.vmap(lambda k, i=i: jax.random.fold_in(k, 1000 + i))(keys)
+                start = jnp.clip(x + _apgd_start(kr, x, eps_c, norm), clip_min, clip_max)
+            else:
+                start = jnp.clip(x, clip_min, clip_max)
+            nx, ns, _ = _apgd_run(value_and_grad, x, y, start, eps=eps_c, steps=int(steps),
+                                  norm=norm, clip_min=clip_min, clip_max=clip_max, rho=rho,
+                                  alpha=alpha, unroll=unroll)
+            if best is None:
+                best = (nx, ns)
+                continue
+            take = ns & ~best[1]
+            best = (jnp.where(_bcast(take, x), nx, best[0]), best[1] | ns)
+    return best
+
+
 def madry_adversary(
     *,
     eps: float = PAPER_ADV_EPS,
@@ -666,7 +765,7 @@ def lowpass_defended(
 
 # ----------------------------------------------------------------------------- evaluation
 
-_METHODS = ("fgsm", "pgd", "apgd")
+_METHODS = ("fgsm", "pgd", "apgd", "apgd-t")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -674,9 +773,11 @@ class Attack:
     """One attack of an evaluation, independent of ``eps`` (hashable: a compile-cache key).
 
     Attributes:
-      method: ``'fgsm'`` (one step of size eps, no random start), ``'pgd'`` (:func:`pgd`) or
-        ``'apgd'`` (:func:`apgd`).
-      loss: ``'ce'``, ``'margin'`` or ``'dlr'`` (FGSM: ``'ce'`` or ``'margin'``).
+      method: ``'fgsm'`` (one step of size eps, no random start), ``'pgd'`` (:func:`pgd`),
+        ``'apgd'`` (:func:`apgd`) or ``'apgd-t'`` (:func:`apgd_targeted`).
+      loss: ``'ce'``, ``'margin'`` or ``'dlr'`` (FGSM: ``'ce'`` or ``'margin'``; APGD-T:
+        ``'dlr'``, meaning its targeted DLR).
+      targets: APGD-T only: target classes (AutoAttack's 9).
       steps: iterations (per restart).
       restarts: independent random starts (an example is broken if any breaks it).
       rel_step_size: PGD step size as a fraction of eps (None: ``2.5 / steps``, Madry's).
@@ -693,6 +794,7 @@ class Attack:
     random_start: bool = True
     keep_best: bool = True
     name: str = ""
+    targets: int = 9
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -703,14 +805,19 @@ class Attack:
             v = getattr(self, f)
             if not isinstance(v, (int, np.integer)) or v < (1 if f == "restarts" else 0):
                 raise ValueError(f"{f} must be an int >= {1 if f == 'restarts' else 0}, got {v!r}")
+        if self.method == "apgd-t" and self.loss != "dlr":
+            raise ValueError(f"APGD-T runs the targeted DLR loss: loss must be 'dlr', got {self.loss!r}")
+        if not isinstance(self.targets, (int, np.integer)) or self.targets < 1:
+            raise ValueError(f"targets must be an int >= 1, got {self.targets!r}")
         if self.method == "fgsm":
             object.__setattr__(self, "steps", 1)
             object.__setattr__(self, "rel_step_size", 1.0)
             object.__setattr__(self, "random_start", False)
             object.__setattr__(self, "restarts", 1)
         if not self.name:
-            base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "apgd": "APGD"}[self.method]
-            label = base if self.loss == "ce" and self.method == "fgsm" else f"{base}-{self.loss.upper()}"
+            base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "apgd": "APGD", "apgd-t": "APGD-T"}[self.method]
+            plain = (self.loss == "ce" and self.method == "fgsm") or self.method == "apgd-t"
+            label = base if plain else f"{base}-{self.loss.upper()}"
             object.__setattr__(self, "name", label + (f"x{self.restarts}" if self.restarts > 1 else ""))
 
     def stronger(self, factor: int = 2) -> "Attack":
@@ -721,7 +828,7 @@ class Attack:
             return Attack("pgd", self.loss, steps=factor, rel_step_size=1.0, random_start=False,
                           keep_best=True, name=f"{self.name} (x{factor} steps)")
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / max(self.steps, 1)
-        restarts = self.restarts + (1 if (self.random_start or self.method == "apgd") else 0)
+        restarts = self.restarts + (1 if (self.random_start or self.method.startswith("apgd")) else 0)
         return dataclasses.replace(self, steps=self.steps * factor, restarts=restarts,
                                    rel_step_size=rel,
                                    name=f"{self.name} (x{factor} steps, {restarts} restarts)")
@@ -729,6 +836,11 @@ class Attack:
     def run(self, logits_fn, x, y, keys, *, eps, norm="linf", clip_min=0.0, clip_max=1.0,
             unroll=1):
         """``(x_adv, success)`` of this attack at radius ``eps`` (shapes as :func:`pgd`)."""
+        if self.method == "apgd-t":
+            return apgd_targeted(logits_fn, x, y, keys, eps=eps, steps=self.steps, norm=norm,
+                                 targets=self.targets, restarts=self.restarts,
+                                 random_start=self.random_start, clip_min=clip_min,
+                                 clip_max=clip_max, unroll=unroll)
         if self.method == "apgd":
             return apgd(logits_fn, x, y, keys, eps=eps, steps=self.steps, norm=norm,
                         loss=self.loss, restarts=self.restarts, random_start=self.random_start,
@@ -760,10 +872,16 @@ def pgd_attack(steps: int, *, loss: str = "ce", restarts: int = 1) -> Attack:
     return Attack("pgd", loss, steps=steps, restarts=restarts)
 
 
-def standard_attacks(steps: int = 100, restarts: int = 1) -> tuple[Attack, ...]:
-    """AutoAttack's untargeted gradient attacks: APGD-CE then APGD-DLR (scale-invariant)."""
-    return (Attack("apgd", "ce", steps=steps, restarts=restarts),
-            Attack("apgd", "dlr", steps=steps, restarts=restarts))
+def standard_attacks(steps: int = 100, restarts: int = 1, targets: int = 0) -> tuple[Attack, ...]:
+    """AutoAttack's untargeted gradient attacks: APGD-CE then APGD-DLR (scale-invariant).
+
+    ``targets > 0`` adds APGD-T over that many target classes (AutoAttack's standard version
+    runs APGD-CE and APGD-T with 9 targets, then FAB-T and Square, which are not here)."""
+    out = (Attack("apgd", "ce", steps=steps, restarts=restarts),
+           Attack("apgd", "dlr", steps=steps, restarts=restarts))
+    if targets:
+        out += (Attack("apgd-t", "dlr", steps=steps, restarts=restarts, targets=targets),)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -410,10 +410,11 @@ def scaled_linear(params, x, scale=1.0):
     return scale * linear_apply(params, x)
 
 
-def numpy_apgd(w, b, x, y, *, eps, steps, norm, loss):
+def numpy_apgd(w, b, x, y, *, eps, steps, norm, loss, target=None):
     """APGD as the reference implementation (auto-attack's APGDAttack.attack_single_run) runs
     it from the clean point, written out in float64 numpy for a linear model ``z = x w + b``
-    with analytic gradients. Returns ``(x_out, success, best_objective)``."""
+    with analytic gradients; ``loss='dlr-t'`` with ``target`` (B,) is APGD-T's targeted DLR.
+    Returns ``(x_out, success, best_objective)``."""
     n = len(x)
     xf = x.reshape(n, -1).astype(np.float64)
     rows = np.arange(n)
@@ -426,6 +427,18 @@ def numpy_apgd(w, b, x, y, *, eps, steps, norm, loss):
             f = -np.log(p[rows, y])
             gz = p.copy()
             gz[rows, y] -= 1.0
+        elif loss == "dlr-t":  # (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+            srt = np.argsort(z, 1)
+            i1, i3, i4 = srt[:, -1], srt[:, -3], srt[:, -4]
+            num = z[rows, target] - z[rows, y]
+            den = z[rows, i1] - 0.5 * (z[rows, i3] + z[rows, i4]) + 1e-12
+            f = num / den
+            gz = np.zeros_like(z)
+            gz[rows, target] += 1 / den
+            gz[rows, y] -= 1 / den
+            gz[rows, i1] -= num / den**2
+            gz[rows, i3] += 0.5 * num / den**2
+            gz[rows, i4] += 0.5 * num / den**2
         else:  # dlr = (max_{j != y} z_j - z_y) / (z_pi1 - z_pi3)
             zo = z.copy()
             zo[rows, y] = -np.inf
@@ -513,6 +526,85 @@ def test_apgd_follows_the_reference_implementation(norm, eps, loss):
         obj, _ = A._objective(f, ours, jnp.asarray(y, jnp.int32), False, loss)
         np.testing.assert_allclose(np.asarray(obj)[keep], ref_best[keep], atol=2e-5, rtol=2e-5)
         np.testing.assert_allclose(np.asarray(ours)[keep], ref_x[keep], atol=2e-4)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.3)])
+def test_apgd_targeted_follows_the_reference_implementation(norm, eps):
+    """APGD-T against the numpy transcription run once per target class (ranked 2nd, 3rd, 4th
+    by the clean logits), an example broken by the first target that breaks it."""
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(D, 10)) * 0.05
+    b = rng.normal(size=10) * 0.1
+    x = rng.uniform(size=(64, H, W, C))
+    z = x.reshape(64, -1) @ w + b
+    y = z.argmax(1)
+    order = np.argsort(z, 1)
+    f = Partial(linear_apply, {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)})
+    ref_succ = np.zeros(64, bool)
+    ref_x = np.zeros_like(x)
+    for rank in (2, 3, 4):
+        rx, rs, _ = numpy_apgd(w, b, x, y, eps=eps, steps=10, norm=norm, loss="dlr-t",
+                               target=order[:, -rank])
+        new = (rs & ~ref_succ) | (rank == 2)  # unbroken examples keep the first target's best
+        ref_x[new] = rx[new]
+        ref_succ |= rs
+        if rank == 2:
+            first_x, first_succ = rx, rs
+    assert 0.1 < first_succ.mean() <= ref_succ.mean() < 0.95
+    if norm == "linf":  # there later targets break more (in L2 the 2nd class is the nearest here)
+        assert first_succ.mean() < ref_succ.mean()
+    ours, succ = A.apgd_targeted(f, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), None,
+                                 eps=eps, steps=10, norm=norm, targets=3, random_start=False)
+    np.testing.assert_array_equal(np.asarray(succ), ref_succ)
+
+    def same(a, b):  # examples whose iterates agree (float32 vs float64 can part a near-tie)
+        return np.mean(np.abs(np.asarray(a) - b).reshape(len(b), -1).max(1) < 2e-4)
+
+    assert same(ours, ref_x) >= 0.95
+    one, s1 = A.apgd_targeted(f, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), None,
+                              eps=eps, steps=10, norm=norm, targets=1, random_start=False)
+    np.testing.assert_array_equal(np.asarray(s1), first_succ)
+    assert same(one, first_x) >= 0.95
+
+
+def test_dlr_targeted_loss_and_apgd_t_attack():
+    z = np.array([[3.0, 1.0, 2.0, -1.0, 0.5]])
+    got = A.dlr_targeted_loss(jnp.asarray(z), jnp.array([0]), jnp.array([2]))
+    np.testing.assert_allclose(np.asarray(got), [(2.0 - 3.0) / (3.0 - 0.5 * (1.0 + 0.5))], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(A.dlr_targeted_loss(jnp.asarray(7 * z + 4), jnp.array([0]),
+                                                              jnp.array([2]))), np.asarray(got), rtol=1e-5)
+    with pytest.raises(ValueError, match="K >= 4"):
+        A.dlr_targeted_loss(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), jnp.ones(2, jnp.int32))
+    with pytest.raises(ValueError, match="targeted DLR"):
+        A.Attack("apgd-t", "ce")
+    with pytest.raises(ValueError, match="targets"):
+        A.Attack("apgd-t", "dlr", targets=0)
+    assert [a.name for a in A.standard_attacks(20, targets=9)] == ["APGD-CE", "APGD-DLR", "APGD-T"]
+    assert A.standard_attacks(20)[-1].name == "APGD-DLR"
+
+
+def test_apgd_t_in_robust_accuracy_parallel_equals_direct():
+    """APGD-T inside the data-parallel evaluation (8 devices, padded last batch) equals the
+    direct call, and it breaks at least what APGD-DLR breaks on this model."""
+    p = conv_params(k=6, seed=21)
+    f = Partial(conv_apply, p)
+    x = images(13, seed=22)
+    y = jnp.asarray(np.argmax(conv_apply(p, x), -1))
+    atk = A.Attack("apgd-t", "dlr", steps=6, targets=3)
+    mesh8 = Mesh(np.array(jax.devices()), ("data",))
+    r8 = A.robust_accuracy(f, x, y, jax.random.key(4), batch_size=8, mesh=mesh8, eps=0.008,
+                           attacks=(atk,), logit_scale=None, more_steps=None)
+    _, direct = A.apgd_targeted(f, x, y, None, eps=0.008, steps=6, targets=3, random_start=False)
+    r_nors = A.robust_accuracy(f, x, y, jax.random.key(4), batch_size=8, mesh=mesh8, eps=0.008,
+                               attacks=(A.Attack("apgd-t", "dlr", steps=6, targets=3,
+                                                 random_start=False),),
+                               logit_scale=None, more_steps=None)
+    np.testing.assert_array_equal(r_nors.attack_correct["APGD-T"], ~np.asarray(direct))
+    assert 0 < r8.robust_accuracy < r8.clean_accuracy
+    r_dlr = A.robust_accuracy(f, x, y, jax.random.key(4), batch_size=8, mesh=mesh8, eps=0.008,
+                              attacks=(A.Attack("apgd", "dlr", steps=6),), logit_scale=None,
+                              more_steps=None)
+    assert r8.robust_accuracy <= r_dlr.robust_accuracy
 
 
 def test_apgd_start_on_the_ball_boundary():
@@ -718,12 +810,14 @@ def test_pgd_matches_torchattacks():
 @pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.3)])
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_matches_autoattack(norm, eps, loss):
-    """APGD from the clean point against auto-attack's own APGDAttack on the same conv net
-    (PyTorch copy): the same examples broken, the same best objective for the others.
+    """APGD (and with DLR, APGD-T on one target) from the clean point against auto-attack's own
+    APGDAttack (APGDAttack_targeted) on the same conv net (PyTorch copy): the same examples
+    broken, the same best objective for the others.
     (Iterates can part where the objective is flat, e.g. DLR = 1 once the true class is
     third, and the direction of a zero gradient is float noise in either library.)"""
     import torch
     from autoattack.autopgd_base import APGDAttack
+    from autoattack.autopgd_base import APGDAttack_targeted as APGDAttackTargeted
 
     rng = np.random.default_rng(40)
     wc = rng.normal(size=(4, 3, 3, 3)).astype(np.float32) * 0.5  # OIHW
@@ -765,6 +859,23 @@ def test_apgd_matches_autoattack(norm, eps, loss):
         # measured: all within 1e-6 but for one tie-parted example in 9 (l2 ce 100) and 32
         # (linf dlr 10), 2e-3 apart; comparing the first count with the start's objective
         # instead (the paper's formula) agrees on 4 of 32 (l2 dlr 10)
+        assert np.mean(gap < 1e-4) >= 0.85 and gap.max() < 0.01, gap
+        if loss != "dlr":
+            continue
+        # APGD-T, one target (the class ranked 2nd by the clean logits), from the clean point
+        atk_t = APGDAttackTargeted(Net().eval(), n_iter=steps, norm=atk.norm, eps=eps,
+                                   device="cpu")
+        atk_t.init_hyperparam(xt)
+        with torch.no_grad():
+            atk_t.y_target = Net().eval()(xt).sort(dim=1)[1][:, -2]
+        _, acc, ref_best, _ = atk_t.attack_single_run(xt, torch.from_numpy(y), x_init=xt.clone())
+        ref_succ = ~acc.numpy().astype(bool)
+        ours, succ = A.apgd_targeted(f, jnp.asarray(x), jnp.asarray(y, jnp.int32), None, eps=eps,
+                                     steps=steps, norm=norm, targets=1, random_start=False)
+        np.testing.assert_array_equal(np.asarray(succ), ref_succ)
+        obj = A.dlr_targeted_loss(f(ours), jnp.asarray(y, jnp.int32),
+                                  jnp.asarray(atk_t.y_target.numpy(), jnp.int32))
+        gap = np.abs(np.asarray(obj) - ref_best.numpy())[~ref_succ]
         assert np.mean(gap < 1e-4) >= 0.85 and gap.max() < 0.01, gap
 
 @pytest.mark.slow
