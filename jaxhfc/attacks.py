@@ -557,20 +557,33 @@ def apgd(
     """
     x = jnp.asarray(x)
     y = jnp.asarray(y)
+    _check_loss(loss, False)
+    out = _apgd_restarts(lambda xa: _objective(logits_fn, xa, y, False, loss), x, y, key,
+                         eps=eps, steps=steps, norm=norm, restarts=restarts,
+                         random_start=random_start, clip_min=clip_min, clip_max=clip_max,
+                         rho=rho, alpha=alpha, unroll=unroll, name="apgd")
+    return out[0], out[1]
+
+
+def _apgd_restarts(objective, x, y, key, *, eps, steps, norm, restarts, random_start, clip_min,
+                   clip_max, rho, alpha, unroll, name, first_run=0):
+    """``restarts`` APGD runs on ``objective(x) -> (obj (B,), logits)``: ``(x, success, obj)``,
+    per example the first run that broke it, else the run of highest objective. Run ``i``
+    (counting from ``first_run``) starts from per-example keys ``fold_in(key_b, i)`` (``i = 0``:
+    the keys themselves)."""
     _check_attack_args(x, y, eps=eps, step_size=0.0, steps=steps, norm=norm,
                        clip_min=clip_min, clip_max=clip_max)
-    _check_loss(loss, False)
     if not isinstance(restarts, (int, np.integer)) or restarts < 1:
         raise ValueError(f"restarts must be a Python int >= 1, got {restarts!r}")
     eps_c = jnp.asarray(eps, x.dtype)
     if random_start:
         if key is None:
-            raise ValueError("apgd with random_start=True needs a PRNG key, got None")
+            raise ValueError(f"{name} with random_start=True needs a PRNG key, got None")
         keys = _per_example_keys(key, x.shape[0])
 
     def value_and_grad(xa):
         def total(xa):
-            obj, logits = _objective(logits_fn, xa, y, False, loss)
+            obj, logits = objective(xa)
             return jnp.sum(obj), (obj, logits)
 
         (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
@@ -578,8 +591,9 @@ def apgd(
 
     best = None
     for r in range(int(restarts)):
+        i = first_run + r
         if random_start:
-            kr = keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
+            kr = keys if i == 0 else jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
             start = jnp.clip(x + _apgd_start(kr, x, eps_c, norm), clip_min, clip_max)
         else:
             start = jnp.clip(x, clip_min, clip_max)
@@ -593,7 +607,7 @@ def apgd(
         nx, ns, no = out
         take = (ns & ~bs) | ((ns == bs) & ~bs & (no > bo))
         best = (jnp.where(_bcast(take, x), nx, bx), bs | ns, jnp.where(take, no, bo))
-    return best[0], best[1]
+    return best
 
 
 def apgd_targeted(
@@ -631,49 +645,29 @@ def apgd_targeted(
     """
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    _check_attack_args(x, y, eps=eps, step_size=0.0, steps=steps, norm=norm,
-                       clip_min=clip_min, clip_max=clip_max)
-    for name, v in (("targets", targets), ("restarts", restarts)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a Python int >= 1, got {v!r}")
-    eps_c = jnp.asarray(eps, x.dtype)
-    if random_start:
-        if key is None:
-            raise ValueError("apgd_targeted with random_start=True needs a PRNG key, got None")
-        keys = _per_example_keys(key, x.shape[0])
+    if not isinstance(targets, (int, np.integer)) or targets < 1:
+        raise ValueError(f"targets must be a Python int >= 1, got {targets!r}")
     clean = logits_fn(x)
     _check_classes(clean, 4, "targeted DLR")
     order = jnp.argsort(clean.astype(jnp.float32), axis=-1)
     n_t = min(int(targets), clean.shape[-1] - 1)
 
+    def objective(xa, t):
+        logits = logits_fn(xa).astype(jnp.float32)
+        return dlr_targeted_loss(logits, y, t), logits
+
     best = None
-    for rank in range(2, n_t + 2):
-        t = order[:, -rank]
-
-        def value_and_grad(xa, t=t):
-            def total(xa):
-                logits = logits_fn(xa).astype(jnp.float32)
-                obj = dlr_targeted_loss(logits, y, t)
-                return jnp.sum(obj), (obj, logits)
-
-            (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
-            return obj, _success(logits, y, False), g
-
-        for r in range(int(restarts)):
-            if random_start:
-                i = (rank - 2) * int(restarts) + r
-                kr = keys if i == 0 else jax.vmap(lambda k, i=i: jax.random.fold_in(k, 1000 + i))(keys)
-                start = jnp.clip(x + _apgd_start(kr, x, eps_c, norm), clip_min, clip_max)
-            else:
-                start = jnp.clip(x, clip_min, clip_max)
-            nx, ns, _ = _apgd_run(value_and_grad, x, y, start, eps=eps_c, steps=int(steps),
-                                  norm=norm, clip_min=clip_min, clip_max=clip_max, rho=rho,
-                                  alpha=alpha, unroll=unroll)
-            if best is None:
-                best = (nx, ns)
-                continue
-            take = ns & ~best[1]
-            best = (jnp.where(_bcast(take, x), nx, best[0]), best[1] | ns)
+    for k in range(n_t):  # target: the class ranked k + 2 by the clean logits
+        nx, ns, _ = _apgd_restarts(functools.partial(objective, t=order[:, -(k + 2)]), x, y, key,
+                                   eps=eps, steps=steps, norm=norm, restarts=restarts,
+                                   random_start=random_start, clip_min=clip_min,
+                                   clip_max=clip_max, rho=rho, alpha=alpha, unroll=unroll,
+                                   name="apgd_targeted", first_run=k * int(restarts))
+        if best is None:
+            best = (nx, ns)
+            continue
+        take = ns & ~best[1]
+        best = (jnp.where(_bcast(take, x), nx, best[0]), best[1] | ns)
     return best
 
 

@@ -762,13 +762,11 @@ def test_noise_check_flags_a_model_that_only_noise_breaks():
     assert {"noise", "flat"} <= set(r.flags) and r.checks["flat"]["fraction"] == 1.0
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("torchattacks") is None,
-                    reason="torchattacks (optional reference) not installed")
-def test_pgd_matches_torchattacks():
+def torch_and_jax_conv(rng):
+    """A conv + tanh + linear net (10 classes) as a PyTorch module class (NCHW) and as the
+    same JAX logits function (NHWC), with shared random weights."""
     import torch
-    import torchattacks
 
-    rng = np.random.default_rng(40)
     wc = rng.normal(size=(4, 3, 3, 3)).astype(np.float32) * 0.5  # OIHW
     wl = rng.normal(size=(10, 4 * H * W)).astype(np.float32) * 0.3
 
@@ -781,22 +779,32 @@ def test_pgd_matches_torchattacks():
             self.fc.weight.data = torch.from_numpy(wl)
 
         def forward(self, x):  # NCHW; flatten in NHWC order to match the JAX model
-            h = torch.tanh(self.conv(x)).permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-            return self.fc(h)
+            return self.fc(torch.tanh(self.conv(x)).permute(0, 2, 3, 1).reshape(x.shape[0], -1))
 
     def jax_model(params, x):
         h = jax.lax.conv_general_dilated(x, params["conv"], (1, 1), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return jnp.tanh(h).reshape(x.shape[0], -1) @ params["fc"]
 
-    params = {"conv": jnp.asarray(np.transpose(wc, (2, 3, 1, 0))), "fc": jnp.asarray(wl.T)}
+    return Net, Partial(jax_model, {"conv": jnp.asarray(np.transpose(wc, (2, 3, 1, 0))),
+                                    "fc": jnp.asarray(wl.T)})
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torchattacks") is None,
+                    reason="torchattacks (optional reference) not installed")
+def test_pgd_matches_torchattacks():
+    import torch
+    import torchattacks
+
+    rng = np.random.default_rng(40)
+    Net, f = torch_and_jax_conv(rng)
     x = rng.uniform(size=(8, H, W, C)).astype(np.float32)
     y = rng.integers(0, 10, 8)
     eps, alpha, steps = 8 / 255, 2 / 255, 5
     net = Net().eval()
     atk = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=False)
     ref = atk(torch.from_numpy(np.transpose(x, (0, 3, 1, 2))), torch.from_numpy(y)).numpy()
-    ours, _ = A.pgd(Partial(jax_model, params), jnp.asarray(x), jnp.asarray(y, jnp.int32), None,
+    ours, _ = A.pgd(f, jnp.asarray(x), jnp.asarray(y, jnp.int32), None,
                     eps=eps, step_size=alpha, steps=steps, random_start=False)
     ours = np.transpose(np.asarray(ours), (0, 3, 1, 2))
     # identical up to float rounding (a sign flip of a near-zero gradient moves one pixel)
@@ -820,27 +828,7 @@ def test_apgd_matches_autoattack(norm, eps, loss):
     from autoattack.autopgd_base import APGDAttack_targeted as APGDAttackTargeted
 
     rng = np.random.default_rng(40)
-    wc = rng.normal(size=(4, 3, 3, 3)).astype(np.float32) * 0.5  # OIHW
-    wl = rng.normal(size=(10, 4 * H * W)).astype(np.float32) * 0.3
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
-            self.fc = torch.nn.Linear(4 * H * W, 10, bias=False)
-            self.conv.weight.data = torch.from_numpy(wc)
-            self.fc.weight.data = torch.from_numpy(wl)
-
-        def forward(self, x):  # NCHW; flatten in NHWC order to match the JAX model
-            return self.fc(torch.tanh(self.conv(x)).permute(0, 2, 3, 1).reshape(x.shape[0], -1))
-
-    def jax_model(params, x):
-        h = jax.lax.conv_general_dilated(x, params["conv"], (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jnp.tanh(h).reshape(x.shape[0], -1) @ params["fc"]
-
-    f = Partial(jax_model, {"conv": jnp.asarray(np.transpose(wc, (2, 3, 1, 0))),
-                            "fc": jnp.asarray(wl.T)})
+    Net, f = torch_and_jax_conv(rng)
     x = rng.uniform(size=(64, H, W, C)).astype(np.float32)
     y = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1)).astype(np.int64)
     xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
