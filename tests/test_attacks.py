@@ -755,9 +755,11 @@ def test_noise_check_flags_a_model_that_only_noise_breaks():
     y = jnp.zeros((8,), jnp.int32)
     f = Partial(kink, jnp.zeros(()))
     atk = A.Attack("pgd", "margin", steps=3, random_start=False)
-    with pytest.warns(RuntimeWarning, match="noise"):
+    with pytest.warns(RuntimeWarning) as rec:
         r = A.robust_accuracy(f, x, y, jax.random.key(0), batch_size=8, eps=0.01, attacks=(atk,),
                               logit_scale=None, more_steps=None)
+    msgs = " | ".join(str(w.message) for w in rec)
+    assert "noise" in msgs and "flat to first order" in msgs, msgs
     assert r.robust_accuracy == 1.0 and r.noise_accuracy == 0.0
     assert {"noise", "flat"} <= set(r.flags) and r.checks["flat"]["fraction"] == 1.0
 
