@@ -558,28 +558,35 @@ def apgd(
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     _check_loss(loss, False)
-    out = _apgd_restarts(lambda xa: _objective(logits_fn, xa, y, False, loss), x, y, key,
-                         eps=eps, steps=steps, norm=norm, restarts=restarts,
-                         random_start=random_start, clip_min=clip_min, clip_max=clip_max,
-                         rho=rho, alpha=alpha, unroll=unroll, name="apgd")
+    keys = _apgd_keys(x, y, key, eps=eps, steps=steps, norm=norm, restarts=restarts,
+                      random_start=random_start, clip_min=clip_min, clip_max=clip_max, name="apgd")
+    out = _apgd_restarts(lambda xa: _objective(logits_fn, xa, y, False, loss), x, y, keys,
+                         eps=eps, steps=steps, norm=norm, restarts=restarts, clip_min=clip_min,
+                         clip_max=clip_max, rho=rho, alpha=alpha, unroll=unroll)
     return out[0], out[1]
 
 
-def _apgd_restarts(objective, x, y, key, *, eps, steps, norm, restarts, random_start, clip_min,
-                   clip_max, rho, alpha, unroll, name, first_run=0):
-    """``restarts`` APGD runs on ``objective(x) -> (obj (B,), logits)``: ``(x, success, obj)``,
-    per example the first run that broke it, else the run of highest objective. Run ``i``
-    (counting from ``first_run``) starts from per-example keys ``fold_in(key_b, i)`` (``i = 0``:
-    the keys themselves)."""
+def _apgd_keys(x, y, key, *, eps, steps, norm, restarts, random_start, clip_min, clip_max, name):
+    """Check APGD's arguments; the ``(B,)`` per-example keys of its random starts (None
+    without a random start)."""
     _check_attack_args(x, y, eps=eps, step_size=0.0, steps=steps, norm=norm,
                        clip_min=clip_min, clip_max=clip_max)
     if not isinstance(restarts, (int, np.integer)) or restarts < 1:
         raise ValueError(f"restarts must be a Python int >= 1, got {restarts!r}")
+    if not random_start:
+        return None
+    if key is None:
+        raise ValueError(f"{name} with random_start=True needs a PRNG key, got None")
+    return _per_example_keys(key, x.shape[0])
+
+
+def _apgd_restarts(objective, x, y, keys, *, eps, steps, norm, restarts, clip_min, clip_max,
+                   rho, alpha, unroll, first_run=0):
+    """``restarts`` APGD runs on ``objective(x) -> (obj (B,), logits)``: ``(x, success, obj)``,
+    per example the first run that broke it, else the run of highest objective. ``keys``:
+    from :func:`_apgd_keys` (None: every run starts at ``x``); run ``i`` (counting from
+    ``first_run``) starts from ``fold_in(key_b, i)`` (``i = 0``: the keys themselves)."""
     eps_c = jnp.asarray(eps, x.dtype)
-    if random_start:
-        if key is None:
-            raise ValueError(f"{name} with random_start=True needs a PRNG key, got None")
-        keys = _per_example_keys(key, x.shape[0])
 
     def value_and_grad(xa):
         def total(xa):
@@ -592,7 +599,7 @@ def _apgd_restarts(objective, x, y, key, *, eps, steps, norm, restarts, random_s
     best = None
     for r in range(int(restarts)):
         i = first_run + r
-        if random_start:
+        if keys is not None:
             kr = keys if i == 0 else jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
             start = jnp.clip(x + _apgd_start(kr, x, eps_c, norm), clip_min, clip_max)
         else:
@@ -647,6 +654,9 @@ def apgd_targeted(
     y = jnp.asarray(y)
     if not isinstance(targets, (int, np.integer)) or targets < 1:
         raise ValueError(f"targets must be a Python int >= 1, got {targets!r}")
+    keys = _apgd_keys(x, y, key, eps=eps, steps=steps, norm=norm, restarts=restarts,
+                      random_start=random_start, clip_min=clip_min, clip_max=clip_max,
+                      name="apgd_targeted")
     clean = logits_fn(x)
     _check_classes(clean, 4, "targeted DLR")
     order = jnp.argsort(clean.astype(jnp.float32), axis=-1)
@@ -658,11 +668,10 @@ def apgd_targeted(
 
     best = None
     for k in range(n_t):  # target: the class ranked k + 2 by the clean logits
-        nx, ns, _ = _apgd_restarts(functools.partial(objective, t=order[:, -(k + 2)]), x, y, key,
-                                   eps=eps, steps=steps, norm=norm, restarts=restarts,
-                                   random_start=random_start, clip_min=clip_min,
-                                   clip_max=clip_max, rho=rho, alpha=alpha, unroll=unroll,
-                                   name="apgd_targeted", first_run=k * int(restarts))
+        nx, ns, _ = _apgd_restarts(functools.partial(objective, t=order[:, -(k + 2)]), x, y,
+                                   keys, eps=eps, steps=steps, norm=norm, restarts=restarts,
+                                   clip_min=clip_min, clip_max=clip_max, rho=rho, alpha=alpha,
+                                   unroll=unroll, first_run=k * int(restarts))
         if best is None:
             best = (nx, ns)
             continue

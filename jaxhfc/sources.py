@@ -261,7 +261,8 @@ def image_array(image, channels: int = 3) -> np.ndarray:
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     from PIL import ImageOps
 
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation (exif_transpose copies even when upright)
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode in _WIDE_MODES or mode in ("I", "F"):
         arr = np.asarray(image).astype(np.float64)
