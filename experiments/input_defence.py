@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
-from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, checks_ok_at,
-                                    eval_robust, fill_success_on_undefended, merge_seed_checks)
+from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, attacks_text,
+                                    checks_ok_at, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
 NAME = "input_defence"
@@ -72,7 +72,8 @@ def run(ctx: Context) -> dict:
                 # the radius is chosen on validation images (the rows' attacks, no checks needed to rank), never on the test set
                 val_acc = {r: attacks.robust_accuracy(attacks.lowpass_defended(base, r), xv, yv, key, eps=e0,
                                                       batch_size=s["batch_size"], mesh=ctx.mesh(),
-                                                      attacks=attack_list(s["pgd_steps"], s["apgd_steps"]),
+                                                      attacks=attack_list(s["pgd_steps"], s["apgd_steps"],
+                                                                          s["apgd_targets"]),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
                                                       more_steps=None).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
@@ -84,7 +85,7 @@ def run(ctx: Context) -> dict:
                                   model_id=f"{mname}/input-lowpass-{'none' if r is None else r}",
                                   per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), "none", seed) if r is None else None,
-                                  escalate=s["escalate"])
+                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"])
                 row = {"model": mname, "input low-pass r": "none" if r is None else r, **res}
                 if mname == "M_natural":
                     row["chosen on validation"] = "yes" if r == r_star else ""
@@ -126,8 +127,9 @@ def run(ctx: Context) -> dict:
                          "Low-passed inputs are fed without re-scaling (the filter keeps the mean). 'chosen on "
                          "validation': on how many seeds that radius had the best worst-case accuracy on validation "
                          "images held out from the training data (the claim uses that radius; the test rows never "
-                         "choose it). 'worst': per example the worst case over FGSM, PGD, APGD-CE and APGD-DLR; check "
-                         "columns as in the robustness table. Per-example results of the first seed in per_example/.")
+                         "choose it). 'worst': per example the worst case over " + attacks_text(s["apgd_targets"])
+                         + "; check columns as in the robustness table. Per-example results of the first seed in "
+                         "per_example/.")
     return {"rows": rows, "claims": claims}
 
 

@@ -36,19 +36,20 @@ NAME = "robustness"
 #: kernel smoothing are made at the largest eps); ``penalty``: also train and attack a model with
 #: the kernel-smoothness penalty (no claim is judged on it); ``escalate``: how many times a row's
 #: attacks are made stronger (2x steps, one more restart) when the more-steps check says they
-#: have not converged (see ``eval_robust``). Quick scale keeps what the claims need, to fit a
-#: 2-core CPU.
+#: have not converged (see ``eval_robust``); ``apgd_targets``: target classes of APGD-T in the
+#: worst case (0: no APGD-T). Quick scale keeps what the claims need, to fit a 2-core CPU: APGD-T
+#: over 9 targets would cost 9 APGD runs per eps and check (measured: see the README).
 SETTINGS = {
     "full": dict(eps=(0.03, 0.06, 0.09), defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0),
                  kernel_radii=(1.2, 1.0), defended=("M_natural", "M_adversarial"), penalty=True, pgd_steps=20,
-                 apgd_steps=100, n_eval=None, check_n=1000, batch_size=1000, kernel_penalty=0.01, min_test=0.5,
-                 adv_min=0.5, escalate=1),
+                 apgd_steps=100, apgd_targets=9, n_eval=None, check_n=1000, batch_size=1000, kernel_penalty=0.01,
+                 min_test=0.5, adv_min=0.5, escalate=1),
     "quick": dict(eps=(0.03, 0.09), defended_eps=(0.09,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
-                  penalty=False, pgd_steps=5, apgd_steps=10, n_eval=128, check_n=128, batch_size=128,
+                  penalty=False, pgd_steps=5, apgd_steps=10, apgd_targets=0, n_eval=128, check_n=128, batch_size=128,
                   kernel_penalty=0.05, min_test=0.5, adv_min=0.6, escalate=1),
     "tiny": dict(eps=(0.03,), defended_eps=(0.03,), rhos=(1.0,), kernel_radii=(1.0,), defended=("M_natural",),
-                 penalty=True, pgd_steps=2, apgd_steps=3, n_eval=32, check_n=32, batch_size=32, kernel_penalty=0.05,
-                 min_test=0.0, adv_min=0.0, escalate=1),
+                 penalty=True, pgd_steps=2, apgd_steps=3, apgd_targets=0, n_eval=32, check_n=32, batch_size=32,
+                 kernel_penalty=0.05, min_test=0.0, adv_min=0.0, escalate=1),
 }
 
 
@@ -67,12 +68,20 @@ def attack_seed(seed: int) -> int:
     return seed + 7
 
 
-def attack_list(pgd_steps: int, apgd_steps: int) -> tuple:
-    """The attacks of every robustness row: the paper's FGSM and PGD, then APGD-CE and APGD-DLR.
+def attack_list(pgd_steps: int, apgd_steps: int, targets: int = 0) -> tuple:
+    """The attacks of every robustness row: the paper's FGSM and PGD, then APGD-CE and APGD-DLR,
+    and APGD-T over ``targets`` target classes when ``targets > 0`` (AutoAttack's standard
+    version uses 9; full scale runs it, quick scale leaves it out to fit the 2-core CPU budget).
     One tuple everywhere, so every row of a model structure runs one compiled program."""
     from jaxhfc import attacks
 
-    return (attacks.fgsm_attack(), attacks.pgd_attack(pgd_steps)) + attacks.standard_attacks(apgd_steps)
+    return (attacks.fgsm_attack(), attacks.pgd_attack(pgd_steps)) + attacks.standard_attacks(apgd_steps,
+                                                                                           targets=targets)
+
+
+def attacks_text(targets: int = 0) -> str:
+    """The attacks behind 'worst', in words (tables, claims and notes)."""
+    return "FGSM, PGD, APGD-CE, APGD-DLR" + (f", APGD-T ({targets} targets)" if targets else "")
 
 
 def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
@@ -107,9 +116,10 @@ def _slug(text: str) -> str:
 
 def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
                 model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
-                escalate: int = 0) -> dict:
+                escalate: int = 0, apgd_targets: int = 0) -> dict:
     """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
-    the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant); and
+    the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant), and
+    APGD-T over ``apgd_targets`` target classes when > 0 (:func:`attack_list`); and
     the sanity checks of :func:`jaxhfc.attacks.robust_accuracy` on every row (defended or not):
 
     - ``median |logit|``: the logits' scale (Eq. 3 without renormalisation inflates it);
@@ -142,14 +152,14 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     from jaxhfc import attacks
     from jaxhfc import results as R
 
-    atks = attack_list(steps, apgd_steps)
+    atks = attack_list(steps, apgd_steps, apgd_targets)
     fg, pg = atks[0].name, atks[1].name
     out: dict = {}
     flags, scale_d, pgd_scale_d, steps_d, attack_x = set(), 0.0, 0.0, 0.0, 1
     broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
     for e in eps:
-        mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, check_n,
-                                            batch_size, len(y), bool(checks), escalate)
+        mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, apgd_targets,
+                                            check_n, batch_size, len(y), bool(checks), escalate)
         runs = ctx.memo.get(mk) if mk is not None else None
         if runs is None:
             runs, level_atks = [], atks
@@ -281,7 +291,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
               se=se("M_natural", "none", raw, "clean"), effect=f"clean accuracy without minus with {raw} (Eq. 3)",
               preconditions=[nat_ok]),
         claim(NAME, f"smoothing M_natural's kernels (Eq. 3 as in the paper) raises adversarial accuracy at large eps "
-                    f"({big}: worst case over FGSM, PGD, APGD-CE, APGD-DLR)",
+                    f"({big}: worst case over {attacks_text(settings.get('apgd_targets', 0))})",
               [a - b for a, b in zip(val("M_natural", raw, big), val("M_natural", "none", big))],
               se=se("M_natural", raw, "none", big), effect=f"{big} accuracy with minus without {raw}",
               preconditions=[nat_ok, chk("M_natural", "none", eps[-1]), chk("M_natural", raw, eps[-1])],
@@ -342,7 +352,7 @@ def run(ctx: Context) -> dict:
                                   check_n=s["check_n"], batch_size=s["batch_size"], key=key,
                                   model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None,
-                                  escalate=s["escalate"])
+                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"])
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)
@@ -378,9 +388,9 @@ def run(ctx: Context) -> dict:
                    figures=figs,
                    settings={**s,
                              "attack": "the paper's Linf FGSM, and PGD (cross-entropy) with random start and step "
-                                       "2.5*eps/steps; 'worst': per example the worst case over FGSM, PGD, APGD-CE and "
-                                       "APGD-DLR (Croce & Hein 2020); robust accuracy counts an image if it is right "
-                                       "both clean and attacked",
+                                       "2.5*eps/steps; 'worst': per example the worst case over "
+                                       f"{attacks_text(s['apgd_targets'])} (Croce & Hein 2020); robust accuracy "
+                                       "counts an image if it is right both clean and attacked",
                              "checks": "logit scale T=10, 2x steps + 1 restart (on the first check_n images), "
                                        "noise, near-zero CE gradients, flat margin; tolerance 0.03; when 2x steps "
                                        "break more images than the tolerance, the eps is attacked again with those "

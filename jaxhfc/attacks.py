@@ -787,6 +787,13 @@ class Attack:
       random_start, keep_best: PGD only (see :func:`pgd`).
       name: label in tables and per-example results (default from the settings, e.g.
         ``'APGD-DLR'``, ``'PGD-CE'``, ``'FGSM'``).
+      cascade: run only on the examples that every attack before it without ``cascade`` left
+        right (AutoAttack's order: an expensive attack such as APGD-T over 9 targets then
+        costs nothing on the examples already broken). Such attacks come last in a list; with
+        the same keys they give each example the result it would get without ``cascade``, so
+        the worst case is the same, but their own accuracy in :class:`RobustResult` counts an
+        example only if the earlier attacks left it right too (AutoAttack's running robust
+        accuracy).
     """
 
     method: str
@@ -798,6 +805,7 @@ class Attack:
     keep_best: bool = True
     name: str = ""
     targets: int = 9
+    cascade: bool = False
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -879,11 +887,12 @@ def standard_attacks(steps: int = 100, restarts: int = 1, targets: int = 0) -> t
     """AutoAttack's untargeted gradient attacks: APGD-CE then APGD-DLR (scale-invariant).
 
     ``targets > 0`` adds APGD-T over that many target classes (AutoAttack's standard version
-    runs APGD-CE and APGD-T with 9 targets, then FAB-T and Square, which are not here)."""
+    runs APGD-CE and APGD-T with 9 targets, then FAB-T and Square, which are not here), as a
+    ``cascade`` attack: it runs only on the examples the attacks before it left right."""
     out = (Attack("apgd", "ce", steps=steps, restarts=restarts),
            Attack("apgd", "dlr", steps=steps, restarts=restarts))
     if targets:
-        out += (Attack("apgd-t", "dlr", steps=steps, restarts=restarts, targets=targets),)
+        out += (Attack("apgd-t", "dlr", steps=steps, restarts=restarts, targets=targets, cascade=True),)
     return out
 
 
@@ -896,7 +905,8 @@ class RobustResult:
       adv_correct: ``(N,)`` bool, right under every attack (raw, any clean outcome).
       robust_correct: ``(N,)`` bool, ``clean_correct & adv_correct`` (the usual robust
         accuracy: an example counts only if it is right before and after every attack).
-      attack_correct: ``{attack name: (N,) bool}``, right under that attack alone.
+      attack_correct: ``{attack name: (N,) bool}``, right under that attack alone (a
+        ``cascade`` attack: right under it and every attack before it without cascade).
       successful_attack: ``(N,)`` int, index into ``attacks`` of the first attack that made the
         correctly classified example wrong (-1: none did, or it was wrong already; AutoAttack's
         order).
@@ -913,7 +923,8 @@ class RobustResult:
         adversarial image (the first successful attack's, else the last attack's).
       attacks: the attacks' names in order; eps, norm: the threat model.
       clean_accuracy, adv_accuracy, robust_accuracy, noise_accuracy: means (floats).
-      attack_accuracy: ``{name: robust accuracy of that attack alone}``.
+      attack_accuracy: ``{name: robust accuracy of that attack alone}`` (a ``cascade``
+        attack: the running robust accuracy after it, as AutoAttack reports).
       max_perturbation: max of the perturbation over every attack and example.
       attack: the settings (dict).
       checks: ``{check name: {values..., "ok": bool}}`` of the sanity checks that ran.
@@ -1041,8 +1052,10 @@ def _pert_norm(delta, norm):
 def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
     """One batch: clean correctness and each attack's correctness, the worst case and the
     perturbation checks. ``eps`` and the logit ``scale`` are traced scalars, so every radius
-    and the logit-scale check reuse one compiled program per (model structure, attacks)."""
-    attacks, norm, clip_min, clip_max, unroll = plan
+    and the logit-scale check reuse one compiled program per (model structure, attacks).
+    ``j0``: the position of the first of ``attacks`` in the whole list (the cascade attacks run
+    in a second program and keep their keys)."""
+    attacks, norm, clip_min, clip_max, unroll, j0 = plan
     inner = join_callable(spec, dyn)
 
     def logits_fn(v):
@@ -1055,7 +1068,7 @@ def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
     correct, x_w, which, found = [], None, None, None
     pert_max = jnp.zeros((b,), jnp.float32) + 0.0 * x.reshape(b, -1)[:, 0]
     in_box = x.reshape(b, -1)[:, 0] == x.reshape(b, -1)[:, 0]
-    for j, a in enumerate(attacks):
+    for j, a in enumerate(attacks, start=j0):
         kj = keys if j == 0 else jax.vmap(lambda k: jax.random.fold_in(k, 1000 + j))(keys)
         xa, _ = a.run(logits_fn, x, y, kj, eps=eps, norm=norm, clip_min=clip_min,
                       clip_max=clip_max, unroll=unroll)
@@ -1063,8 +1076,8 @@ def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
         correct.append(ok)
         pert_max = jnp.maximum(pert_max, _pert_norm(xa - x, norm))
         in_box = in_box & jnp.all(((xa >= clip_min) & (xa <= clip_max)).reshape(b, -1), axis=1)
-        if j == 0:
-            x_w, found, which = xa, ~ok, jnp.where(ok, -1, 0)
+        if x_w is None:
+            x_w, found, which = xa, ~ok, jnp.where(ok, -1, j)
         else:
             new = ~ok & ~found
             x_w = jnp.where(_bcast(new | ~(found | new), x), xa, x_w)
@@ -1113,10 +1126,13 @@ def _eval_fn(batch, spec, plan):
     return fn
 
 
-def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0, batch=_batch_attacks) -> dict:
+def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0, batch=_batch_attacks,
+           index=None) -> dict:
     """Run ``batch`` (:func:`_batch_attacks` or :func:`_batch_diagnostics`) over whole host arrays with
     :func:`jaxhfc.parallel.sweep` (pad, shard over ``'data'``, run, fetch, unpad; every
-    process gets every row); ``eps`` and ``scale`` are program arguments."""
+    process gets every row); ``eps`` and ``scale`` are program arguments. ``index``: the
+    examples' numbers in the whole set (their keys) when ``x`` is a subset; default
+    ``0..N-1``."""
     from jaxhfc import parallel
 
     dyn, spec = split_callable(logits_fn)
@@ -1124,9 +1140,11 @@ def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0, batc
         fn = _eval_fn(batch, spec, plan)
     except TypeError:  # an unhashable static leaf: a new program each call
         fn = _eval_fn.__wrapped__(batch, spec, plan)
-    return parallel.sweep(fn, (np.asarray(x, np.float32), np.asarray(y, np.int32)),
-                          (dyn, key, np.float32(eps), np.float32(scale)),
-                          batch_size=batch_size, mesh=mesh, with_index=True)
+    rows = (np.asarray(x, np.float32), np.asarray(y, np.int32))
+    if index is not None:
+        rows += (np.asarray(index, np.int32),)
+    return parallel.sweep(fn, rows, (dyn, key, np.float32(eps), np.float32(scale)),
+                          batch_size=batch_size, mesh=mesh, with_index=index is None)
 
 
 def robust_accuracy(
@@ -1158,10 +1176,12 @@ def robust_accuracy(
 ) -> RobustResult:
     """Clean and worst-case adversarial accuracy over a whole set, with sanity checks.
 
-    Every attack of ``attacks`` runs on every example (AutoAttack style); an example is
-    robust when it is right clean and under every attack, and the first attack that broke
-    it is recorded. Without ``attacks`` a single PGD on the cross-entropy runs with
-    ``step_size``/``steps``/``random_start``/``keep_best`` (the paper's setting).
+    Every attack of ``attacks`` runs on every example, except the ``cascade`` ones (e.g.
+    APGD-T in :func:`standard_attacks`), which run only on the examples the others left right,
+    as AutoAttack does; an example is robust when it is right clean and under every attack,
+    and the first attack that broke it is recorded. Without ``attacks`` a single PGD on the
+    cross-entropy runs with ``step_size``/``steps``/``random_start``/``keep_best`` (the
+    paper's setting).
     The set is cut into batches of ``batch_size`` (the last one padded); with a ``mesh``
     (1-D, axis ``'data'``, any number of processes) each batch is split over its devices and
     ``batch_size`` must be a multiple of the device count. Example ``i`` uses the key
@@ -1242,6 +1262,10 @@ def robust_accuracy(
     names = tuple(a.name for a in attacks)
     if len(set(names)) != len(names):
         raise ValueError(f"attack names must be distinct, got {names}")
+    n_head = sum(not a.cascade for a in attacks)
+    if n_head == 0 or any(a.cascade for a in attacks[:n_head]):
+        raise ValueError("cascade attacks run on what the others leave: they must come after at least one "
+                         f"attack without cascade, got {[(a.name, a.cascade) for a in attacks]}")
     _check_attack_args(jnp.zeros((1, 1), jnp.float32), jnp.zeros((1,), jnp.int32), eps=eps,
                        step_size=0.0, steps=1, norm=norm, clip_min=clip_min, clip_max=clip_max)
     if mesh is not None:
@@ -1259,11 +1283,31 @@ def robust_accuracy(
         settings.update(steps=a0.steps, step_size=(a0.rel_step_size or 2.5 / max(a0.steps, 1)) * eps,
                         random_start=a0.random_start, keep_best=a0.keep_best)
 
-    def plan_for(atks):
-        return (tuple(atks), norm, clip_min, clip_max, unroll)
+    def plan_for(atks, j0=0):
+        return (tuple(atks), norm, clip_min, clip_max, unroll, j0)
 
     sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh, eps=eps)
-    res = sweep(logits_fn, x, y, key, plan=plan_for(attacks))
+
+    def run_attacks(xs, ys, atks, scale=1.0):
+        """Every attack of ``atks`` on ``xs``; the cascade ones only on what the others left right."""
+        head, tail = atks[:n_head], atks[n_head:]
+        r = sweep(logits_fn, xs, ys, key, plan=plan_for(head), scale=scale)
+        if not tail:
+            return r
+        r = {k: np.array(v) for k, v in r.items()}  # writable copies
+        r["adv"] = np.concatenate([r["adv"], np.zeros((len(ys), len(tail)), r["adv"].dtype)], axis=1)
+        alive = np.flatnonzero(r["clean"].astype(bool) & r["adv"][:, :n_head].astype(bool).all(1))
+        if alive.size:
+            t = sweep(logits_fn, xs[alive], ys[alive], key, plan=plan_for(tail, n_head), scale=scale,
+                      index=alive)
+            r["adv"][alive, n_head:] = t["adv"]
+            r["which"][alive] = t["which"]  # -1 (all failed) or the first tail attack that broke it
+            r["pert"][alive] = t["pert"]
+            r["pert_max"][alive] = np.maximum(r["pert_max"][alive], t["pert_max"])
+            r["in_box"][alive] &= t["in_box"]
+        return r
+
+    res = run_attacks(x, y, attacks)
     if checks:
         res.update(sweep(logits_fn, x, y, key, plan=(norm, clip_min, clip_max), batch=_batch_diagnostics))
 
@@ -1331,7 +1375,7 @@ def robust_accuracy(
             return {nm: float((rc & ra[:, j]).mean() - (clean[:nc] & per_attack[:nc, j]).mean())
                     for j, nm in enumerate(names)}
         if logit_scale is not None:
-            r = sweep(logits_fn, xs, ys, key, plan=plan_for(attacks), scale=1.0 / float(logit_scale))
+            r = run_attacks(xs, ys, attacks, scale=1.0 / float(logit_scale))
             acc_s = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
             d = acc_s - base_sub
             check_out["logit_scale"] = {"T": float(logit_scale), "n": nc, "robust_accuracy": base_sub,
@@ -1343,7 +1387,7 @@ def robust_accuracy(
                      "logits' scale (gradient masking by a saturated loss)")
         if more_steps is not None:
             strong = tuple(a.stronger(int(more_steps)) for a in attacks)
-            r = sweep(logits_fn, xs, ys, key, plan=plan_for(strong))
+            r = run_attacks(xs, ys, strong)
             acc_l = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
             d = acc_l - base_sub
             check_out["more_steps"] = {"factor": int(more_steps), "n": nc, "robust_accuracy": base_sub,

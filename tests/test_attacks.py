@@ -607,6 +607,45 @@ def test_apgd_t_in_robust_accuracy_parallel_equals_direct():
     assert r8.robust_accuracy <= r_dlr.robust_accuracy
 
 
+def test_cascade_keeps_every_examples_result_and_skips_what_is_broken():
+    """APGD-T as a cascade attack (AutoAttack's order) runs only on the examples FGSM and
+    PGD left right, with the keys it would have had, so robust and first-successful
+    attack per example equal the run where it attacks every example; its own column is then
+    the running robust accuracy. Checks (logit scale, 2x steps) take the cascade too."""
+    p = conv_params(k=6, seed=21)
+    f = Partial(conv_apply, p)
+    x = images(37, seed=23)
+    y = jnp.asarray(np.argmax(conv_apply(p, x), -1))
+    mesh8 = Mesh(np.array(jax.devices()), ("data",))
+    head = (A.fgsm_attack(), A.pgd_attack(1))
+    t_all = A.Attack("apgd-t", "dlr", steps=4, targets=3)
+    t_cas = A.Attack("apgd-t", "dlr", steps=4, targets=3, cascade=True)
+    kw = dict(batch_size=16, mesh=mesh8, eps=0.008, logit_scale=4.0, more_steps=2, check_examples=24)
+    full = A.robust_accuracy(f, x, y, jax.random.key(9), attacks=head + (t_all,), **kw)
+    cas = A.robust_accuracy(f, x, y, jax.random.key(9), attacks=head + (t_cas,), **kw)
+    head_ok = full.clean_correct & full.attack_correct["FGSM"] & full.attack_correct["PGD-1-CE"]
+    assert 0 < head_ok.sum() < len(y)  # some examples left to the cascade, some not
+    assert (head_ok & ~full.attack_correct["APGD-T"]).any()  # and APGD-T breaks some of them
+    np.testing.assert_array_equal(cas.robust_correct, full.robust_correct)
+    np.testing.assert_array_equal(cas.successful_attack, full.successful_attack)
+    np.testing.assert_array_equal(cas.attack_correct["APGD-T"], head_ok & full.attack_correct["APGD-T"])
+    for name in ("FGSM", "PGD-1-CE"):
+        np.testing.assert_array_equal(cas.attack_correct[name], full.attack_correct[name])
+    np.testing.assert_allclose(cas.perturbation[~cas.robust_correct & cas.clean_correct],
+                               full.perturbation[~full.robust_correct & full.clean_correct], rtol=1e-6)
+    assert cas.robust_accuracy == full.robust_accuracy and cas.attack_accuracy["APGD-T"] == cas.robust_accuracy
+    for c in ("logit_scale", "more_steps"):
+        assert cas.checks[c]["robust_accuracy"] == full.checks[c]["robust_accuracy"]
+    assert cas.checks["more_steps"]["robust_accuracy_stronger"] == full.checks["more_steps"]["robust_accuracy_stronger"]
+    # nothing left to attack: the cascade is skipped, its column is 0
+    big = A.robust_accuracy(f, x, y, jax.random.key(9), attacks=head + (t_cas,), checks=False, logit_scale=None,
+                            more_steps=None, batch_size=16, mesh=mesh8, eps=0.5)
+    assert big.robust_accuracy == 0.0 and big.attack_accuracy["APGD-T"] == 0.0
+    with pytest.raises(ValueError, match="cascade"):
+        A.robust_accuracy(f, x, y, jax.random.key(9), attacks=(t_cas,) + head, batch_size=16, eps=0.008)
+    assert A.standard_attacks(10, targets=9)[-1].cascade and not A.standard_attacks(10)[-1].cascade
+
+
 def test_apgd_start_on_the_ball_boundary():
     # as auto-attack draws it: Linf eps * t / max|t| (t uniform), L2 eps * t / ||t|| (t normal)
     x = images(256, lo=0.3, hi=0.7)

@@ -119,3 +119,56 @@ def test_claim_precondition_at_the_claims_eps():
     pre = robustness.checks_ok_at("M_adversarial none", rows, 0.09)
     assert not pre.ok and pre.detail == "ok; more_steps" and "at eps 0.09" in pre.name
 
+
+
+def test_apgd_t_joins_the_rows_attacks_and_their_escalation(scripted, tmp_path):
+    """apgd_targets > 0 (full scale: AutoAttack's 9) puts APGD-T last in every run, stronger ones
+    included, as a cascade attack (only on what the others left right); rows with and without it
+    do not share a memo entry."""
+    calls = scripted([(0.8, -0.2), (0.6, 0.0), (0.7, 0.0)])
+    ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
+    x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
+    kw = dict(eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None, check_n=10, escalate=1,
+              memo_key=("run", "none", 0))
+    robustness.eval_robust(ctx, None, x, y, apgd_targets=9, **kw)
+    base = calls[0]
+    assert [a.name for a in base] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR", "APGD-T"]
+    assert base[-1].method == "apgd-t" and base[-1].targets == 9 and base[-1].steps == 10 and base[-1].cascade
+    assert calls[1][-1].steps == 20 and calls[1][-1].restarts == 2 and calls[1][-1].targets == 9
+    assert calls[1][-1].cascade
+    robustness.eval_robust(ctx, None, x, y, apgd_targets=0, **kw)  # not the memo of the APGD-T rows
+    assert len(calls) == 3 and [a.name for a in calls[2]] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR"]
+    assert robustness.SETTINGS["full"]["apgd_targets"] == 9
+    assert robustness.attacks_text(9) == "FGSM, PGD, APGD-CE, APGD-DLR, APGD-T (9 targets)"
+
+
+def test_apgd_t_can_only_lower_a_real_rows_worst_case(tmp_path):
+    """On a real (linear) classifier, adding APGD-T keeps every other attack's keys and results, so
+    the images right under the worst case with it are a subset of those without it."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(4 * 4 * 3, 10)).astype(np.float32))
+    x = rng.uniform(0.2, 0.8, size=(32, 4, 4, 3)).astype(np.float32)
+    logits = lambda v: v.reshape(v.shape[0], -1) @ w  # noqa: E731
+    y = np.asarray(jnp.argmax(logits(jnp.asarray(x)), -1)).astype(np.int32)
+    ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
+    key = jax.random.key(3)
+    kw = dict(steps=2, apgd_steps=3, batch_size=16, key=key, checks=False, model_id="lin", escalate=0)
+    rows = {}
+    for t in (0, 3):
+        d = tmp_path / f"t{t}"
+        d.mkdir()
+        rows[t] = robustness.eval_robust(ctx, logits, x, y, eps=(0.05,), per_example_dir=d, apgd_targets=t, **kw)
+    import json
+
+    per = {t: json.loads((tmp_path / f"t{t}" / "lin_eps0.05.json").read_text()) for t in (0, 3)}
+    assert per[3]["attacks"][-1] == "APGD-T" and "APGD-T" not in per[0]["attacks"]
+    assert rows[0]["clean"] == rows[3]["clean"] == 1.0
+    assert rows[0]["FGSM 0.05"] == rows[3]["FGSM 0.05"] and rows[0]["PGD 0.05"] == rows[3]["PGD 0.05"]
+    assert rows[3]["worst 0.05"] <= rows[0]["worst 0.05"]
+    for name in per[0]["attacks"]:
+        assert per[3]["robust_acc_per_attack"][name] == per[0]["robust_acc_per_attack"][name]
+    kept = [[e["robust_correct"] for e in per[t]["examples"]] for t in (0, 3)]
+    assert all(a or not b for a, b in zip(kept[0], kept[1]))  # right with APGD-T => right without
