@@ -37,8 +37,11 @@ NAME = "robustness"
 #: the kernel-smoothness penalty (no claim is judged on it); ``escalate``: how many times a row's
 #: attacks are made stronger (2x steps, one more restart) when the more-steps check says they
 #: have not converged (see ``eval_robust``); ``apgd_targets``: target classes of APGD-T in the
-#: worst case (0: no APGD-T). Quick scale keeps what the claims need, to fit a 2-core CPU: APGD-T
-#: over 9 targets would cost 9 APGD runs per eps and check (measured: see the README).
+#: worst case (0: no APGD-T; it runs as a cascade, only on the images the other attacks left
+#: right). Quick scale keeps what the claims need, to fit a 2-core CPU: APGD-T over 9 targets
+#: costs 9 APGD runs per eps and check there, and with the attack loops unrolled (UNROLL) the
+#: quick robustness driver with it was still compiling after 20 minutes, at 22 GiB of memory,
+#: when it was stopped (2-core VM, 24 GiB; 2026-11-26).
 SETTINGS = {
     "full": dict(eps=(0.03, 0.06, 0.09), defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0),
                  kernel_radii=(1.2, 1.0), defended=("M_natural", "M_adversarial"), penalty=True, pgd_steps=20,

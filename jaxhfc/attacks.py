@@ -326,7 +326,9 @@ def pgd(
       unroll: ``lax.fori_loop``'s ``unroll`` (1: a real loop, the body compiled once;
         ``True``: fully unrolled). The same numbers up to float rounding. Measured on XLA:CPU (jax
         0.10.2): convolutions inside a while loop run ~6x slower than unrolled, so on a CPU
-        ``unroll=True`` is much faster for few steps, at the price of a longer compile.
+        ``unroll=True`` is much faster for few steps, at the price of a longer compile whose
+        time and memory grow with the steps (for APGD-T also with targets x restarts: 9
+        targets x 20 steps x 2 restarts unrolled did not compile within 20 minutes and 22 GiB).
       loss: the objective: ``'ce'`` (cross-entropy, the paper's), ``'margin'``
         (:func:`margin_loss`, CW) or ``'dlr'`` (:func:`dlr_loss`; untargeted only). The last
         two do not saturate when the logits are large.
