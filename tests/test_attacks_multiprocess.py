@@ -1,5 +1,6 @@
-"""robust_accuracy with an attack list and every sanity check on 2 CPU processes x 2 devices
-(jax.distributed over 127.0.0.1) gives the same per-example results as 1 process."""
+"""robust_accuracy with an attack list (a cascade attack included) and every sanity check on 2 CPU
+processes x 2 devices (jax.distributed over 127.0.0.1) gives the same per-example results as 1
+process."""
 import json
 import pathlib
 import sys
@@ -29,7 +30,8 @@ _COMMON = textwrap.dedent(
         f = Partial(apply, {k: jnp.asarray(v) for k, v in p.items()})
         y = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1)).astype(np.int32)
         y[::4] = (y[::4] + 1) % 5
-        atks = (attacks.fgsm_attack(), attacks.Attack("apgd", "dlr", steps=3))
+        atks = (attacks.fgsm_attack(), attacks.Attack("apgd", "dlr", steps=3),
+                attacks.Attack("apgd-t", "dlr", steps=2, targets=2, cascade=True))  # on the survivors
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = attacks.robust_accuracy(f, x, y, jax.random.key(5), batch_size=8,
