@@ -620,6 +620,15 @@ def _apgd_restarts(objective, x, y, keys, *, eps, steps, norm, restarts, clip_mi
     return best
 
 
+def _first_success(best, x_adv, success):
+    """Merge one more run into ``best = (x_adv, success)`` (None: the first run): per example
+    the iterate of the first run that broke it, else the earlier one's."""
+    if best is None:
+        return x_adv, success
+    take = success & ~best[1]
+    return jnp.where(_bcast(take, x_adv), x_adv, best[0]), best[1] | success
+
+
 def apgd_targeted(
     logits_fn: LogitsFn,
     x: jax.Array,
@@ -675,11 +684,7 @@ def apgd_targeted(
                                    keys, eps=eps, steps=steps, norm=norm, restarts=restarts,
                                    clip_min=clip_min, clip_max=clip_max, rho=rho, alpha=alpha,
                                    unroll=unroll, first_run=k * int(restarts))
-        if best is None:
-            best = (nx, ns)
-            continue
-        take = ns & ~best[1]
-        best = (jnp.where(_bcast(take, x), nx, best[0]), best[1] | ns)
+        best = _first_success(best, nx, ns)
     return best
 
 
@@ -867,12 +872,7 @@ class Attack:
         best = None
         for r in range(self.restarts):
             kr = keys if (r == 0 or keys is None) else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
-            xa, s = pgd(logits_fn, x, y, kr, **kw)
-            if best is None:
-                best = (xa, s)
-            else:
-                take = s & ~best[1]
-                best = (jnp.where(_bcast(take, x), xa, best[0]), best[1] | s)
+            best = _first_success(best, *pgd(logits_fn, x, y, kr, **kw))
         return best
 
 
@@ -1298,8 +1298,8 @@ def robust_accuracy(
         if not tail:
             return r
         r = {k: np.array(v) for k, v in r.items()}  # writable copies
+        alive = np.flatnonzero(r["clean"].astype(bool) & r["adv"].astype(bool).all(1))
         r["adv"] = np.concatenate([r["adv"], np.zeros((len(ys), len(tail)), r["adv"].dtype)], axis=1)
-        alive = np.flatnonzero(r["clean"].astype(bool) & r["adv"][:, :n_head].astype(bool).all(1))
         if alive.size:
             t = sweep(logits_fn, xs[alive], ys[alive], key, plan=plan_for(tail, n_head), scale=scale,
                       index=alive)
