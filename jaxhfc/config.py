@@ -194,6 +194,9 @@ class DataConfig(_Section):
         source: ``data.load_dataset(source=...)`` (flat ``data_source``).
         seed: Seed for the synthetic data, subsets and label shuffling, kept apart from
             ``run.seed`` so trials with different seeds see the same data (flat ``data_seed``).
+        test_seed: Seed of the test split's subset (``num_test``), None: ``seed``. Fixing it
+            while ``seed`` varies gives every seed its own training draw and one shared test
+            set, so per-image outcomes can be paired across seeds (flat ``test_seed``).
         num_train: Number of training examples to load (synthetic size / prefix), None: all.
         num_test: Number of test examples to load, None: all.
         train_subset: Balanced subset of the training set of this size (None: all).
@@ -211,6 +214,7 @@ class DataConfig(_Section):
     dir: str | None = None
     source: str = "auto"
     seed: int = 0
+    test_seed: int | None = None
     num_train: int | None = _role(PROGRAM, None)
     num_test: int | None = None
     train_subset: int | None = _role(PROGRAM, None)
@@ -227,6 +231,7 @@ class DataConfig(_Section):
                              ("train_subset", self.train_subset)):
             _check_min(f"{label} (data.{label})", value, 1, optional=True)
         _check_min("num_val (data.num_val)", self.num_val, 0)
+        _check_min("test_seed (data.test_seed)", self.test_seed, 0, optional=True)
         if not _is_number(self.shuffle_labels) or not 0.0 <= self.shuffle_labels <= 1.0:
             _fail(f"shuffle_labels must be a fraction in [0, 1]; got {self.shuffle_labels!r}")
         _check_choice("train_filter (data.train_filter)", self.train_filter, FILTERS)
@@ -399,6 +404,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "data_dir": ("data", "dir"),
     "data_source": ("data", "source"),
     "data_seed": ("data", "seed"),
+    "test_seed": ("data", "test_seed"),
     "num_train": ("data", "num_train"),
     "num_test": ("data", "num_test"),
     "train_subset": ("data", "train_subset"),
@@ -519,6 +525,7 @@ class TrainConfig:
         data_dir: str | None  # data.dir
         data_source: str  # data.source
         data_seed: int  # data.seed
+        test_seed: int | None  # data.test_seed
         num_train: int | None  # data.num_train
         num_test: int | None  # data.num_test
         train_subset: int | None  # data.train_subset

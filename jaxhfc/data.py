@@ -288,6 +288,12 @@ def load_dataset(
     n = num_train if split == "train" else num_test
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"num_{split} must be a positive int or None, got {n!r}")
+    if name in ("fashion_mnist", "mnist"):
+        if source != "auto":
+            raise ValueError(f"{name} has no source {source!r}; use 'auto'")
+        from jaxhfc import idx  # noqa: PLC0415
+
+        return idx.load_split(name, split=split, data_dir=data_dir, seed=seed, n=None if n is None else int(n))
     if name in ("synthetic", "synthetic_blobs"):
         if source != "auto":
             raise ValueError(f"the synthetic dataset has no source {source!r}; use 'auto'")
@@ -301,7 +307,7 @@ def load_dataset(
         return Dataset(images, labels, len(names), "synthetic", names)
     if name != "cifar10":
         raise ValueError(
-            f"name must be 'synthetic', 'cifar10' or a spec tfds:NAME, npz:PATH, folder:PATH; got {name!r}"
+            f"name must be 'synthetic', 'cifar10', 'fashion_mnist', 'mnist' or a spec tfds:NAME, npz:PATH, folder:PATH; got {name!r}"
         )
 
     data_dir = os.path.expanduser(str(data_dir)) if data_dir is not None else default_data_dir()

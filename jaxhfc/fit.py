@@ -100,6 +100,8 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any]:
     train = data.load_dataset(d.name, split="train", **common)
     if d.num_val:
         train, _ = holdout_split(train, d.num_val, seed=d.seed)
+    if d.test_seed is not None:
+        common["seed"] = d.test_seed
     return train, data.load_dataset(d.name, split="test", **common)
 
 

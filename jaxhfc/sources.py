@@ -63,7 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Dataset names built into jaxhfc (handled by :func:`jaxhfc.data.load_dataset` itself).
-BUILTIN = ("synthetic", "cifar10")
+BUILTIN = ("synthetic", "cifar10", "fashion_mnist", "mnist")
 #: Spec prefixes handled here.
 KINDS = ("tfds", "npz", "folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
