@@ -156,7 +156,10 @@ class Context:
         self.out = Path(self.out) if self.out else Path("results") / sources.dataset_slug(self.dataset)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.seeds is None:
-            self.seeds = DEFAULT_SEEDS[self.scale]
+            from experiments import recipes
+
+            own = recipes.DATASETS.get(self.dataset, {}).get("seeds", {})
+            self.seeds = own.get(self.scale, DEFAULT_SEEDS[self.scale])
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive int, got {self.seeds!r}")
 
@@ -182,8 +185,11 @@ class Context:
         from experiments import recipes
         from jaxhfc import train
 
-        fields = dict(recipes.BASE[self.scale], dataset=self.dataset, data_dir=self.data_dir,
-                      seed=self.seed if seed is None else seed)
+        seed = self.seed if seed is None else seed
+        own = recipes.DATASETS.get(self.dataset, {}).get("base", {}).get(self.scale, {})
+        fields = dict(recipes.BASE[self.scale], **own, dataset=self.dataset, data_dir=self.data_dir, seed=seed)
+        if self.draws_data:
+            fields.update(data_seed=seed, test_seed=0)
         fields.setdefault("num_val", VALIDATION[self.scale])
         fields.setdefault("eval_train", True)  # eval-mode accuracy on clean training data (generalisation gaps)
         if self.scale == "full":
@@ -193,12 +199,47 @@ class Context:
         return dataclasses.replace(base, **overrides)
 
     @property
+    def draws_data(self) -> bool:
+        """Whether each seed draws its own training data (subset, validation split and order)
+        from a real dataset, with one test subset shared by all seeds. The built-in synthetic
+        data keeps one generated dataset for every seed (``data_seed`` 0)."""
+        return self.dataset not in ("synthetic", "synthetic_blobs")
+
+    def eps(self, e: float) -> float:
+        """A Linf eps written for CIFAR-10 (``recipes.REFERENCE_EPS`` = 0.03, the paper's 8/255)
+        on this dataset's scale: ``e * dataset_eps / 0.03`` (``recipes.DATASETS``; unchanged for
+        CIFAR-10 and the built-in data). Fashion-MNIST: 0.03 -> 0.1, 0.09 -> 0.3."""
+        from experiments import recipes
+
+        own = recipes.DATASETS.get(self.dataset, {}).get("eps")
+        return float(e) if own is None else round(float(e) * own / recipes.REFERENCE_EPS, 6)
+
+    def scaled(self, settings: dict, keys: Sequence[str] = ("eps", "defended_eps")) -> dict:
+        """A copy of an artefact's ``settings`` with the eps values under ``keys`` (a number or a
+        tuple) put on this dataset's scale (:meth:`eps`)."""
+        out = dict(settings)
+        for k in keys:
+            if k in out:
+                v = out[k]
+                out[k] = tuple(self.eps(e) for e in v) if isinstance(v, (tuple, list)) else self.eps(v)
+        return out
+
+    def adversarial_overrides(self) -> dict:
+        """M_adversarial's recipe (``recipes.ADVERSARIAL`` at this scale) with its eps and step
+        size on this dataset's scale (:meth:`eps`)."""
+        from experiments import recipes
+
+        return self.scaled(recipes.ADVERSARIAL[self.scale], keys=("adv_eps", "adv_step_size"))
+
+    @property
     def image_size(self) -> int:
         """Side of the dataset's images (32 for the built-in data and CIFAR-10; other specs are
         loaded once to read it)."""
         if self._size is None:
             if self.dataset in ("synthetic", "synthetic_blobs", "cifar10"):
                 self._size = 32
+            elif self.dataset in ("fashion_mnist", "mnist"):
+                self._size = 28
             else:
                 from experiments import recipes
                 from jaxhfc import train
@@ -346,7 +387,7 @@ class Context:
         0.003, no random start, crop + flip; recipes.ADVERSARIAL per scale)."""
         from experiments import recipes
 
-        return self.train("adversarial", self.config(seed=seed, **recipes.ADVERSARIAL[self.scale]))
+        return self.train("adversarial", self.config(seed=seed, **self.adversarial_overrides()))
 
     def twin_overrides(self) -> dict:
         """M_adversarial's recipe without the attack (same norm, augmentation, ...): the model to
@@ -363,7 +404,7 @@ class Context:
         """M_adversarial for every seed."""
         from experiments import recipes
 
-        return self.train_seeds("adversarial", **recipes.ADVERSARIAL[self.scale])
+        return self.train_seeds("adversarial", **self.adversarial_overrides())
 
     def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None, split: str = "test"):
         """``(x unit scale float32, y int32)`` of the test (or ``"val"``idation) split, optionally filtered."""

@@ -98,7 +98,6 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
 
 
 def run(ctx: Context) -> dict:
-    from experiments import recipes
     from jaxhfc import plotting
 
     settings = SETTINGS[ctx.scale]
@@ -108,7 +107,7 @@ def run(ctx: Context) -> dict:
     for label, over in variants(settings).items():
         name = label.replace(" ", "_")
         if over == "adversarial":
-            over = dict(recipes.ADVERSARIAL[ctx.scale])
+            over = ctx.adversarial_overrides()
         elif over == "twin":
             name, over = "adv_twin", ctx.twin_overrides()
         for s in ctx.seed_list:

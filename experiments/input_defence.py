@@ -50,15 +50,13 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import attacks, plotting
 
-    s = {**ATTACKS[ctx.scale], **SETTINGS[ctx.scale]}
+    s = ctx.scaled({**ATTACKS[ctx.scale], **SETTINGS[ctx.scale]})
     s["radii"] = radii = tuple(ctx.radius(r) for r in s["radii"])
     naturals, adversarials = ctx.vanillas(), ctx.adversarials()
     cfg = naturals[0].config
     x, y = ctx.test_arrays(cfg)
     if s["n_eval"]:
         x, y = x[: s["n_eval"]], y[: s["n_eval"]]
-    xv, yv = ctx.test_arrays(cfg, split="val")
-    xv, yv = xv[: s["n_val"]], yv[: s["n_val"]]
     per_example_dir = ctx.artefact_dir(NAME) / "per_example"
     per_example_dir.mkdir(exist_ok=True)
     e0 = s["eps"][0]
@@ -69,6 +67,8 @@ def run(ctx: Context) -> dict:
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i])):
             base = t.logits_fn()
             if mname == "M_natural":
+                xv, yv = ctx.test_arrays(t.config, split="val")  # this seed's own held-out images
+                xv, yv = xv[: s["n_val"]], yv[: s["n_val"]]
                 # the radius is chosen on validation images (the rows' attacks, no checks needed to rank), never on the test set
                 val_acc = {r: attacks.robust_accuracy(attacks.lowpass_defended(base, r), xv, yv, key, eps=e0,
                                                       batch_size=s["batch_size"], mesh=ctx.mesh(),

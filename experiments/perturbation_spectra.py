@@ -55,7 +55,7 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting, train
 
-    st = dict(SETTINGS[ctx.scale])
+    st = ctx.scaled(SETTINGS[ctx.scale])
     st["radius"] = max(1, round(ctx.radius(st["radius"])))  # the energy shares are per whole radius
     models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)

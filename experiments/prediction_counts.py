@@ -78,7 +78,6 @@ def run(ctx: Context) -> dict:
     models = ctx.vanillas()
     cfg = models[0].config
     _, test = ctx.datasets(cfg)
-    val = ctx.validation(cfg)
     h, w = test.images.shape[1:3]
     corner = math.ceil(fourier.corner_radius(h, w) + 1e-9)
     # 0..16 at 32x32 (scaled to other sizes), and beyond the corner (the LFC is the image)
@@ -92,6 +91,7 @@ def run(ctx: Context) -> dict:
                                             pred_orig=preds["pred_orig"])
         n = counts["n"]
         all_counts.append(counts)
+        val = ctx.validation(model.config)  # this seed's own held-out images
         sel = np.asarray(st["select"], np.float32)
         vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.scaling,
                                          batch_size=st["batch_size"], mesh=ctx.mesh())

@@ -62,7 +62,8 @@ def UNROLL() -> bool:  # noqa: N802
 
 
 def attack_settings(ctx: Context) -> dict:
-    return SETTINGS[ctx.scale]
+    """This scale's settings with the eps values on the dataset's scale (``Context.eps``)."""
+    return ctx.scaled(SETTINGS[ctx.scale])
 
 
 def attack_seed(seed: int) -> int:
@@ -320,7 +321,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import kernels, plotting, train
 
-    s = SETTINGS[ctx.scale]
+    s = attack_settings(ctx)
     rhos = s["rhos"]
     naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
     penalties = ctx.train_seeds("kernel_penalty", kernel_penalty=s["kernel_penalty"]) if s["penalty"] else None
