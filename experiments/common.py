@@ -72,6 +72,7 @@ class Claim:
     judgement: E.Judgement
     effect: str = ""
     evidence: str = ""
+    primary: bool = False
 
     def __post_init__(self):
         if not isinstance(self.judgement, E.Judgement):  # a bare single-run bool: no interval, no verdict
@@ -86,12 +87,12 @@ class Claim:
 
     def to_dict(self) -> dict:
         return {"artefact": self.artefact, "claim": self.claim, "judgement": self.judgement.to_dict(),
-                "effect": self.effect, "evidence": self.evidence}
+                "effect": self.effect, "evidence": self.evidence, "primary": self.primary}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Claim":
         return cls(d["artefact"], d["claim"], E.Judgement.from_dict(d["judgement"]), d.get("effect", ""),
-                   d.get("evidence", ""))
+                   d.get("evidence", ""), bool(d.get("primary", False)))
 
     def effect_text(self) -> str:
         iv = self.judgement.effect
@@ -104,10 +105,29 @@ class Claim:
 
 
 def claim(artefact: str, text: str, values, *, effect: str, direction: int = 1, se=None, preconditions=(),
-          evidence: str = "") -> Claim:
-    """A :class:`Claim` judged from per-seed effect ``values`` (see :func:`jaxhfc.evidence.judge`)."""
-    return Claim(artefact, text, E.judge(list(values), direction=direction, se=se, preconditions=preconditions),
-                 effect, evidence)
+          evidence: str = "", bounds=None, opposite_possible: bool = True, primary: bool = False) -> Claim:
+    """A :class:`Claim` judged from per-seed effect ``values`` (see :func:`jaxhfc.evidence.judge`:
+    ``bounds`` is the effect's possible range, ``opposite_possible=False`` says a floor or ceiling
+    made the other sign impossible). Its family's Holm control is applied when the artefact is
+    written (:func:`family`)."""
+    return Claim(artefact, text, E.judge(list(values), direction=direction, se=se, preconditions=preconditions,
+                                         bounds=bounds, opposite_possible=opposite_possible),
+                 effect, evidence, primary)
+
+
+def family(claims: Sequence[Claim]) -> list[Claim]:
+    """An artefact's claims as one family: Holm's control of the family-wise error
+    (:func:`jaxhfc.evidence.holm`) applied to their judgements in place, and the first claim
+    marked primary when the driver marked none. A family already adjusted is left as it is."""
+    claims = list(claims)
+    if not claims:
+        return claims
+    if not any("Holm" in c.judgement.note for c in claims):
+        for c, j in zip(claims, E.holm([c.judgement for c in claims])):
+            c.judgement = j
+    if not any(c.primary for c in claims):
+        claims[0].primary = True
+    return claims
 
 
 @dataclasses.dataclass
@@ -496,6 +516,7 @@ def write_artefact(
     of them (one per seed).
     """
     folder = ctx.artefact_dir(name)
+    claims = family(claims)
 
     def model_info(t: Trained) -> dict:
         return {"run_dir": str(t.run_dir), "seed": t.config.seed, "config": t.config.to_dict(),
@@ -548,9 +569,10 @@ def claims_table(claims: Sequence[Claim], *, with_artefact: bool = True) -> str:
                                                       "mean [95% interval]", "seeds", "preconditions", "evidence"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for c in claims:
+        note = f"; {c.judgement.note}" if c.judgement.note else ""
         cells = ([c.artefact] if with_artefact else []) + [
-            c.claim, f"**{c.mark()}**", c.effect, c.effect_text(), str(c.judgement.effect.n),
-            c.preconditions_text(), c.evidence or ""]
+            ("(primary) " if c.primary else "") + c.claim, f"**{c.mark()}**", c.effect, c.effect_text(),
+            str(c.judgement.effect.n), c.preconditions_text(), (c.evidence or "") + note]
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -42,15 +42,16 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
     mean = lambda f: float(np.mean([f(m) for m in per_seed]))  # noqa: E731
     return [
         claim(NAME, "adversarial training lowers the sensitivity to high-frequency perturbations",
-              [sens(m, "twin", "high") - sens(m, "adversarial", "high") for m in per_seed], se=se,
+              [sens(m, "twin", "high") - sens(m, "adversarial", "high") for m in per_seed], se=se, bounds=(-1, 1),
               effect="twin minus adversarial (high-freq error - clean error); twin = M_adversarial's recipe without "
                      "the attack", preconditions=pre,
               evidence=f"high-freq minus clean error: twin {mean(lambda m: sens(m, 'twin', 'high')):.3f}, "
                        f"adversarial {mean(lambda m: sens(m, 'adversarial', 'high')):.3f}"),
-        claim(NAME, "adversarially trained models are relatively more sensitive to low than high frequencies",
-              [(m["adversarial"]["low"] - m["adversarial"]["high"]) - (m["twin"]["low"] - m["twin"]["high"])
-               for m in per_seed], se=se,
-              effect="(low - high freq error) of adversarial minus that of its twin", preconditions=pre,
+        claim(NAME, "adversarially trained models are more sensitive to low than to high frequencies",
+              [m["adversarial"]["low"] - m["adversarial"]["high"] for m in per_seed],
+              se=[E.diff_se(m["adversarial"]["low"], n_images, m["adversarial"]["high"], n_images) for m in per_seed],
+              bounds=(-1, 1), effect="M_adversarial's own error under low-frequency minus under high-frequency "
+                                     "perturbations", preconditions=pre,
               evidence=f"low minus high error: adversarial {mean(lambda m: m['adversarial']['low'] - m['adversarial']['high']):.3f}, "
                        f"twin {mean(lambda m: m['twin']['low'] - m['twin']['high']):.3f}"),
     ]

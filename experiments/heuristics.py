@@ -12,6 +12,8 @@ training makes a model rely less on HFC.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from experiments.common import (Context, claim, combine_seeds, final, main_for, save_figure, seed_curve,
@@ -23,11 +25,13 @@ NAME = "heuristics"
 #: Everything this artefact changes by scale (base recipes: experiments/recipes.py).
 #: ``min_test``: precondition, test accuracy of every model compared; ``adv_min``: of
 #: M_adversarial; ``hfc_min``: the mean HFC-test accuracy of M_adversarial's clean twin (same
-#: recipe without the attack; it must use HFC at all for "relies less on HFC" to mean anything).
+#: recipe without the attack; it must use HFC at all for "relies less on HFC" to mean anything);
+#: ``fit_min``: the eval-mode clean training accuracy both batch-size models need before their
+#: generalisation gaps are compared (an under-fitting model has a small gap for the wrong reason).
 SETTINGS = {
-    "full": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.5, hfc_min=0.2),
-    "quick": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.6, hfc_min=0.2),
-    "tiny": dict(batches=(32, 128), lfc_radius=4, min_test=0.0, adv_min=0.0, hfc_min=0.0),
+    "full": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.5, hfc_min=0.2, fit_min=0.8),
+    "quick": dict(batches=(32, 512), lfc_radius=12, min_test=0.5, adv_min=0.6, hfc_min=0.2, fit_min=0.8),
+    "tiny": dict(batches=(32, 128), lfc_radius=4, min_test=0.0, adv_min=0.0, hfc_min=0.0, fit_min=0.0),
 }
 
 
@@ -49,7 +53,8 @@ def _mean_hfc(m: dict, radii) -> float:
     return float(np.mean([m[f"test_high_{r}"] for r in radii]))
 
 
-def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, num_classes: int) -> list:
+def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, num_classes: int,
+                 n_train: int | None = None) -> list:
     """Claims from per-seed metrics ``{variant: {"train": eval-mode acc on clean training data,
     "test": .., "test_high_<r>": ..}}`` (variants as in :func:`variants`)."""
     small, large = (f"batch {b}" for b in settings["batches"])
@@ -61,15 +66,21 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
     bn_se = [float(np.mean([E.diff_se(m["batchnorm"][f"test_high_{r}"], n_test, m["vanilla"][f"test_high_{r}"], n_test)
                             for r in radii])) for m in per_seed]
     claims.append(claim(NAME, "BatchNorm makes the model use more HFC (higher accuracy on HFC test images)", bn,
-                        se=bn_se, effect="BN minus vanilla HFC-test acc, mean over radii",
+                        se=bn_se, bounds=(-1, 1), effect="BN minus vanilla HFC-test acc, mean over radii",
                         preconditions=[trained("vanilla"), trained("batchnorm")],
                         evidence=f"mean HFC-test acc: BN {np.mean([_mean_hfc(m['batchnorm'], radii) for m in per_seed]):.3f}, "
                                  f"vanilla {np.mean([_mean_hfc(m['vanilla'], radii) for m in per_seed]):.3f}"))
     gap = lambda m, v: m[v]["train"] - m[v]["test"]  # noqa: E731
+    n_tr = n_train or n_test
+    gap_se = lambda m, v: E.diff_se(m[v]["train"], n_tr, m[v]["test"], n_test)  # noqa: E731
+    fitted = lambda v: E.precondition(f"{v} train acc (eval mode, clean)", [m[v]["train"] for m in per_seed],  # noqa: E731
+                                      minimum=settings["fit_min"])
     claims.append(claim(NAME, "a larger batch gives a smaller generalisation gap",
-                        [gap(m, small) - gap(m, large) for m in per_seed],
-                        effect=f"gap({small}) minus gap({large}); gap = eval-mode clean train acc minus test acc",
-                        preconditions=[trained(small), trained(large)],
+                        [abs(gap(m, small)) - abs(gap(m, large)) for m in per_seed],
+                        se=[math.hypot(gap_se(m, small), gap_se(m, large)) for m in per_seed], bounds=(-1, 1),
+                        effect=f"|gap({small})| minus |gap({large})|; gap = eval-mode clean train acc minus test acc "
+                               "(same epochs, so the larger batch takes fewer steps)",
+                        preconditions=[trained(small), trained(large), fitted(small), fitted(large)],
                         evidence=f"gap {small} {np.mean([gap(m, small) for m in per_seed]):.3f}, "
                                  f"{large} {np.mean([gap(m, large) for m in per_seed]):.3f}"))
 
@@ -142,7 +153,9 @@ def run(ctx: Context) -> dict:
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
     _, test = ctx.datasets(named[0][1])
-    claims = judge_claims(per_seed_metrics, settings, radii=radii, n_test=len(test), num_classes=test.num_classes)
+    n_train = named[0][1].evaluation.train_subset
+    claims = judge_claims(per_seed_metrics, settings, radii=radii, n_test=len(test), num_classes=test.num_classes,
+                          n_train=n_train)
 
     figs = []
     for label, ts in models.items():

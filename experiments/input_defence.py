@@ -37,9 +37,14 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     vals = [m["rows"][m["r_star"]][e] - m["rows"]["none"][e] for m in per_seed]
     se = [E.diff_se(m["rows"][m["r_star"]][e], n_eval, m["rows"]["none"][e], n_eval) for m in per_seed]
     pre = [E.precondition("M_natural test acc", [m["test"] for m in per_seed], minimum=settings["min_test"]),
+           E.precondition("M_natural low-passed clean acc", [m["rows"][m["r_star"]]["clean"] for m in per_seed],
+                          minimum=settings["min_test"]),
            checks_ok_at("M_natural, no defence", [m["rows"]["none"] for m in per_seed], e0),
            checks_ok_at("M_natural, low-pass at the chosen radius", [m["rows"][m["r_star"]] for m in per_seed], e0)]
+    # against an undefended worst case of 0 on every seed no defence can do worse: such a claim has no power
+    floor = all(m["rows"]["none"][e] <= 0 for m in per_seed)
     return [claim(NAME, f"low-pass filtering the input raises M_natural's worst-case accuracy ({e})", vals, se=se,
+                  bounds=(-1, 1), opposite_possible=not floor,
                   effect=f"{e} accuracy with minus without the input low-pass, at the radius chosen on validation",
                   preconditions=pre,
                   evidence="radius per seed: " + ", ".join(f"{m['r_star']:g}" for m in per_seed)

@@ -52,7 +52,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
            E.precondition("M_shuffle train acc (shuffled labels)", [m["shuffle"]["train"] for m in per_seed],
                           minimum=settings["fit_min"])]
     return [claim(NAME, f"M_natural learns the LFC (r={r}) of its training data better than M_shuffle", effects,
-                  se=ses, effect=f"M_natural minus M_shuffle accuracy on LFC r={r} training images (last epoch)",
+                  se=ses, bounds=(-1, 1),
+                  effect=f"M_natural minus M_shuffle accuracy on LFC r={r} training images (last epoch)",
                   preconditions=pre,
                   evidence=f"{key}: natural {np.mean([m['natural'][key] for m in per_seed]):.3f}, "
                            f"shuffle {np.mean([m['shuffle'][key] for m in per_seed]):.3f}")]

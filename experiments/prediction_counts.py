@@ -52,17 +52,23 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
     "cells": {cell: share at r_star}}`` (see :func:`run`)."""
     trained = E.precondition("M_natural test acc", [m["test_acc"] for m in per_seed], minimum=settings["min_test"])
     rs = ", ".join(f"{m['r_star']:g}" for m in per_seed)
+
+    def se(name: str) -> list:  # paired over seeds on the same test images when the terms are there
+        if all(f"{name}_terms" in m for m in per_seed):
+            return E.seeds_paired_se(np.stack([m[f"{name}_terms"] for m in per_seed]))
+        return [m[f"{name}_se"] for m in per_seed]
+
     claims = [
         claim(NAME, "some test images are classified right from their HFC and wrong from their LFC, more often than "
                     "label-blind HFC predictions would be (paper: about 6% of CIFAR-10)",
-              [m["excess"] for m in per_seed], se=[m["excess_se"] for m in per_seed],
+              [m["excess"] for m in per_seed], se=se("excess"), bounds=(-1, 1),
               effect="share of L-H+ test images minus its label-blind baseline, at the radius chosen on validation",
               preconditions=[trained],
               evidence=f"radius per seed (chosen on validation): {rs}; L-H+ share "
                        f"{np.mean([m['cells']['low_wrong_high_right'] for m in per_seed]):.3f}"),
         claim(NAME, "(public reproduction's counterpoint) 'LFC right, HFC wrong' is more common than 'LFC wrong, "
                     f"HFC right' for r >= {settings['counter'][0]}",
-              [m["counter"] for m in per_seed], se=[m["counter_se"] for m in per_seed],
+              [m["counter"] for m in per_seed], se=se("counter"), bounds=(-1, 1),
               effect=f"share L+H- minus share L-H+, mean over r in {list(settings['counter'])}",
               preconditions=[trained]),
     ]
@@ -105,6 +111,8 @@ def run(ctx: Context) -> dict:
         per_seed_metrics.append({
             "test_acc": float(np.mean(preds["pred_orig"] == test.labels)), "r_star": r_star, "excess": excess,
             "excess_se": excess_se, "counter": float(d.mean()), "counter_se": float(np.std(d, ddof=1) / math.sqrt(n)),
+            "excess_terms": E.cell_excess_terms(low_right[k_star], preds["pred_high"][k_star], test.labels),
+            "counter_terms": d,
             "cells": {c: float(counts[c][k_star]) / n for c in CELLS}})
         rows = []
         for k, r in enumerate(radii):

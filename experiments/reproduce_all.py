@@ -70,15 +70,33 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
         lines += [f"Scale `{ctx.scale}`: a small CNN, a few thousand images and a few epochs instead of the paper's "
                   "ResNet and 100 epochs; the recipes are in `experiments/recipes.py` and each artefact's settings in "
                   "the `SETTINGS` dict at the top of its driver (also in its config.json).", ""]
+    all_found = []
+    for m, _, _ in ARTEFACTS:
+        if (ctx.out / m / "table.json").exists():
+            all_found.append([Claim.from_dict(c) for c in R.read_json(ctx.out / m / "table.json")["claims"]
+                              if "judgement" in c])
+    n_claims, n_families = sum(len(f) for f in all_found), sum(1 for f in all_found if f)
+    tally = {}
+    for f in all_found:
+        for c in f:
+            tally[c.mark()] = tally.get(c.mark(), 0) + 1
+    counts = ", ".join(f"{tally[v]} {v}" for v in ("holds", "contradicted", "inconclusive", "no power", "not tested")
+                       if v in tally) or "none"
     lines += [
         "## Claims",
         "",
         f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
-        "with a 95% interval: Student t over seeds, combined in quadrature with the per-image binomial/delta-method "
-        "error where the effect is measured on test images (`jaxhfc.evidence`). **holds**: the interval excludes 0 in "
-        "the claimed direction; **contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0; "
-        "**not tested**: a precondition failed (named in the table). Selections (radii) are made on a validation split "
-        "held out from the training data, never on the test set.",
+        "with an interval: Student t over seeds, combined in quadrature with the per-image binomial (add-one "
+        "smoothed) or delta-method error where the effect is measured on test images, and clipped to the range the "
+        "effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
+        "keeps its family-wise error at 5% (each claim's interval is shown at its Holm confidence); the first claim "
+        "of an artefact is its primary one. **holds**: the interval excludes 0 in the claimed direction; "
+        "**contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0 (or has zero width); "
+        "**no power**: it contains 0 and a floor or ceiling made the other sign impossible; **not tested**: a "
+        "precondition failed (named in the table). Selections (radii, recipes) are made on validation splits held "
+        "out from the training data, never on the test set.",
+        "",
+        f"{n_claims} claims in {n_families} families: {counts}.",
         "",
     ]
     present = [m for m, _, _ in ARTEFACTS if (ctx.out / m / "table.json").exists()]

@@ -282,6 +282,11 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     chk = lambda model, d, e: checks_ok_at(f"{model} {d}", [row(m, model, d) for m in per_seed], e)  # noqa: E731
     se = lambda model, d1, d2, col: [E.diff_se(row(m, model, d1)[col], n_eval, row(m, model, d2)[col], n_eval)  # noqa: E731
                                      for m in per_seed]
+    # a defence must keep the model a classifier (a constant prediction has clean = worst = chance), and
+    # against an undefended worst case of 0 on every seed no defence can do worse: that claim has no power
+    defended_ok = lambda d: E.precondition(f"M_natural {d} clean acc", val("M_natural", d, "clean"),  # noqa: E731
+                                           minimum=settings["min_test"])
+    undefended_above_floor = any(v > 0 for v in val("M_natural", "none", big))
     claims = [
         claim(NAME, "adversarially trained models have smoother first-layer kernels",
               [m["rough"]["twin"] - m["rough"]["M_adversarial"] for m in per_seed],
@@ -293,12 +298,14 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
         claim(NAME, "smoothing M_natural's kernels lowers clean accuracy",
               [a - b for a, b in zip(val("M_natural", "none", "clean"), val("M_natural", raw, "clean"))],
               se=se("M_natural", "none", raw, "clean"), effect=f"clean accuracy without minus with {raw} (Eq. 3)",
-              preconditions=[nat_ok]),
+              preconditions=[nat_ok], bounds=(-1, 1)),
         claim(NAME, f"smoothing M_natural's kernels (Eq. 3 as in the paper) raises adversarial accuracy at large eps "
                     f"({big}: worst case over {attacks_text(settings.get('apgd_targets', 0))})",
               [a - b for a, b in zip(val("M_natural", raw, big), val("M_natural", "none", big))],
               se=se("M_natural", raw, "none", big), effect=f"{big} accuracy with minus without {raw}",
-              preconditions=[nat_ok, chk("M_natural", "none", eps[-1]), chk("M_natural", raw, eps[-1])],
+              preconditions=[nat_ok, defended_ok(raw), chk("M_natural", "none", eps[-1]),
+                             chk("M_natural", raw, eps[-1])],
+              bounds=(-1, 1), opposite_possible=undefended_above_floor,
               evidence=f"paper's PGD column at {eps[-1]:g}: {mean(val('M_natural', 'none', f'PGD {eps[-1]:g}')):.3f} -> "
                        f"{mean(val('M_natural', raw, f'PGD {eps[-1]:g}')):.3f}; median |logit| "
                        f"{mean(val('M_natural', 'none', 'median |logit|')):.1f} -> "
@@ -307,12 +314,14 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                     f"accuracy at large eps ({big})",
               [a - b for a, b in zip(val("M_natural", ren, big), val("M_natural", "none", big))],
               se=se("M_natural", ren, "none", big), effect=f"{big} accuracy with minus without {ren}",
-              preconditions=[nat_ok, chk("M_natural", "none", eps[-1]), chk("M_natural", ren, eps[-1])]),
+              preconditions=[nat_ok, defended_ok(ren), chk("M_natural", "none", eps[-1]),
+                             chk("M_natural", ren, eps[-1])],
+              bounds=(-1, 1), opposite_possible=undefended_above_floor),
         claim(NAME, f"adversarial training gives the more robust model at the training eps ({small})",
               [a - b for a, b in zip(val("M_adversarial", "none", small), val("M_natural", "none", small))],
               se=[E.diff_se(row(m, "M_adversarial", "none")[small], n_eval, row(m, "M_natural", "none")[small], n_eval)
                   for m in per_seed],
-              effect=f"{small} accuracy of M_adversarial minus M_natural",
+              effect=f"{small} accuracy of M_adversarial minus M_natural", bounds=(-1, 1),
               preconditions=[nat_ok, adv_ok, chk("M_natural", "none", eps[0]), chk("M_adversarial", "none", eps[0])]),
     ]
     return claims

@@ -17,10 +17,12 @@ from jaxhfc import evidence as E
 
 NAME = "table1"
 #: Everything this artefact changes by scale (the base recipe is experiments/recipes.py).
-#: ``fit_min``: precondition, each model's accuracy on the (filtered) data it was trained on.
+#: ``fit_min``: precondition, each model's accuracy on the (filtered) data it was trained on: the
+#: paper's point is that HFC-trained models *fit* their data and still do not generalise, so a
+#: model that fitted only part of it (e.g. the share of easy images) supports nothing.
 SETTINGS = {
-    "full": dict(radii=(4, 8, 12, 16), fit_min=0.5),
-    "quick": dict(radii=(4, 8, 12, 16), fit_min=0.5),
+    "full": dict(radii=(4, 8, 12, 16), fit_min=0.9),
+    "quick": dict(radii=(4, 8, 12, 16), fit_min=0.9),
     "tiny": dict(radii=(4, 12), fit_min=0.0),
 }
 #: Public reproduction (PAPER.md): (train accuracy, test accuracy).
@@ -46,7 +48,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
                               minimum=settings["fit_min"]) for k in ("low", "high")]
         claims.append(claim(
             NAME, f"LFC-trained models generalise better than HFC-trained ones (test acc, r={r})", effects, se=ses,
-            effect=f"LFC-trained minus HFC-trained test acc at r={r}", preconditions=pre,
+            effect=f"LFC-trained minus HFC-trained test acc at r={r}", preconditions=pre, bounds=(-1, 1),
             evidence=f"test acc LFC {np.mean([m['low'][r][1] for m in per_seed]):.3f}, "
                      f"HFC {np.mean([m['high'][r][1] for m in per_seed]):.3f}"))
     return claims

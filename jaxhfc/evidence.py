@@ -9,7 +9,11 @@ with a standard error over the test images it was measured on. :func:`judge` ret
 * ``"holds"``: the interval excludes 0 in the claimed direction;
 * ``"contradicted"``: the interval excludes 0 in the other direction;
 * ``"inconclusive"``: the interval contains 0, or there is no interval (one seed and no
-  per-image standard error);
+  per-image standard error), or the interval has zero width (identical values on every seed
+  and no per-image error: no spread is no evidence);
+* ``"no power"``: the interval contains 0 and the opposite sign was impossible to begin with
+  (e.g. a defence judged against an undefended accuracy of 0, which no defence can lower), so
+  the claim could not have failed: the rule says so instead of "inconclusive";
 * ``"not tested"``: a precondition failed (e.g. a model that did not train, a vanilla model
   that uses no HFC, an attack that failed its sanity checks); the failed ones are named.
 
@@ -19,7 +23,18 @@ Interval (``method`` says which parts were used):
 * test images (when per-seed standard errors ``se`` are given): ``z_{(1+c)/2} *
   sqrt(mean(se^2))``, *not* divided by n, since every seed is evaluated on the same test
   images and their sampling error does not average away over seeds;
-* both: the two half-widths added in quadrature.
+* both: the two half-widths added in quadrature;
+* ``bounds`` (the range the statistic can take, e.g. ``(-1, 1)`` for a difference of
+  accuracies): the interval is intersected with it, so it never claims impossible values.
+
+Families (:func:`holm`): the claims of one artefact are one family; Holm's step-down
+procedure keeps the family-wise error at ``1 - confidence``: the claim with the smallest
+p-value is judged at confidence ``1 - alpha / m``, the next at ``1 - alpha / (m - 1)``, ... and
+once one is not rejected, none after it is. The p-value of a claim is ``1 - c*``, where ``c*``
+is the largest confidence at which its interval still excludes 0.
+
+Per-image errors of proportions (:func:`diff_se`) use add-one smoothing, ``(k + 1) / (n + 2)``,
+so an accuracy of exactly 0 or 1 still carries its sampling error.
 
 Everything here is pure numpy/math; no scipy needed.
 """
@@ -39,15 +54,19 @@ __all__ = [
     "Precondition",
     "diff_se",
     "cell_excess",
+    "cell_excess_terms",
+    "holm",
+    "p_value",
     "interval",
     "judge",
     "normal_quantile",
     "paired_se",
+    "seeds_paired_se",
     "precondition",
     "t_quantile",
 ]
 
-VERDICTS = ("holds", "contradicted", "inconclusive", "not tested")
+VERDICTS = ("holds", "contradicted", "inconclusive", "no power", "not tested")
 
 
 # ------------------------------------------------------------------------ quantiles
@@ -167,12 +186,35 @@ def paired_se(a_correct, b_correct) -> float:
     return float(np.std(a - b, ddof=1) / math.sqrt(a.size))
 
 
+def seeds_paired_se(terms) -> list[float]:
+    """Per-image standard error of a mean-over-seeds effect, from per-example effect terms
+    ``terms (S, N)`` of ``S`` seeds on the *same* ``N`` test images (e.g. ``1[A right] -
+    1[B right]``): ``sd_i(mean_s terms[s, i]) / sqrt(N)``, returned once per seed so that
+    :func:`interval`'s image term (``sqrt(mean(se^2))``) is exactly it.
+
+    Pairing on images removes what the seeds share image by image, and averaging over seeds
+    before taking the spread over images keeps the per-seed noise that the seed term already
+    counts from being counted in full a second time (only its ``1 / S`` share remains).
+    """
+    d = np.asarray(terms, np.float64)
+    if d.ndim != 2 or d.shape[1] < 2:
+        raise ValueError(f"terms must have shape (seeds, images >= 2), got {d.shape}")
+    se = float(np.std(d.mean(axis=0), ddof=1) / math.sqrt(d.shape[1]))
+    return [se] * d.shape[0]
+
+
 def diff_se(p1: float, n1: int, p2: float, n2: int) -> float:
     """Standard error of a difference of two independent proportions ``p1 - p2`` measured on
-    ``n1`` and ``n2`` examples (binomial, ``sqrt(p1(1-p1)/n1 + p2(1-p2)/n2)``)."""
+    ``n1`` and ``n2`` examples (binomial, ``sqrt(q1(1-q1)/n1 + q2(1-q2)/n2)`` with the add-one
+    smoothed ``q = (p n + 1) / (n + 2)``, so an accuracy of 0 or 1 is not an exact number)."""
     if n1 < 1 or n2 < 1:
         raise ValueError(f"n1 and n2 must be >= 1, got {n1}, {n2}")
-    return math.sqrt(max(p1 * (1 - p1), 0.0) / n1 + max(p2 * (1 - p2), 0.0) / n2)
+
+    def var(p: float, n: int) -> float:  # add-one smoothed: never 0 at p = 0 or 1
+        q = (min(max(p, 0.0), 1.0) * n + 1.0) / (n + 2.0)
+        return q * (1.0 - q) / n
+
+    return math.sqrt(var(p1, n1) + var(p2, n2))
 
 
 def cell_excess(low_right, high_pred, labels) -> tuple[float, float]:
@@ -193,8 +235,15 @@ def cell_excess(low_right, high_pred, labels) -> tuple[float, float]:
 
     Returns:
       ``(excess, se)``: ``mean(1[L-] * (1[H+] - f(y)))`` and ``sd(.) / sqrt(N)`` of the same
-      per-example terms (the shares ``f`` treated as known).
+      per-example terms (the shares ``f`` treated as known); the terms themselves are
+      :func:`cell_excess_terms`.
     """
+    terms = cell_excess_terms(low_right, high_pred, labels)
+    return float(terms.mean()), float(np.std(terms, ddof=1) / math.sqrt(terms.size))
+
+
+def cell_excess_terms(low_right, high_pred, labels) -> np.ndarray:
+    """The per-example terms ``1[L-] * (1[H+] - f(y))`` whose mean is :func:`cell_excess`."""
     lw = ~np.asarray(low_right, bool).reshape(-1)
     hp = np.asarray(high_pred).reshape(-1).astype(np.int64)
     y = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -202,8 +251,7 @@ def cell_excess(low_right, high_pred, labels) -> tuple[float, float]:
         raise ValueError(f"need equal-length vectors of >= 2 examples, got {lw.shape}, {hp.shape}, {y.shape}")
     k = int(max(hp.max(), y.max())) + 1
     share = np.bincount(hp, minlength=k) / hp.size
-    terms = lw * ((hp == y).astype(np.float64) - share[y])
-    return float(terms.mean()), float(np.std(terms, ddof=1) / math.sqrt(y.size))
+    return lw * ((hp == y).astype(np.float64) - share[y])
 
 
 # ------------------------------------------------------------------------ intervals and verdicts
@@ -236,13 +284,14 @@ def _finite(values: Iterable[float], name: str) -> np.ndarray:
 
 
 def interval(values: Sequence[float], *, se: Optional[Sequence[float]] = None,
-             confidence: float = 0.95) -> Interval:
+             confidence: float = 0.95, bounds: Optional[tuple[float, float]] = None) -> Interval:
     """Mean of per-seed effects and its ``confidence`` interval (see the module docstring).
 
     Args:
       values: one effect per seed.
       se: optional per-seed standard errors over test images (same length as ``values``).
       confidence: e.g. 0.95.
+      bounds: ``(low, high)``, the range the effect can take; the interval is clipped to it.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
@@ -264,7 +313,15 @@ def interval(values: Sequence[float], *, se: Optional[Sequence[float]] = None,
     if not parts:
         return Interval(mean, float("nan"), float("nan"), n, confidence, "none (1 seed, no per-image error)")
     half = math.sqrt(half_sq)
-    return Interval(mean, mean - half, mean + half, n, confidence, " + ".join(parts))
+    low, high, method = mean - half, mean + half, " + ".join(parts)
+    if bounds is not None:
+        b_lo, b_hi = (float(b) for b in bounds)
+        if not b_lo <= mean <= b_hi:
+            raise ValueError(f"mean effect {mean} lies outside its bounds {bounds}")
+        if low < b_lo or high > b_hi:
+            low, high = max(low, b_lo), min(high, b_hi)
+            method += f", clipped to [{b_lo:g}, {b_hi:g}]"
+    return Interval(mean, low, high, n, confidence, method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +360,10 @@ class Judgement:
     direction: int
     values: tuple[float, ...]
     preconditions: tuple[Precondition, ...]
+    se: Optional[tuple[float, ...]] = None
+    bounds: Optional[tuple[float, float]] = None
+    opposite_possible: bool = True
+    note: str = ""
 
     @property
     def failed(self) -> tuple[Precondition, ...]:
@@ -315,6 +376,10 @@ class Judgement:
             "direction": self.direction,
             "values": list(self.values),
             "preconditions": [dataclasses.asdict(p) for p in self.preconditions],
+            "se": None if self.se is None else list(self.se),
+            "bounds": None if self.bounds is None else list(self.bounds),
+            "opposite_possible": self.opposite_possible,
+            "note": self.note,
         }
 
     @classmethod
@@ -323,17 +388,23 @@ class Judgement:
         nan = lambda v: float("nan") if v is None else v  # noqa: E731
         eff = {k: (nan(v) if k in ("mean", "low", "high") else v) for k, v in d["effect"].items()}
         return cls(d["verdict"], Interval(**eff), int(d["direction"]), tuple(nan(v) for v in d["values"]),
-                   tuple(Precondition(**p) for p in d["preconditions"]))
+                   tuple(Precondition(**p) for p in d["preconditions"]),
+                   None if d.get("se") is None else tuple(d["se"]),
+                   None if d.get("bounds") is None else tuple(d["bounds"]),
+                   bool(d.get("opposite_possible", True)), d.get("note", ""))
 
 
 def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[float]] = None,
-          preconditions: Sequence[Precondition] = (), confidence: float = 0.95) -> Judgement:
+          preconditions: Sequence[Precondition] = (), confidence: float = 0.95,
+          bounds: Optional[tuple[float, float]] = None, opposite_possible: bool = True) -> Judgement:
     """The verdict on a claim whose effect, per seed, is ``values`` and is claimed to be
     ``> 0`` (``direction=1``) or ``< 0`` (``direction=-1``). See the module docstring.
 
     A failed precondition gives ``"not tested"`` whatever the effect; values that cannot be
     computed (None/NaN) with all preconditions met give ``"not tested"`` too, with a
-    precondition saying so.
+    precondition saying so. ``bounds``: the effect's possible range (the interval is clipped to
+    it). ``opposite_possible=False``: the data make an effect of the other sign impossible (a
+    floor or ceiling), so an interval that contains 0 gives ``"no power"``.
     """
     if direction not in (1, -1):
         raise ValueError(f"direction must be 1 (claimed > 0) or -1 (claimed < 0), got {direction!r}")
@@ -345,15 +416,72 @@ def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[
         nan = float("nan")
         return Judgement("not tested", Interval(nan, nan, nan, len(raw), confidence, "none"), direction,
                          tuple(nan if v is None else v for v in raw), pre)
-    iv = interval(raw, se=se, confidence=confidence)
+    se_t = None if se is None else tuple(float(v) for v in se)
+    iv = interval(raw, se=se_t, confidence=confidence, bounds=bounds)
+    note = ""
     if any(not p.ok for p in pre):
         verdict = "not tested"
     elif math.isnan(iv.low):
         verdict = "inconclusive"
+    elif iv.high - iv.low <= 1e-12 * max(1.0, abs(iv.mean)):
+        verdict, note = "inconclusive", "zero-width interval (identical values, no per-image error): no evidence"
     elif direction * iv.low > 0 and direction * iv.high > 0:
         verdict = "holds"
     elif direction * iv.low < 0 and direction * iv.high < 0:
         verdict = "contradicted"
     else:
         verdict = "inconclusive"
-    return Judgement(verdict, iv, direction, tuple(raw), pre)
+    if verdict == "inconclusive" and not opposite_possible:
+        verdict = "no power"
+        note = note or "the opposite sign was impossible (a floor or ceiling): this claim could not have failed"
+    return Judgement(verdict, iv, direction, tuple(raw), pre, se_t, None if bounds is None else tuple(bounds),
+                     bool(opposite_possible), note)
+
+
+def rejudge(j: Judgement, confidence: float) -> Judgement:
+    """``j`` judged again from its own values, errors and bounds at another confidence."""
+    return judge(j.values, direction=j.direction, se=j.se, preconditions=j.preconditions, confidence=confidence,
+                 bounds=j.bounds, opposite_possible=j.opposite_possible)
+
+
+def _excludes_zero(j: Judgement, confidence: float) -> bool:
+    iv = interval(j.values, se=j.se, confidence=confidence, bounds=j.bounds)
+    return not math.isnan(iv.low) and iv.high - iv.low > 0 and (iv.low > 0 or iv.high < 0)
+
+
+def p_value(j: Judgement) -> float:
+    """Two-sided p-value of a judged effect against 0: ``1 - c*``, with ``c*`` the largest
+    confidence at which its interval (same method) excludes 0; 1.0 when no interval does."""
+    if any(not math.isfinite(v) for v in j.values) or not _excludes_zero(j, 1e-6):
+        return 1.0
+    lo, hi = 1e-6, 1.0 - 1e-15
+    if _excludes_zero(j, hi):
+        return 1.0 - hi
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _excludes_zero(j, mid) else (lo, mid)
+    return 1.0 - lo
+
+
+def holm(judgements: Sequence[Judgement], *, confidence: float = 0.95) -> list[Judgement]:
+    """The judgements of one family with Holm's step-down control of the family-wise error
+    (``alpha = 1 - confidence``); "not tested" ones are left out of the family. Each tested
+    judgement comes back judged at its Holm confidence; after the first that is not rejected,
+    every later one is "inconclusive" (or "no power")."""
+    alpha = 1.0 - confidence
+    out = list(judgements)
+    tested = [i for i, j in enumerate(out) if j.verdict != "not tested"]
+    m = len(tested)
+    order = sorted(tested, key=lambda i: p_value(out[i]))
+    stopped = False
+    for k, i in enumerate(order):
+        c = 1.0 - alpha / (m - k)
+        j = rejudge(out[i], c)
+        if stopped and j.verdict in ("holds", "contradicted"):
+            j = dataclasses.replace(j, verdict="no power" if not j.opposite_possible else "inconclusive",
+                                    note="Holm: a claim with a smaller p-value in its family was not rejected")
+        if j.verdict not in ("holds", "contradicted"):
+            stopped = True
+        note = f"Holm {k + 1} of {m} in its family (confidence {c:.4g})"
+        out[i] = dataclasses.replace(j, note=f"{j.note}; {note}" if j.note else note)
+    return out

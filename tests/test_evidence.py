@@ -114,4 +114,150 @@ def test_standard_errors_by_hand():
     b = np.array([0, 1, 0, 0, 0, 1], bool)
     d = a.astype(float) - b
     assert E.paired_se(a, b) == pytest.approx(np.std(d, ddof=1) / math.sqrt(6))
-    assert E.diff_se(0.5, 100, 0.2, 400) == pytest.approx(math.sqrt(0.25 / 100 + 0.16 / 400))
+    # add-one smoothing: q = (k + 1) / (n + 2); 0.5 of 100 -> 51/102, 0.2 of 400 -> 81/402
+    q1, q2 = 51 / 102, 81 / 402
+    assert E.diff_se(0.5, 100, 0.2, 400) == pytest.approx(math.sqrt(q1 * (1 - q1) / 100 + q2 * (1 - q2) / 400))
+    # an accuracy of exactly 0 or 1 still has a sampling error: 1/(n+2) * (n+1)/(n+2) / n
+    assert E.diff_se(0.0, 128, 0.0, 128) == pytest.approx(math.sqrt(2 * (1 / 130) * (129 / 130) / 128))
+    assert E.diff_se(1.0, 128, 0.0, 128) > 0
+
+
+# ------------------------------------------------------------------ evidence v2: rules that can fail
+
+
+def test_identical_values_are_no_evidence():
+    j = E.judge([0.004] * 3)
+    assert j.verdict == "inconclusive" and "zero-width" in j.note
+    assert E.judge([0.004] * 3, se=[0.0] * 3).verdict == "inconclusive"
+    # the same values with a real per-image error are judged by that error
+    assert E.judge([0.3] * 3, se=[0.02] * 3).verdict == "holds"
+
+
+def test_interval_stays_in_the_statistics_range():
+    vals = [0.774, 0.758, 0.27]  # one seed whose HFC model learned, two that did not
+    free = E.interval(vals)
+    assert free.high > 1.0
+    iv = E.interval(vals, bounds=(-1, 1))
+    assert -1 <= iv.low and iv.high == 1.0 and "clipped" in iv.method and iv.low == pytest.approx(free.low)
+    with pytest.raises(ValueError, match="outside its bounds"):
+        E.interval([2.0, 3.0], bounds=(-1, 1))
+
+
+def test_no_power_when_the_opposite_sign_is_impossible():
+    # a defence against an undefended accuracy of 0: the effect cannot be negative
+    j = E.judge([0.0, 0.01, 0.0], se=[0.01] * 3, opposite_possible=False)
+    assert j.verdict == "no power"
+    assert E.judge([0.0, 0.01, 0.0], se=[0.01] * 3).verdict == "inconclusive"
+    # a clear effect still holds: the flag only renames what would have been inconclusive
+    assert E.judge([0.3, 0.32, 0.31], se=[0.02] * 3, opposite_possible=False).verdict == "holds"
+
+
+def test_p_value_matches_scipy_t_test():
+    stats = pytest.importorskip("scipy.stats")
+    vals = [0.12, 0.05, 0.2, 0.08, 0.15]
+    j = E.judge(vals)
+    assert E.p_value(j) == pytest.approx(stats.ttest_1samp(vals, 0.0).pvalue, rel=1e-4)
+    assert E.p_value(E.judge([0.1, -0.1, 0.0])) == pytest.approx(1.0)
+
+
+def test_holm_by_hand():
+    stats = pytest.importorskip("scipy.stats")
+    # two claims with p ~ 0.040 and ~ 0.048: each holds alone at 95%, neither survives Holm
+    a = [0.1, 0.04, 0.06, 0.12, 0.0]
+    b = [0.09, 0.03, 0.05, 0.11, 0.0]
+    pa, pb = stats.ttest_1samp(a, 0).pvalue, stats.ttest_1samp(b, 0).pvalue
+    assert 0.025 < pa < 0.05 and 0.025 < pb < 0.05
+    ja, jb = E.judge(a), E.judge(b)
+    assert ja.verdict == jb.verdict == "holds"
+    ha, hb = E.holm([ja, jb])
+    assert ha.verdict == hb.verdict == "inconclusive"
+    # with a strong first claim, the second is judged at 1 - 0.05 / 1 and holds
+    strong = E.judge([0.5, 0.52, 0.49, 0.51, 0.5])
+    hs, hb2 = E.holm([strong, jb])
+    assert hs.verdict == "holds" and hb2.verdict == "holds" and hs.effect.confidence == pytest.approx(0.975)
+    assert hb2.effect.confidence == pytest.approx(0.95)
+    # a "not tested" claim is not part of the family
+    nt = E.judge([0.5] * 3, preconditions=[E.Precondition("model trained", False)])
+    out = E.holm([nt, jb])
+    assert out[0].verdict == "not tested" and out[1].verdict == "holds"
+
+
+def _simulate(effect_sd: float, *, reps: int, seeds: int, rng, images: int = 0) -> np.ndarray:
+    """Verdicts of ``reps`` simulated claims: per-seed effects with a true mean of ``effect_sd``
+    seed standard deviations; with ``images``, accuracies of two models measured on the same
+    ``images`` test images (per-image binomial errors given), equal in truth when the effect is 0."""
+    out = []
+    for _ in range(reps):
+        if images:
+            p = rng.beta(4, 1, images)  # per-image difficulty, shared by both models and every seed
+            shift = effect_sd * 0.02
+            a = [(rng.random(images) < np.clip(p + shift + rng.normal(0, 0.02), 0, 1)).mean() for _ in range(seeds)]
+            b = [(rng.random(images) < np.clip(p + rng.normal(0, 0.02), 0, 1)).mean() for _ in range(seeds)]
+            vals = np.subtract(a, b)
+            se = [E.diff_se(x, images, y, images) for x, y in zip(a, b)]
+            out.append(E.judge(vals, se=se, bounds=(-1, 1)).verdict)
+        else:
+            out.append(E.judge(rng.normal(effect_sd, 1.0, seeds)).verdict)
+    return np.asarray(out)
+
+
+def test_null_false_holds_and_power_by_simulation():
+    """Under a null effect "holds" comes at most at the nominal 2.5% (within Monte Carlo
+    error); the power for planted effects of 1, 2 and 3 seed standard deviations matches the
+    noncentral t (scipy) for the seeds-only interval."""
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    reps, seeds = 4000, 5
+    null = _simulate(0.0, reps=reps, seeds=seeds, rng=rng)
+    mc = 3 * math.sqrt(0.025 * 0.975 / reps)
+    assert np.mean(null == "holds") <= 0.025 + mc
+    assert np.mean(null == "contradicted") <= 0.025 + mc
+    t = stats.t.ppf(0.975, seeds - 1)
+    for d in (1.0, 2.0, 3.0):
+        power = np.mean(_simulate(d, reps=2000, seeds=seeds, rng=rng) == "holds")
+        exact = 1 - stats.nct.cdf(t, seeds - 1, d * math.sqrt(seeds))
+        assert abs(power - exact) < 3 * math.sqrt(exact * (1 - exact) / 2000) + 1e-3, (d, power, exact)
+
+
+def test_null_false_holds_with_per_image_errors():
+    """Accuracies of two models on the same test images: the binomial per-image term keeps the
+    false-holds rate under the nominal 2.5% (it is conservative: each seed's own noise is
+    counted again in full)."""
+    rng = np.random.default_rng(1)
+    reps = 600
+    null = _simulate(0.0, reps=reps, seeds=5, rng=rng, images=300)
+    assert np.mean(null == "holds") <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / reps)
+
+
+def _paired(effect: float, *, reps: int, rng, seeds: int = 5, images: int = 300, shared: float = 0.8):
+    """Verdicts from per-example outcomes: image i is right for model A with probability
+    p_i + effect, for B with p_i; a share ``shared`` of each seed's outcomes is fixed per image
+    (hard images are hard for every seed), the rest drawn per seed."""
+    verdicts, widths = [], []
+    for _ in range(reps):
+        p = rng.beta(4, 1, images)
+        fixed_a, fixed_b = rng.random(images) < p + effect, rng.random(images) < p
+        terms = []
+        for _ in range(seeds):
+            keep = rng.random(images) < shared
+            a = np.where(keep, fixed_a, rng.random(images) < p + effect)
+            b = np.where(keep, fixed_b, rng.random(images) < p)
+            terms.append(a.astype(float) - b)
+        terms = np.asarray(terms)
+        j = E.judge(terms.mean(axis=1), se=E.seeds_paired_se(terms), bounds=(-1, 1))
+        verdicts.append(j.verdict)
+        widths.append(j.effect.high - j.effect.low)
+    return np.asarray(verdicts), float(np.mean(widths))
+
+
+def test_seeds_paired_se_by_hand_and_by_simulation():
+    d = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]], float)
+    col = d.mean(axis=0)
+    assert E.seeds_paired_se(d) == [pytest.approx(np.std(col, ddof=1) / 2)] * 3
+    rng = np.random.default_rng(2)
+    reps = 500
+    null, _ = _paired(0.0, reps=reps, rng=rng)
+    assert np.mean(null == "holds") <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / reps)
+    assert np.mean(null == "contradicted") <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / reps)
+    planted, _ = _paired(0.06, reps=200, rng=rng)
+    assert np.mean(planted == "holds") > 0.5

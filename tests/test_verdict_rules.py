@@ -41,7 +41,15 @@ def test_table1_rule():
         m["high"][16] = (0.18, 0.1)
     cs = table1.judge_claims(unfit, st, 1000)
     assert verdicts(cs) == ["holds"] * (n_r - 1) + ["not tested"]
-    assert failed_names(cs[-1]) == ["HFC-trained r=16 train acc >= 0.5"]
+    assert failed_names(cs[-1]) == ["HFC-trained r=16 train acc >= 0.9"]
+    # "Fit" means fitted: LFC-trained models at 0.620 training accuracy (the share of easy
+    # images) did not fit their data, whatever their test accuracy.
+    partial = [_t1(0.9, 0.3, fit=0.62) for _ in range(3)]
+    assert verdicts(table1.judge_claims(partial, st, 1000)) == ["not tested"] * n_r
+    # the interval never leaves [-1, 1]: one seed whose HFC model learned, two that did not
+    spread = [_t1(0.9, h) for h in (0.63, 0.126, 0.142)]
+    for c in table1.judge_claims(spread, st, 500):
+        assert -1 <= c.judgement.effect.low and c.judgement.effect.high <= 1
     # With 250 test images the per-image error alone makes a 0.02 effect inconclusive.
     small = [_t1(0.52, 0.50) for _ in range(3)]
     assert verdicts(table1.judge_claims(small, st, 250)) == ["inconclusive"] * n_r
@@ -66,9 +74,10 @@ def test_heuristics_rules():
     st = heuristics.SETTINGS[QUICK]
     kw = dict(radii=(4, 8, 12, 16), n_test=1000, num_classes=10)
     rng = np.random.default_rng(0)
-    planted = [_heur(st, bn_hfc=0.6 + 0.01 * rng.standard_normal()) for _ in range(3)]
+    planted = [_heur(st, bn_hfc=0.6 + 0.01 * rng.standard_normal(), adv_hfc=0.15 + 0.01 * rng.standard_normal())
+               for _ in range(3)]
     assert verdicts(heuristics.judge_claims(planted, st, **kw)) == ["holds", "holds", "holds"]
-    reverse = [_heur(st, bn_hfc=0.1, small_gap=0.0, large_gap=0.1 + 0.01 * i, adv_hfc=0.5) for i in range(3)]
+    reverse = [_heur(st, bn_hfc=0.1, small_gap=0.0, large_gap=0.1 + 0.01 * i, adv_hfc=0.5 + 0.01 * i) for i in range(3)]
     assert verdicts(heuristics.judge_claims(reverse, st, **kw)) == ["contradicted"] * 3
     # The adversarial claim needs M_adversarial trained and a vanilla model that uses HFC at all.
     stuck = [_heur(st, adv_test=0.22) for _ in range(3)]
@@ -82,6 +91,24 @@ def test_heuristics_rules():
     same_share = [_heur(st, van_hfc=0.1 + 0.5 * 0.75, test=0.85, adv_hfc=0.1 + 0.5 * 0.6 + d, adv_test=0.7)
                   for d in (0.01, -0.01, 0.0)]
     assert heuristics.judge_claims(same_share, st, **kw)[2].mark() == "inconclusive"
+    # Batch gap: equal size, opposite signs (+0.05 vs -0.05) is no smaller gap.
+    opposite = [_heur(st, small_gap=0.05 + d, large_gap=-0.05 + d, test=0.9) for d in (0.0, 0.005, -0.005)]
+    assert heuristics.judge_claims(opposite, st, **kw)[1].mark() == "inconclusive"
+    # A "batch 512" that learned only the easy part (train 0.60, test 0.90) has a small (negative)
+    # gap because it under-fits: not tested, named.
+    small, large = (f"batch {b}" for b in st["batches"])
+    underfit = [_heur(st) for _ in range(3)]
+    for m in underfit:
+        m[large].update(train=0.60, test=0.90)
+    c = heuristics.judge_claims(underfit, st, **kw)[1]
+    assert c.mark() == "not tested" and failed_names(c) == [f"{large} train acc (eval mode, clean) >= 0.8"]
+    # with a small training evaluation set the per-image error of each gap counts
+    close = [_heur(st, small_gap=0.07 + d, large_gap=0.02) for d in (0.0, 0.004, -0.004)]
+    assert heuristics.judge_claims(close, st, **kw)[1].mark() == "holds"
+    assert heuristics.judge_claims(close, st, **kw, n_train=100)[1].mark() == "inconclusive"
+    # identical values on every seed and a constant classifier: never holds
+    const = [_heur(st, bn_hfc=0.1, van_hfc=0.1, adv_hfc=0.1, test=0.1, adv_test=0.1) for _ in range(3)]
+    assert "holds" not in verdicts(heuristics.judge_claims(const, st, **kw))
 
 
 # ------------------------------------------------------------------ label shuffle
@@ -126,9 +153,14 @@ def test_prediction_counts_rule_constant_classifier_not_tested():
 
 def test_radius_curves_rule():
     st = radius_curves.SETTINGS[QUICK]
-    m = lambda v, b, t=0.9: {"vanilla": {"test": t, "crossing": v}, "batchnorm": {"test": t, "crossing": b}}  # noqa: E731
-    assert verdicts(radius_curves.judge_claims([m(2.0, 4.0 + d) for d in (0, .1, -.1)], st)) == ["holds"]
-    assert verdicts(radius_curves.judge_claims([m(2.0, None)] * 3, st)) == ["not tested"]
+    m = lambda v, b, t=0.9: {"vanilla": {"test": t, "crossing": 3.0, "hfc_area": v},  # noqa: E731
+                             "batchnorm": {"test": t, "crossing": None, "hfc_area": b}}
+    assert verdicts(radius_curves.judge_claims([m(0.2, 0.4 + d) for d in (0, .01, -.01)], st)) == ["holds"]
+    assert verdicts(radius_curves.judge_claims([m(0.4 + d, 0.2) for d in (0, .01, -.01)], st)) == ["contradicted"]
+    # nearly tied curves: no effect, whatever their crossings do
+    assert verdicts(radius_curves.judge_claims([m(0.3, 0.3 + d) for d in (0.01, -0.012, 0.0)], st)) == ["inconclusive"]
+    # two untrained models (chance everywhere): not tested
+    assert verdicts(radius_curves.judge_claims([m(0.1, 0.1, t=0.1)] * 3, st)) == ["not tested"]
 
 
 def test_fourier_heatmap_rule_compares_with_clean_error():
@@ -142,6 +174,12 @@ def test_fourier_heatmap_rule_compares_with_clean_error():
                                                                                        "high": 0.3}}
             for d in (0, .02, -.02)]
     assert verdicts(fourier_heatmap.judge_claims(good, st, 1000)) == ["holds", "holds"]
+    # Claim 2 is the adversarial model's own low-minus-high error: with zero low-frequency
+    # error it cannot hold, whatever its twin does.
+    no_low = [{"twin": {"clean": 0.1, "low": 0.15, "high": 0.6 + d}, "adversarial": {"clean": 0.0, "low": 0.0,
+                                                                                         "high": 0.3}}
+              for d in (0, .02, -.02)]
+    assert fourier_heatmap.judge_claims(no_low, st, 1000)[1].mark() == "contradicted"
 
 
 def test_perturbation_spectra_rule():
@@ -178,3 +216,74 @@ def test_compare_runs_finds_a_flip(tmp_path):
     rows, flips = compare_runs.compare(tmp_path / "a", tmp_path / "b")
     assert flips == 1 and rows[0]["verdict a"] == "holds" and rows[0]["verdict b"] == "contradicted"
     assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+
+
+# ------------------------------------------------------------------ defences: floors and constant classifiers
+
+def _rob_seed(*, nat_worst, smooth_clean, smooth_worst, nat_clean=0.9, adv_small=0.6, nat_small=0.1):
+    from experiments import robustness
+
+    st = robustness.SETTINGS[QUICK]
+    big, small = f"worst {st['eps'][-1]:g}", f"worst {st['eps'][0]:g}"
+    row = lambda clean, b, s: {"clean": clean, big: b, small: s, f"PGD {st['eps'][-1]:g}": b,  # noqa: E731
+                               "median |logit|": 3.0, "checks": "ok"}
+    rows = {("M_natural", "none"): row(nat_clean, nat_worst, nat_small),
+            ("M_adversarial", "none"): row(0.8, 0.3, adv_small)}
+    for d in ("smooth rho=1", "smooth-renorm rho=1"):
+        rows[("M_natural", d)] = row(smooth_clean, smooth_worst, smooth_worst)
+    return {"rows": rows, "rough": {"twin": 2.0, "M_adversarial": 1.5, "M_natural": 2.1},
+            "test": {"M_natural": nat_clean, "M_adversarial": 0.8, "twin": 0.9}}
+
+
+def test_kernel_smoothing_defence_rules_cannot_be_fooled():
+    from experiments import robustness
+
+    st = robustness.SETTINGS[QUICK]
+    # A smoothed model that predicts one class (clean = worst = 0.10) against an undefended worst
+    # case of 0: it "raises" robust accuracy by 0.1, and must not hold.
+    const = [_rob_seed(nat_worst=0.0, smooth_clean=0.1, smooth_worst=0.1) for _ in range(3)]
+    cs = robustness.judge_claims(const, st, 128)
+    for c in cs[2:4]:
+        assert c.mark() == "not tested" and any("clean acc" in n for n in failed_names(c))
+    # A working classifier whose defence changes nothing against a floor of 0: no power, not inconclusive.
+    flat = [_rob_seed(nat_worst=0.0, smooth_clean=0.85, smooth_worst=w) for w in (0.0, 0.008, 0.0)]
+    assert [c.mark() for c in robustness.judge_claims(flat, st, 128)[2:4]] == ["no power", "no power"]
+    # A real gain holds; the opposite sign (possible when the undefended model is above 0) is contradicted.
+    gain = [_rob_seed(nat_worst=0.05, smooth_clean=0.85, smooth_worst=w) for w in (0.4, 0.42, 0.38)]
+    assert [c.mark() for c in robustness.judge_claims(gain, st, 128)[2:4]] == ["holds", "holds"]
+    loss = [_rob_seed(nat_worst=0.4 + d, smooth_clean=0.85, smooth_worst=0.05) for d in (0.0, 0.02, -0.02)]
+    assert [c.mark() for c in robustness.judge_claims(loss, st, 128)[2:4]] == ["contradicted", "contradicted"]
+    # 0 vs 0 on the adversarial-training claim: no evidence either way
+    floor = [_rob_seed(nat_worst=0.0, smooth_clean=0.85, smooth_worst=0.0, adv_small=0.0, nat_small=0.0)] * 3
+    assert robustness.judge_claims(floor, st, 128)[4].mark() != "holds"
+
+
+def test_input_defence_rule_cannot_be_fooled():
+    from experiments import input_defence, robustness
+
+    st = {**robustness.SETTINGS[QUICK], **input_defence.SETTINGS[QUICK]}
+    e = f"worst {st['eps'][0]:g}"
+    m = lambda base, low, low_clean=0.8: {"r_star": 4, "test": 0.9,  # noqa: E731
+                                          "rows": {"none": {"clean": 0.9, e: base, "checks": "ok"},
+                                                   4: {"clean": low_clean, e: low, "checks": "ok"}}}
+    const = [m(0.0, 0.1, low_clean=0.1)] * 3  # the low-passed model predicts one class
+    c = input_defence.judge_claims(const, st, 128)[0]
+    assert c.mark() == "not tested" and "M_natural low-passed clean acc >= 0.5" in failed_names(c)
+    assert input_defence.judge_claims([m(0.0, w) for w in (0.0, 0.008, 0.0)], st, 128)[0].mark() == "no power"
+    assert input_defence.judge_claims([m(0.05, w) for w in (0.3, 0.32, 0.28)], st, 128)[0].mark() == "holds"
+    assert input_defence.judge_claims([m(0.3 + d, 0.05) for d in (0, .02, -.02)], st, 128)[0].mark() == "contradicted"
+
+
+def test_family_control_is_applied_when_an_artefact_is_written(tmp_path):
+    from experiments import common
+
+    ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
+    weak = [0.1, 0.04, 0.06, 0.12, 0.0]  # p ~ 0.040 alone
+    cs = [common.claim("x", "a", weak, effect="e"), common.claim("x", "b", [0.09, 0.03, 0.05, 0.11, 0.0], effect="e")]
+    assert [c.mark() for c in cs] == ["holds", "holds"]
+    common.write_artefact(ctx, "x", title="t", rows=[{"a": 1}], claims=cs)
+    assert [c.mark() for c in cs] == ["inconclusive", "inconclusive"] and cs[0].primary and not cs[1].primary
+    import json
+    saved = json.loads((tmp_path / "x" / "table.json").read_text())["claims"]
+    assert [c["judgement"]["verdict"] for c in saved] == ["inconclusive", "inconclusive"]
+    assert "Holm" in saved[0]["judgement"]["note"] and "(primary)" in (tmp_path / "x" / "table.md").read_text()
