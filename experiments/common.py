@@ -569,10 +569,10 @@ def claims_table(claims: Sequence[Claim], *, with_artefact: bool = True) -> str:
                                                       "mean [95% interval]", "seeds", "preconditions", "evidence"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for c in claims:
-        note = f"; {c.judgement.note}" if c.judgement.note else ""
+        evidence = "; ".join(t for t in (c.evidence, c.judgement.note) if t)
         cells = ([c.artefact] if with_artefact else []) + [
             ("(primary) " if c.primary else "") + c.claim, f"**{c.mark()}**", c.effect, c.effect_text(),
-            str(c.judgement.effect.n), c.preconditions_text(), (c.evidence or "") + note]
+            str(c.judgement.effect.n), c.preconditions_text(), evidence]
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -647,14 +647,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     from jaxhfc import sources
 
     p.add_argument("--dataset", default="synthetic", type=sources.dataset_arg,
-                   metavar="synthetic|cifar10|tfds:NAME|npz:PATH|folder:PATH",
-                   help="built-in data, or a TFDS image dataset, a keras-style .npz or an image folder "
-                        "(options ?channels=1&size=N; see jaxhfc.sources)")
+                   metavar="synthetic|cifar10|fashion_mnist|mnist|tfds:NAME|npz:PATH|folder:PATH",
+                   help="built-in data (synthetic), CIFAR-10, Fashion-MNIST / MNIST (IDX files), or a TFDS image "
+                        "dataset, a keras-style .npz or an image folder (options ?channels=1&size=N; see jaxhfc.sources)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="minutes on a CPU: small CNN, small data, few epochs")
     g.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests and CI)")
     p.add_argument("--out", default=None, help="results root (default results/<dataset>)")
-    p.add_argument("--data-dir", default=None, help="folder with cifar-10-python.tar.gz or a prepared TFDS dir")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with cifar-10-python.tar.gz or a prepared TFDS dir, or with the Fashion-MNIST / MNIST "
+                        "IDX files (default for those: /usr/share/datasets/<name>, then ~/.keras/datasets/<name>)")
     p.add_argument("--model", default="resnet18", choices=("resnet18", "paper_resnet"), help="model of full-scale runs")
     p.add_argument("--seed", type=int, default=0, help="base seed (the seeds are seed + 1009 * i)")
     p.add_argument("--seeds", type=int, default=None,

@@ -78,7 +78,7 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
     claims.append(claim(NAME, "a larger batch gives a smaller generalisation gap",
                         [abs(gap(m, small)) - abs(gap(m, large)) for m in per_seed],
                         se=[math.hypot(gap_se(m, small), gap_se(m, large)) for m in per_seed], bounds=(-1, 1),
-                        effect=f"|gap({small})| minus |gap({large})|; gap = eval-mode clean train acc minus test acc "
+                        effect=f"abs gap({small}) minus abs gap({large}); gap = eval-mode clean train acc minus test acc "
                                "(same epochs, so the larger batch takes fewer steps)",
                         preconditions=[trained(small), trained(large), fitted(small), fitted(large)],
                         evidence=f"gap {small} {np.mean([gap(m, small) for m in per_seed]):.3f}, "

@@ -52,7 +52,7 @@ ADVERSARIAL: dict[str, dict] = {
 #: 8/255 ~ 0.03); :meth:`experiments.common.Context.eps` rescales them to a dataset's own.
 REFERENCE_EPS = 0.03
 
-_IDX_QUICK = dict(num_train=10_512, num_test=2000, epochs=6, width=16, eval_every=3, checkpoint_every=3)
+_IDX_QUICK = dict(num_train=10_512, num_test=2000, epochs=12, width=16, eval_every=4, checkpoint_every=4)
 
 #: Real datasets other than CIFAR-10: the recipe changes per scale (applied over ``BASE``, before
 #: the artefact's overrides), the dataset's standard Linf eps for adversarial training, and the
@@ -62,16 +62,20 @@ _IDX_QUICK = dict(num_train=10_512, num_test=2000, epochs=6, width=16, eval_ever
 DATASETS: dict[str, dict] = {
     # Fashion-MNIST / MNIST: 28x28 grey images; eps 0.1 / 0.3 are the usual Linf budgets of
     # adversarial training and evaluation on these datasets (0.3 is Madry et al.'s MNIST budget).
-    # Quick: 10,000 training images (+ the 512-image validation split), 6 epochs, width 16: the
-    # cheapest of four candidates reaching validation accuracy 0.87 (0.874 on two selection seeds).
+    # Quick: 10,000 training images (+ the 512-image validation split), 12 epochs, width 16: the
+    # cheapest of seven candidates reaching validation accuracy 0.89 (0.900 on two selection seeds;
+    # results/fashion_mnist/recipe_selection.md).
     "fashion_mnist": dict(eps=0.1, seeds={"quick": 5}, base={"quick": _IDX_QUICK}, deviations=(
         "Fashion-MNIST (28x28 grey): radii scaled by 28/32 (the paper's 4, 8, 12, 16 become 3.5, 7, 10.5, 14); "
         "every Linf eps scaled by 0.1 / 0.03 (adversarial training at eps 0.1 with PGD-3 steps of 0.04; attacks at "
         "0.1 and 0.3 for CIFAR-10's 0.03 and 0.09): 0.1 is the usual Linf budget for Fashion-MNIST, as 8/255 is for "
         "CIFAR-10, and CIFAR-10's 0.03 is less than 8 grey levels on images with large flat regions.",
-        "Fashion-MNIST quick recipe: 10,000 training images drawn per seed, 6 epochs, small CNN width 16, chosen on "
+        "Fashion-MNIST quick recipe: 10,000 training images drawn per seed, 12 epochs, small CNN width 16, chosen on "
         "validation accuracy only (recipe_selection.md); a fixed 2,000-image class-balanced test subset shared by "
-        "all seeds.",
+        "all seeds. A first selection (target 0.87 on validation: 6 epochs) gave M_natural a mean test accuracy of "
+        "0.839 over the 5 seeds, below the 0.85 we require of a healthy model, so the target was raised to 0.89 "
+        "and the candidates extended (that first run was stopped after its first two artefacts, whose claims held; the "
+        "change was made for the accuracy floor, which no verdict enters).",
     )),
     "mnist": dict(eps=0.3, seeds={"quick": 5}, base={"quick": _IDX_QUICK}),
     "synthetic": dict(deviations=(

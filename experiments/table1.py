@@ -41,14 +41,16 @@ def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
     HFC-trained models fit their training data yet do not generalise.
     """
     claims = []
+    shown = settings.get("shown", {})  # the radius at this dataset's image size (``Context.radius``)
     for r in settings["radii"]:
+        rs = shown.get(r, r)
         effects = [m["low"][r][1] - m["high"][r][1] for m in per_seed]
         ses = [E.diff_se(m["low"][r][1], n_test, m["high"][r][1], n_test) for m in per_seed]
-        pre = [E.precondition(f"{'LFC' if k == 'low' else 'HFC'}-trained r={r} train acc", [m[k][r][0] for m in per_seed],
+        pre = [E.precondition(f"{'LFC' if k == 'low' else 'HFC'}-trained r={rs} train acc", [m[k][r][0] for m in per_seed],
                               minimum=settings["fit_min"]) for k in ("low", "high")]
         claims.append(claim(
-            NAME, f"LFC-trained models generalise better than HFC-trained ones (test acc, r={r})", effects, se=ses,
-            effect=f"LFC-trained minus HFC-trained test acc at r={r}", preconditions=pre, bounds=(-1, 1),
+            NAME, f"LFC-trained models generalise better than HFC-trained ones (test acc, r={rs})", effects, se=ses,
+            effect=f"LFC-trained minus HFC-trained test acc at r={rs}", preconditions=pre, bounds=(-1, 1),
             evidence=f"test acc LFC {np.mean([m['low'][r][1] for m in per_seed]):.3f}, "
                      f"HFC {np.mean([m['high'][r][1] for m in per_seed]):.3f}"))
     return claims
@@ -81,7 +83,7 @@ def run(ctx: Context) -> dict:
                              "test diff": None if test_acc is None or ref_test is None else test_acc - ref_test})
         per_seed_rows.append(rows)
     n_test = len(ctx.datasets(named[0][1])[1])
-    claims = judge_claims(per_seed_metrics, settings, n_test)
+    claims = judge_claims(per_seed_metrics, {**settings, "shown": {r: ctx.radius(r) for r in radii}}, n_test)
     rows = combine_seeds(per_seed_rows)
     models = {f"{k}_{r}": [trained[(k, r, s)] for s in ctx.seed_list] for k in ("low", "high") for r in radii}
     write_artefact(ctx, NAME, title="Table 1: training on LFC / HFC data, testing on original images", rows=rows,

@@ -392,6 +392,10 @@ SECTIONS: dict[str, type[_Section]] = {
 #: ``TrainConfig`` of earlier versions. Drives the read-only aliases, the flat keyword
 #: arguments, :meth:`TrainConfig.from_dict` of flat dicts, :meth:`TrainConfig.config_hash`
 #: and the flags of ``jaxhfc train``.
+#: Fields added after run folders were first named by :meth:`TrainConfig.config_hash`, with
+#: their defaults: a config at those defaults hashes as it did before the field existed.
+_ADDED_LATER: dict[str, Any] = {"test_seed": None}
+
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "model": ("net", "name"),
     "width": ("net", "width"),
@@ -661,7 +665,11 @@ class TrainConfig:
         The hash of the flat form (:meth:`to_flat_dict`), so it is unchanged from the flat
         ``TrainConfig`` of earlier versions: run folders named by it are found again.
         """
-        return results.config_hash(self.to_flat_dict(), length=16)
+        flat = self.to_flat_dict()
+        for name, default in _ADDED_LATER.items():  # left out at their default: old hashes stay valid
+            if flat.get(name) == default:
+                flat.pop(name)
+        return results.config_hash(flat, length=16)
 
     def key(self, *roles: str) -> tuple[tuple[str, Any], ...]:
         """Hashable ``(("section.field", value), ...)`` of the fields whose role is in ``roles``

@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 #: (copied from that version's source).
 OLD_FLAT_DEFAULTS = {
     "model": "resnet18", "width": None, "norm": None, "bn_eval": "running", "dropout": 0.0, "dtype": "float32",
-    "normalize": False, "dataset": "cifar10", "data_dir": None, "data_source": "auto", "data_seed": 0,
+    "normalize": False, "dataset": "cifar10", "data_dir": None, "data_source": "auto", "data_seed": 0, "test_seed": None,
     "num_train": None, "num_test": None, "train_subset": None, "num_val": 0, "shuffle_labels": 0.0,
     "train_filter": "none", "train_radius": 8.0, "scaling": "paper", "augment_crop": False, "augment_flip": False,
     "mixup_alpha": 0.0, "label_smoothing": 0.0, "optimizer": "adam", "learning_rate": 1e-4, "momentum": 0.9,
@@ -36,7 +36,7 @@ OLD_FLAT_DEFAULTS = {
 #: A config with every field off its default (valid), in flat names.
 ALL_CHANGED = dict(
     model="paper_resnet", width=8, norm="none", bn_eval="batch", dropout=0.1, dtype="bfloat16", normalize=True,
-    dataset="synthetic", data_dir="/d", data_source="tfds", data_seed=3, num_train=512, num_test=100,
+    dataset="synthetic", data_dir="/d", data_source="tfds", data_seed=3, test_seed=5, num_train=512, num_test=100,
     train_subset=256, num_val=64, shuffle_labels=0.5, train_filter="low", train_radius=12.0, scaling="unit",
     augment_crop=True, augment_flip=True, mixup_alpha=0.0, label_smoothing=0.1, optimizer="sgd", learning_rate=0.05,
     momentum=0.8, weight_decay=5e-4, schedule="cosine", epochs=7, batch_size=32, eval_every=2, eval_batch_size=128,
@@ -190,7 +190,10 @@ def test_hashes_equal_those_of_the_flat_version():
     # literals from the flat TrainConfig of the earlier version
     assert C.TrainConfig().config_hash() == "2b4f6e6b0e776e6f"
     assert C.TrainConfig(model="small_cnn", eval_radii=(4, 8)).config_hash() == "28ffc92ac185f67e"
-    assert C.TrainConfig(**ALL_CHANGED).config_hash() == "c1205e535fd11842"
+    # fields added later (test_seed) leave the hash unchanged at their default
+    old_fields = {k: v for k, v in ALL_CHANGED.items() if k != "test_seed"}
+    assert C.TrainConfig(**old_fields).config_hash() == "c1205e535fd11842"
+    assert C.TrainConfig(**ALL_CHANGED).config_hash() != "c1205e535fd11842"
     assert C.TrainConfig(seed=1).config_hash() != C.TrainConfig().config_hash()
 
 
@@ -208,7 +211,10 @@ def test_committed_nested_configs_read_back_with_their_hashes():
     assert len(current) >= 20
     for nested, digest in current:
         c = C.TrainConfig.from_dict(nested)
-        assert c.to_dict() == nested and c.config_hash() == digest
+        written = c.to_dict()
+        if "test_seed" not in nested["data"] and written["data"]["test_seed"] is None:  # written before the field
+            del written["data"]["test_seed"]
+        assert written == nested and c.config_hash() == digest
 
 
 def test_load_run_reads_a_flat_config_json(tmp_path):
@@ -257,7 +263,7 @@ def test_load_run_reads_a_local_result_run():
 # ------------------------------------------------------------------ roles and keys
 
 #: Flat names whose change leaves the population key (the compiled program) unchanged.
-OUTSIDE_THE_PROGRAM = {"data_dir", "data_source", "data_seed", "num_test", "shuffle_labels", "train_filter",
+OUTSIDE_THE_PROGRAM = {"data_dir", "data_source", "data_seed", "test_seed", "num_test", "shuffle_labels", "train_filter",
                        "train_radius", "scaling", "eval_every", "eval_batch_size", "eval_radii", "eval_train",
                        "eval_train_subset", "checkpoint_every", "keep_checkpoints", "seed", "learning_rate"}
 

@@ -390,7 +390,7 @@ def test_synthetic_blobs_options_and_errors():
     with pytest.raises(ValueError, match="split"):
         data.load_dataset("synthetic", split="val")
     with pytest.raises(ValueError, match="name"):
-        data.load_dataset("mnist", split="train")
+        data.load_dataset("emnist", split="train")
     with pytest.raises(ValueError, match="source"):
         data.load_dataset("synthetic", split="train", source="tfds")
     with pytest.raises(ValueError, match="source"):

@@ -46,11 +46,11 @@ def test_every_artefact_written(tiny_run):
         assert title in readme
     n_claims = sum(len(v) for v in res["claims"].values())
     section = readme.split("## Claims", 1)[1].split("## Time", 1)[0]
-    marks = ("| **holds** |", "| **contradicted** |", "| **inconclusive** |", "| **not tested** |")
+    marks = ("| **holds** |", "| **contradicted** |", "| **inconclusive** |", "| **no power** |", "| **not tested** |")
     assert sum(section.count(m) for m in marks) == n_claims
     for claims in res["claims"].values():
         for c in claims:  # every claim shows its interval (or says why it has none) and its seeds
-            assert c.mark() in ("holds", "contradicted", "inconclusive", "not tested")
+            assert c.mark() in ("holds", "contradicted", "inconclusive", "no power", "not tested")
             assert c.effect_text() in section and c.effect in section
 
 

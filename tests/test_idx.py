@@ -185,5 +185,9 @@ def test_seeds_draw_their_own_training_data(tmp_path):
     adv = ctx.adversarial_overrides()
     assert adv["adv_eps"] == pytest.approx(0.1)
     assert ctx.image_size == 28 and ctx.radius(8) == 7
+    full = Context(dataset="fashion_mnist", scale="full", out=tmp_path / "full", data_dir=str(tmp_path))
+    c = full.config(seed=1009)
+    assert c.model == "resnet18" and c.epochs == 100 and c.data_seed == 1009 and c.test_seed == 0
+    assert c.eval_radii == (3.5, 7, 10.5, 14) and full.adversarial_overrides()["adv_step_size"] == pytest.approx(0.01)
     syn = Context(dataset="synthetic", scale="tiny", out=tmp_path / "syn")
     assert syn.eps(0.03) == 0.03 and syn.config(seed=5).data_seed == 0
