@@ -19,10 +19,13 @@ from jaxhfc import evidence as E
 NAME = "perturbation_spectra"
 #: Everything this artefact changes by scale. ``min_attacked``: precondition, the number of
 #: examples per model that were right before the attack and wrong after it (only those count).
+#: Quick scale attacks at twice the training eps and on 512 images: at the training eps the
+#: attacks on M_adversarial succeed on too few examples (3, 0 and 3 of 256 on the built-in
+#: data) for a spectrum, so the claim could never be tested there; both models get the same eps.
 SETTINGS = {
     "full": dict(n_images=2000, eps=0.03, steps=20, batch_size=500, radius=8, min_test=0.5, adv_min=0.5,
                  min_attacked=50),
-    "quick": dict(n_images=256, eps=0.03, steps=10, batch_size=128, radius=8, min_test=0.5, adv_min=0.6,
+    "quick": dict(n_images=512, eps=0.06, steps=10, batch_size=128, radius=8, min_test=0.5, adv_min=0.6,
                   min_attacked=20),
     "tiny": dict(n_images=32, eps=0.03, steps=2, batch_size=32, radius=8, min_test=0.0, adv_min=0.0,
                  min_attacked=1),
@@ -48,7 +51,7 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
                   vals, effect=f"twin minus adversarial share of perturbation energy outside r={r} (successful "
                                "attacks on correctly classified examples only; twin = M_adversarial's recipe without "
                                "the attack)",
-                  preconditions=pre, evidence=f"share outside r={r}: twin {shown('twin')}; "
+                  preconditions=pre, bounds=(-1, 1), evidence=f"share outside r={r}: twin {shown('twin')}; "
                                               f"adversarial {shown('adversarial')}")]
 
 
