@@ -24,7 +24,10 @@ def test_suite_runs_every_benchmark(suite):
     assert f["max_abs_error_vs_paper_loop"] < 1e-2  # the benchmarked filter is the paper's filter
     sc = record["results"]["scaling"][0]
     assert [r["devices"] for r in sc["rows"]] == [1, 8]
-    assert sc["rows"][0]["speedup"] == pytest.approx(1.0)
+    one = sc["rows"][0]["img_per_s"]
+    for r in sc["rows"]:  # speed-up and efficiency are the measured throughputs' ratios
+        assert r["speedup"] == pytest.approx(r["img_per_s"] / one) and r["speedup"] > 0
+        assert r["efficiency"] == pytest.approx(r["img_per_s"] / one / r["devices"])
     assert record["results"]["heatmap"][0]["max_abs_map_difference"] == 0.0  # batched == per-frequency loop
     assert path.with_suffix(".md").exists()
 

@@ -42,7 +42,11 @@ def test_jsonl_truncated_last_line(tmp_path):
 
 
 def test_config_hash_stable():
-    assert results.config_hash(Cfg()) == results.config_hash(Cfg())
+    import hashlib
+
+    # the hash of the canonical JSON (sorted keys, no spaces), worked out here by hand
+    assert results.config_hash({"b": 1, "a": [2, 3.5]}) == hashlib.sha256(b'{"a":[2,3.5],"b":1}').hexdigest()[:12]
+    assert results.config_hash(Cfg(), length=16) == results.config_hash(dataclasses.asdict(Cfg()), length=16)
     assert results.config_hash(Cfg()) != results.config_hash(Cfg(lr=1e-3))
     assert results.config_hash({"b": 1, "a": 2}) == results.config_hash({"a": 2, "b": 1})
 

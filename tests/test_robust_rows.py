@@ -77,10 +77,13 @@ def test_no_escalation_when_off_converged_or_stronger_is_weaker(scripted, tmp_pa
 
 
 def test_memo_keeps_the_escalated_runs(scripted, tmp_path):
-    calls = scripted([(0.8, -0.2), (0.6, 0.0)])
+    calls = scripted([(0.8, -0.2), (0.6, 0.0), (0.6, 0.0)])
     first, ctx = _row(tmp_path, escalate=1, memo_key=("run", "none", 0))
-    again, _ = _row(tmp_path, escalate=1, memo_key=("run", "none", 0), ctx=ctx)
-    assert len(calls) == 2 and again == first
+    assert len(calls) == 2  # the set attacks, then the escalated ones
+    _row(tmp_path, escalate=1, memo_key=("run", "none", 0), ctx=ctx)
+    assert len(calls) == 2  # the same key: nothing attacked again
+    _row(tmp_path, escalate=1, memo_key=("run", "none", 1), ctx=ctx)
+    assert len(calls) == 3  # another key is attacked (converged at once: no escalation)
 
 
 def test_seeds_report_the_strongest_attacks_any_needed():
