@@ -33,7 +33,7 @@ SETTINGS = {
     "tiny": dict(radii=(4,), epochs=2, shuffle_epochs=2, overrides=dict(num_val=0, eval_train_subset=128),
                  natural_eval_every=1, shuffle_eval_every=1, fit_min=0.0),
 }
-#: Read off the authors' poster (approximate, PAPER.md), at the last epoch.
+#: Read off the authors' poster (approximate, docs/paper.md), at the last epoch.
 REFERENCE = {
     "natural": {"train": 1.0, "train_low_16": 0.95, "train_low_12": 0.9, "train_low_8": 0.62, "train_low_4": 0.27},
     "shuffle": {"train": 1.0, "train_low_16": 0.95, "train_low_12": 0.9, "train_low_8": 0.55, "train_low_4": 0.15},

@@ -19,7 +19,7 @@ from experiments.common import Context, claim, combine_seeds, main_for, save_fig
 from jaxhfc import evidence as E
 
 NAME = "prediction_counts"
-#: Public reproduction (PAPER.md), counts out of 10,000:
+#: Public reproduction (docs/paper.md), counts out of 10,000:
 #: r: (LFC right HFC wrong, LFC wrong HFC right, both right, both wrong).
 REFERENCE = {
     0: (118, 8651, 882, 349), 2: (486, 4785, 1072, 3657), 4: (1113, 2543, 796, 5548),
@@ -166,7 +166,7 @@ def run(ctx: Context) -> dict:
                    notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc.; percentages of the {n} "
                          f"test images (the four cells add up to 100% at every radius). 'L-H+ excess' is the L-H+ share "
                          f"minus what label-blind HFC predictions (the same predictions shuffled across images) would "
-                         f"give. 'repro %' is the public reproduction on CIFAR-10 (PAPER.md). r={corner} is beyond the "
+                         f"give. 'repro %' is the public reproduction on CIFAR-10 (docs/paper.md). r={corner} is beyond the "
                          f"corner: the LFC is the image. predictions.npz holds the first seed's predictions.")
     return {"rows": rows, "claims": claims, "counts": all_counts}
 

@@ -3,7 +3,7 @@
 Paper claim: models trained on LFC generalise much better than models trained on HFC (HFC-
 trained models fit their training data but score near chance on original test images).
 The paper column is a public reproduction's numbers (common ResNet18, Adam 1e-4, batch 100,
-CIFAR-10; PAPER.md), since the paper's own table values are read off a figure.
+CIFAR-10; docs/paper.md), since the paper's own table values are read off a figure.
 
     python -m experiments.table1 [--quick] [--seeds N] [--dataset synthetic|cifar10|npz:PATH|...]
 """
@@ -25,7 +25,7 @@ SETTINGS = {
     "quick": dict(radii=(4, 8, 12, 16), fit_min=0.9),
     "tiny": dict(radii=(4, 12), fit_min=0.0),
 }
-#: Public reproduction (PAPER.md): (train accuracy, test accuracy).
+#: Public reproduction (docs/paper.md): (train accuracy, test accuracy).
 REFERENCE = {
     ("low", 4): (0.99, 0.64), ("low", 8): (0.99, 0.79), ("low", 12): (0.99, 0.84), ("low", 16): (0.99, 0.86),
     ("high", 4): (0.99, 0.35), ("high", 8): (0.96, 0.14), ("high", 12): (0.99, 0.10), ("high", 16): (0.98, 0.11),
@@ -88,7 +88,7 @@ def run(ctx: Context) -> dict:
     models = {f"{k}_{r}": [trained[(k, r, s)] for s in ctx.seed_list] for k in ("low", "high") for r in radii}
     write_artefact(ctx, NAME, title="Table 1: training on LFC / HFC data, testing on original images", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, settings=settings,
-                   notes="'repro' columns: a public reproduction on CIFAR-10 with the common ResNet18 (see PAPER.md); "
+                   notes="'repro' columns: a public reproduction on CIFAR-10 with the common ResNet18 (docs/paper.md); "
                          "train acc is measured in eval mode on the (filtered) training data the model was trained on.")
     return {"rows": rows, "claims": claims}
 

@@ -45,7 +45,7 @@ def test_matches_paper_code(shape, r):
 
 
 def test_kept_counts_match_paper():
-    # PAPER.md: pixels kept by the mask at 32x32.
+    # docs/paper.md: pixels kept by the mask at 32x32 (the released code's counts).
     expected = {4: 45, 8: 193, 12: 437, 16: 793, 20: 995, 24: 1024, 0: 0}
     for r, n in expected.items():
         assert fourier.kept_count(32, 32, r) == n
