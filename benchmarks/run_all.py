@@ -5,7 +5,7 @@
 Each benchmark runs in this process with its own ``--out`` folder; its JSON is collected into
 ``benchmarks/results/<host>-<date>.json`` (hardware, versions, every figure with its median,
 spread and compile time) and ``benchmarks/results/<host>-<date>.md``. With
-``--update-readme`` the README's performance section is regenerated from that JSON
+``--update-readme`` the performance section of ``docs/performance.md`` is regenerated from that JSON
 (``benchmarks/report.py``), so the README never holds typed-in numbers.
 """
 
@@ -96,7 +96,7 @@ def main(argv=None) -> Path:
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on a CPU")
     p.add_argument("--only", nargs="+", choices=[s[0] for s in SUITE])
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    p.add_argument("--update-readme", action="store_true", help="regenerate the README's performance section")
+    p.add_argument("--update-readme", action="store_true", help="regenerate the performance section of docs/performance.md")
     args = p.parse_args(argv)
     path = run_suite(quick=args.quick, only=args.only, out_dir=args.out)
     print(f"wrote {path} and {path.with_suffix('.md')}")
