@@ -405,8 +405,6 @@ class Context:
     def adversarial(self, seed: int | None = None) -> Trained:
         """M_adversarial for one seed: Madry PGD training (paper: Linf eps 0.03, 10 steps of
         0.003, no random start, crop + flip; recipes.ADVERSARIAL per scale)."""
-        from experiments import recipes
-
         return self.train("adversarial", self.config(seed=seed, **self.adversarial_overrides()))
 
     def twin_overrides(self) -> dict:
@@ -422,8 +420,6 @@ class Context:
 
     def adversarials(self) -> list[Trained]:
         """M_adversarial for every seed."""
-        from experiments import recipes
-
         return self.train_seeds("adversarial", **self.adversarial_overrides())
 
     def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None, split: str = "test"):

@@ -31,9 +31,8 @@ Public API:
 
 * :func:`prediction_counts`, :func:`cell_indices`, :data:`COUNT_COLUMNS` -- the paper's
   Fig. 1/2 counts of {LFC right/wrong} x {HFC right/wrong}.
-* :func:`radius_predictions` (jitted, ``logits_fn``) and :func:`filtered_predictions`
-  (host-level ``predict_fn``): predictions on LFC/HFC versions at many radii.
-* :func:`accuracy_vs_radius`, :func:`crossing_point`, :func:`band_pass`,
+* :func:`radius_predictions` (jitted, ``logits_fn``): predictions on LFC/HFC versions at many radii.
+* :func:`accuracy_vs_radius`, :func:`crossing_point`,
   :func:`ring_edges`, :func:`ring_accuracy`.
 * :func:`fourier_heatmap`, :func:`heatmap_signs`, :func:`heatmap_perturbation`
   (Yin et al. 2019).
@@ -63,10 +62,8 @@ __all__ = [
     "prediction_counts",
     "cell_indices",
     "radius_predictions",
-    "filtered_predictions",
     "accuracy_vs_radius",
     "crossing_point",
-    "band_pass",
     "ring_edges",
     "ring_accuracy",
     "heatmap_signs",
@@ -373,66 +370,6 @@ _split_scaled = jax.jit(
 )
 
 
-def filtered_predictions(
-    predict_fn: Callable[[np.ndarray], Any],
-    images,
-    radii=None,
-    *,
-    scaling: str = "paper",
-    batch_size: int = 1000,
-    labels=None,
-) -> dict[str, Any]:
-    """Like :func:`radius_predictions` for a host-level predictor (e.g. ``train.predict``).
-
-    Each chunk of ``batch_size`` images is filtered at all radii in one jitted call, scaled,
-    brought to the host, and ``predict_fn`` is called twice per chunk (on the ``R * B`` LFC
-    inputs, then on the ``R * B`` HFC inputs) and once on the originals.
-
-    Args:
-      predict_fn: ``x: (M, H, W, C) float32 numpy, unit scale -> (M,) int labels``.
-      images: ``(N, H, W, C)`` uint8 or float, 0..255 scale.
-      radii: 1-D radii (default ``0, 1, ..., ceil(corner)``).
-      scaling: ``"paper"`` or ``"unit"``.
-      batch_size: images per chunk (``predict_fn`` sees ``R * batch_size`` inputs at once).
-      labels: optional ``(N,)`` labels; adds ``"counts"`` (:func:`prediction_counts`).
-
-    Returns:
-      ``{"radii", "pred_low": (R, N), "pred_high": (R, N), "pred_orig": (N,)}`` (int32),
-      plus ``"counts"`` with ``labels``.
-    """
-    scaling = _check_scaling(scaling)
-    images = _check_nhwc(images, "images")
-    radii = _default_radii(*images.shape[1:3]) if radii is None else _check_radii(radii)
-    n, r = images.shape[0], len(radii)
-    bs = _check_batch_size(batch_size)
-
-    def call(x):
-        p = np.asarray(predict_fn(np.asarray(x, np.float32)))
-        if p.shape != (x.shape[0],):
-            raise ValueError(f"predict_fn must return ({x.shape[0]},) labels, got shape {p.shape}")
-        return p.astype(np.int32)
-
-    lows, highs, origs = [], [], []
-    radii_dev = jnp.asarray(radii)
-    for start in range(0, n, bs):
-        chunk = images[start:start + bs]
-        b = chunk.shape[0]
-        comps = np.asarray(_split_scaled(jnp.asarray(chunk), radii_dev, scaling))  # (2R, b, ...)
-        flat = comps.reshape((2, r * b) + chunk.shape[1:])
-        lows.append(call(flat[0]).reshape(r, b))
-        highs.append(call(flat[1]).reshape(r, b))
-        origs.append(call(np.asarray(_unit_original(jnp.asarray(chunk)))))
-    out = {
-        "radii": radii,
-        "pred_low": np.concatenate(lows, axis=1),
-        "pred_high": np.concatenate(highs, axis=1),
-        "pred_orig": np.concatenate(origs),
-    }
-    if labels is not None:
-        out["counts"] = prediction_counts(out["pred_low"], out["pred_high"], labels, pred_orig=out["pred_orig"])
-    return out
-
-
 # --------------------------------------------------------------------------------------
 # Accuracy vs radius, band-pass rings
 # --------------------------------------------------------------------------------------
@@ -509,31 +446,6 @@ def accuracy_vs_radius(
     if return_predictions:
         out.update({k: p[k] for k in ("pred_low", "pred_high", "pred_orig")})
     return out
-
-
-def band_pass(x, r_in, r_out) -> jax.Array:
-    """Band-pass ("ring") component: frequencies with ``r_in <= distance < r_out``.
-
-    Equals ``low_pass(x, r_out) - low_pass(x, r_in)`` (the paper's masks), so rings with
-    consecutive edges add up to the image.
-
-    Args:
-      x: ``(..., H, W, C)`` real float images (any scale).
-      r_in, r_out: numbers, or 1-D arrays of one length ``R`` (then the output has a
-        leading axis ``R``); ``r_in <= r_out``.
-
-    Returns:
-      ``x.shape`` or ``(R,) + x.shape``, ``x``'s dtype.
-    """
-    a, b = np.asarray(r_in, np.float64), np.asarray(r_out, np.float64)
-    if a.shape != b.shape or a.ndim > 1:
-        raise ValueError(f"r_in and r_out must be numbers or 1-D arrays of one length, got {a.shape}, {b.shape}")
-    if np.any(a > b):
-        raise ValueError(f"r_in must be <= r_out, got r_in={a.tolist()}, r_out={b.tolist()}")
-    if a.ndim == 0:
-        return fourier.low_pass(x, float(b)) - fourier.low_pass(x, float(a))
-    low = fourier.low_pass(x, np.concatenate([a, b]).astype(np.float32))
-    return low[a.size:] - low[: a.size]
 
 
 def ring_edges(h: int, w: int, *, width: float) -> np.ndarray:

@@ -75,7 +75,6 @@ __all__ = [
     "standard_attacks",
     "lowpass_defended",
     "madry_adversary",
-    "more_steps_check",
     "pgd",
     "robust_accuracy",
 ]
@@ -1481,40 +1480,3 @@ def minimal_eps(
             "accuracy": np.asarray([(min_eps > e).mean() for e in grid], np.float64),
             "results": results}
 
-
-def more_steps_check(
-    logits_fn: LogitsFn,
-    x,
-    y,
-    key: jax.Array,
-    *,
-    factor: int = 4,
-    tolerance: float = 0.02,
-    **kwargs: Any,
-) -> tuple[RobustResult, RobustResult]:
-    """Sanity check "more steps never helps the model much": attack with ``steps`` and with
-    ``factor * steps`` (same key, same step size) and warn if the longer attack leaves
-    adversarial accuracy higher by more than ``tolerance``.
-
-    Run it on a subset (a few hundred examples); ``kwargs`` go to :func:`robust_accuracy`
-    (``steps`` defaults to 10 there). :func:`robust_accuracy` runs this check itself
-    (``more_steps``); this function keeps both results.
-
-    Returns:
-      ``(result_short, result_long)``.
-    """
-    if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be an int >= 1, got {factor!r}")
-    steps = int(kwargs.pop("steps", 10))
-    if kwargs.get("step_size") is None:
-        kwargs["step_size"] = 2.5 * kwargs["eps"] / max(steps, 1)
-    kwargs.setdefault("more_steps", None)
-    short = robust_accuracy(logits_fn, x, y, key, steps=steps, **kwargs)
-    long = robust_accuracy(logits_fn, x, y, key, steps=factor * steps, **kwargs)
-    if long.adv_accuracy > short.adv_accuracy + tolerance:
-        msg = (f"{factor * steps} PGD steps leave adversarial accuracy {long.adv_accuracy:.4f}, "
-               f"above {short.adv_accuracy:.4f} after {steps} steps: the attack is not "
-               "converging (masked or noisy gradients)")
-        logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    return short, long

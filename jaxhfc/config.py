@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Optimizers of :func:`jaxhfc.step.make_optimizer`.
-OPTIMIZERS = ("adam", "sgd", "adagrad", "adadelta", "rmsprop")
+OPTIMIZERS = ("adam", "sgd")
 #: Learning-rate schedules of :func:`jaxhfc.step.make_optimizer`.
 SCHEDULES = ("constant", "cosine", "step")
 #: Training-set filters: none, LFC (``"low"``) or HFC (``"high"``).
@@ -245,8 +245,7 @@ class OptimConfig(_Section):
     ``learning_rate`` (a per-model hyper-parameter: models of one population may differ in it).
 
     Attributes:
-        name: ``"adam"``, ``"sgd"`` (with momentum), ``"adagrad"``, ``"adadelta"``,
-            ``"rmsprop"`` (flat alias ``optimizer``).
+        name: ``"adam"`` or ``"sgd"`` (with momentum) (flat alias ``optimizer``).
         learning_rate: Peak learning rate.
         momentum: SGD momentum.
         weight_decay: L2 weight decay (sgd: added to the gradient; adam: decoupled, AdamW).

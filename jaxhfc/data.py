@@ -72,7 +72,6 @@ __all__ = [
     "CorruptDatasetError",
     "Dataset",
     "DatasetNotFoundError",
-    "FilteredCache",
     "EMPTY_IMAGE_MAX",
     "augment",
     "balanced_indices",
@@ -1004,47 +1003,6 @@ def filter_dataset(
             chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
         out[start:start + m] = np.asarray(fn(chunk, r))[:m]
     return ds.replace(images=out, name=f"{ds.name}/{kind}_r{r:g}")
-
-
-class FilteredCache:
-    """Memoises :func:`filter_dataset` so a run computes each filtered copy once.
-
-    Keyed by the identity of the source :class:`Dataset` (which the cache keeps alive, so
-    the identity cannot be reused), the kind and the radius. ``kind`` ``"none"``/``None``
-    returns the dataset itself and stores nothing.
-
-    Example::
-
-        cache = FilteredCache()
-        lfc8 = cache(test, "low", 8)     # computed
-        lfc8 = cache(test, "low", 8.0)   # the same object, not recomputed
-    """
-
-    def __init__(self, *, chunk_size: int = 4096):
-        self._chunk_size = chunk_size
-        self._store: dict[tuple, tuple[Dataset, Dataset]] = {}
-        self.misses = 0
-
-    def __call__(self, ds: Dataset, kind: Optional[str], radius: float) -> Dataset:
-        r = _check_kind_radius(kind, radius)
-        if r is None:
-            return ds
-        key = (id(ds), kind, r)
-        hit = self._store.get(key)
-        if hit is not None and hit[0] is ds:
-            return hit[1]
-        self.misses += 1
-        out = filter_dataset(ds, kind, r, chunk_size=self._chunk_size)
-        self._store[key] = (ds, out)
-        return out
-
-    get = __call__
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def clear(self) -> None:
-        self._store.clear()
 
 
 _SCALINGS = ("paper", "unit")

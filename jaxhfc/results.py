@@ -31,7 +31,6 @@ __all__ = [
     "append_jsonl",
     "read_jsonl",
     "write_text",
-    "new_run_dir",
     "markdown_table",
     "comparison_rows",
 ]
@@ -194,17 +193,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise ValueError(f"{path}: line {k + 1} is not valid JSON") from None
     return records
-
-
-def new_run_dir(root: str | os.PathLike, experiment: str, *, stamp: str | None = None) -> Path:
-    """``root/<experiment>/<UTC timestamp>/``, created; a numeric suffix avoids collisions."""
-    stamp = stamp or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / experiment / stamp
-    path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    path.mkdir(parents=True)
-    return path
 
 
 def _fmt(value: Any, digits: int) -> str:

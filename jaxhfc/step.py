@@ -98,8 +98,8 @@ def make_optimizer(
     """Optax optimizer with a learning-rate schedule.
 
     Args:
-        optimizer: ``adam`` (AdamW when ``weight_decay`` > 0), ``sgd`` (momentum, weight decay
-            added to the gradient as in PyTorch), ``adagrad``, ``adadelta``, ``rmsprop``.
+        optimizer: ``adam`` (AdamW when ``weight_decay`` > 0) or ``sgd`` (momentum, weight decay
+            added to the gradient as in PyTorch).
         learning_rate: Peak learning rate.
         momentum: SGD momentum (0: plain SGD).
         weight_decay: Weight decay coefficient.
@@ -122,11 +122,7 @@ def make_optimizer(
     if optimizer == "sgd":
         sgd = optax.sgd(lr, momentum=momentum if momentum else None)
         return optax.chain(optax.add_decayed_weights(weight_decay), sgd) if weight_decay else sgd
-    others = {"adagrad": optax.adagrad, "adadelta": optax.adadelta, "rmsprop": optax.rmsprop}
-    if optimizer not in others:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    tx = others[optimizer](lr)
-    return optax.chain(optax.add_decayed_weights(weight_decay), tx) if weight_decay else tx
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
 
 
 def optimizer_from_config(optim: OptimConfig | TrainConfig, total_steps: int, *,

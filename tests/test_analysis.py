@@ -179,26 +179,6 @@ def test_accuracy_vs_radius_endpoints_unit_and_sharded(data, mesh):
         np.testing.assert_array_equal(sharded[k], plain_p[k])
 
 
-def test_filtered_predictions_equal_radius_predictions(data):
-    images, labels = data
-    logits_fn, np_logits = linear_model(np.random.default_rng(5))
-    radii = [0, 2, 4, 7]
-    calls = []
-
-    def predict_fn(x):
-        calls.append(x.shape[0])
-        return np_logits(x).argmax(-1)
-
-    host = analysis.filtered_predictions(predict_fn, images, radii, batch_size=5, labels=labels)
-    dev = analysis.radius_predictions(logits_fn, images, radii, batch_size=5)
-    for k in ("pred_low", "pred_high", "pred_orig"):
-        np.testing.assert_array_equal(host[k], dev[k])
-    assert calls[:3] == [4 * 5, 4 * 5, 5]  # R*B LFC, R*B HFC, B originals per chunk
-    c = host["counts"]
-    np.testing.assert_array_equal(c["both_right"] + c["both_wrong"] + c["low_right_high_wrong"]
-                                  + c["low_wrong_high_right"], len(labels))
-
-
 def test_crossing_point_synthetic():
     radii = np.arange(5.0)
     low = np.array([0.1, 0.2, 0.4, 0.6, 0.8])
@@ -207,24 +187,6 @@ def test_crossing_point_synthetic():
     assert analysis.crossing_point(radii, [0.1, 0.3, 0.5, 0.7, 0.9], [0.9, 0.7, 0.5, 0.3, 0.1]) == 2.0
     assert analysis.crossing_point(radii, low, high + 1.0) is None
     assert analysis.crossing_point(2 * radii, low, high) == pytest.approx(4.5)
-
-
-def test_band_pass_and_rings(data):
-    images, labels = data
-    x = images.astype(np.float32)
-    edges = analysis.ring_edges(H, W, width=2.0)
-    np.testing.assert_array_equal(edges, [0, 2, 4, 6])  # 6 > corner 5.66
-    rings = np.asarray(analysis.band_pass(x, edges[:-1], edges[1:]))
-    np.testing.assert_allclose(rings.sum(axis=0), x, atol=1e-3)
-    np.testing.assert_allclose(np.asarray(analysis.band_pass(x, 1.0, 3.5)),
-                               numpy_low_pass(x, 3.5) - numpy_low_pass(x, 1.0), atol=2e-3)
-    logits_fn, np_logits = linear_model(np.random.default_rng(6))
-    res = analysis.ring_accuracy(logits_fn, images, labels, width=2.0, batch_size=8, return_predictions=True)
-    for k in range(3):
-        ring = numpy_low_pass(x, edges[k + 1]) - numpy_low_pass(x, edges[k])
-        pred = np_logits(numpy_scale(ring, "paper")).argmax(-1)
-        np.testing.assert_array_equal(res["pred_ring"][k], pred)
-        assert res["acc"][k] == pytest.approx(np.mean(pred == labels))
 
 
 # ----------------------------------------------------------------------------- heat maps
@@ -459,8 +421,6 @@ def test_bad_inputs_raise():
         analysis.occlusion_map(fn, x, np.zeros(3, int), patch=2, stride=1)
     with pytest.raises(ValueError, match="patch"):
         analysis.occlusion_map(fn, x, np.zeros(2, int), patch=H + 1, stride=1)
-    with pytest.raises(ValueError, match="r_in must be <= r_out"):
-        analysis.band_pass(x, 3.0, 2.0)
 
 
 # ----------------------------------------------------------------------------- figures

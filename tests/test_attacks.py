@@ -201,20 +201,6 @@ def test_unrolled_pgd_equals_a_hand_written_loop():
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-6)
 
 
-def test_more_steps_never_helps_the_model():
-    p = conv_params(seed=22)
-    f = Partial(conv_apply, p)
-    x = images(16, seed=23)
-    y = jnp.asarray(np.argmax(conv_apply(p, x), -1))
-    short, long = A.more_steps_check(f, x, y, jax.random.key(1), factor=3, steps=2,
-                                     batch_size=16, eps=0.03, checks=False)
-    assert not long.checks  # checks=False: no re-runs
-    assert long.attack["steps"] == 6 and short.attack["steps"] == 2
-    # keep_best with the same key: the long attack's iterates extend the short one's
-    assert np.all(long.adv_correct <= short.adv_correct)
-    assert long.adv_accuracy < 1.0
-
-
 def test_targeted():
     # two classes: targeting the other class is the untargeted attack
     p = linear_params(2, seed=10)
@@ -779,20 +765,6 @@ def test_attack_list_worst_case_and_per_example_json():
     assert [x["robust_correct"] for x in e] == list(r.robust_correct)
     assert [x["successful_attack"] for x in e] == [None if k < 0 else r.attacks[k] for k in first]
     assert max(x["perturbation_norm"] for x in e) <= eps + 1e-6
-
-
-def test_more_steps_check_flags_unconverged_attack():
-    p, x, y, eps, robust = planted_linear()
-    # 2 steps of eps/4 from the clean image reach only half the ball; the stronger check
-    # (4 steps) reaches all of it and breaks the examples in between: flagged
-    weak = A.Attack("pgd", "margin", steps=2, rel_step_size=0.25, random_start=False)
-    with pytest.warns(RuntimeWarning, match="not converged"):
-        r = A.robust_accuracy(Partial(scaled_linear, p), x, y, jax.random.key(0), batch_size=48,
-                              eps=eps, attacks=(weak,), logit_scale=None, more_steps=2)
-    assert r.flags == ("more_steps",)
-    c = r.checks["more_steps"]
-    assert c["robust_accuracy"] == r.robust_accuracy
-    assert c["robust_accuracy_stronger"] == pytest.approx(robust.mean(), abs=1e-9)
 
 
 def test_noise_check_flags_a_model_that_only_noise_breaks():

@@ -493,21 +493,6 @@ def test_filter_dataset_none_and_errors(tiny):
         data.filter_dataset(tiny, "low", 4, chunk_size=0)
 
 
-def test_filtered_cache_computes_once(tiny):
-    cache = data.FilteredCache()
-    a = cache(tiny, "low", 4)
-    assert cache(tiny, "low", 4.0) is a and cache.misses == 1
-    b = cache(tiny, "high", 4)
-    assert b is not a and cache.misses == 2 and len(cache) == 2
-    np.testing.assert_allclose(a.images + b.images, tiny.images, atol=1e-3)
-    assert cache(tiny, None, 4) is tiny and cache.misses == 2
-    other = tiny.replace(name="copy")
-    cache(other, "low", 4)
-    assert cache.misses == 3
-    cache.clear()
-    assert len(cache) == 0
-
-
 def test_to_model_input_scalings():
     rng = np.random.default_rng(0)
     orig = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)

@@ -62,10 +62,7 @@ def test_tables():
     assert lines[3] == "| r=8 | 0.79 | — | — |"
 
 
-def test_environment_info_and_run_dir(tmp_path):
+def test_environment_info(tmp_path):
     info = results.environment_info()
     assert info["device_count"] == 8 and info["versions"]["jax"]
     json.dumps(info)
-    a = results.new_run_dir(tmp_path, "exp", stamp="s")
-    b = results.new_run_dir(tmp_path, "exp", stamp="s")
-    assert a != b and a.exists() and b.exists()
