@@ -164,10 +164,10 @@ def _torchattacks_pgd(width: int, x: np.ndarray, y: np.ndarray, *, repeats: int)
         import torchattacks
     except ImportError:
         return None
-    from jaxhfc import data
+    from jaxhfc import datasets
 
-    mean = torch.tensor(np.asarray(data.CIFAR10_MEAN, np.float32)).view(1, 3, 1, 1)
-    std = torch.tensor(np.asarray(data.CIFAR10_STD, np.float32)).view(1, 3, 1, 1)
+    mean = torch.tensor(np.asarray(datasets.CIFAR10_MEAN, np.float32)).view(1, 3, 1, 1)
+    std = torch.tensor(np.asarray(datasets.CIFAR10_STD, np.float32)).view(1, 3, 1, 1)
 
     class SmallCNN(torch.nn.Module):
         def __init__(self):

@@ -2,9 +2,9 @@
 
 The whole training split (CIFAR-10-sized synthetic data, 50,000 x 32 x 32 x 3, unit-scale
 float32) is placed on the device(s) replicated; a jitted ``shard_map`` over the ``'data'``
-axis gathers each device's rows of a global index batch (``data.epoch_indices``), applies
-pad-4 random crop + horizontal flip (``data.augment``) and mean/std normalisation
-(``data.normalize``), optionally mixup. Measured, in the same run:
+axis gathers each device's rows of a global index batch (``pipeline.epoch_indices``), applies
+pad-4 random crop + horizontal flip (``pipeline.augment``) and mean/std normalisation
+(``pipeline.normalize``), optionally mixup. Measured, in the same run:
 
 * ``per_step``: one jitted call per batch, as a training loop dispatches it (the batches of
   one epoch dispatched back to back, blocked at the end);
@@ -39,16 +39,16 @@ def _pipelines(mesh, *, crop_pad: int, flip: bool, num_classes: int):
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
 
-    from jaxhfc import data
+    from jaxhfc import pipeline
 
     def local(x_all, y_all, idx, key, mix: bool):
-        x, y = data.gather_batch(x_all, y_all, idx)
+        x, y = pipeline.gather_batch(x_all, y_all, idx)
         k = jax.random.fold_in(key, jax.lax.axis_index("data"))
         k_aug, k_mix = jax.random.split(k)
-        x = data.normalize(data.augment(k_aug, x, crop_pad=crop_pad, flip=flip))
+        x = pipeline.normalize(pipeline.augment(k_aug, x, crop_pad=crop_pad, flip=flip))
         y = jax.nn.one_hot(y, num_classes)
         if mix:
-            x, y = data.mixup(k_mix, x, y, alpha=1.0)
+            x, y = pipeline.mixup(k_mix, x, y, alpha=1.0)
         return x, y
 
     def make_step(mix):
@@ -91,7 +91,7 @@ def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) ->
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    from jaxhfc import data
+    from jaxhfc import datasets, pipeline
 
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
@@ -99,9 +99,9 @@ def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) ->
         raise SystemExit(f"--batch {global_batch} must be a multiple of the {len(devices)} devices")
 
     t0 = time.perf_counter()
-    train = data.load_dataset("synthetic", split="train", num_train=n_images, seed=0)
+    train = datasets.load_dataset("synthetic", split="train", num_train=n_images, seed=0)
     gen_s = time.perf_counter() - t0
-    x_host = data.to_model_input(train)
+    x_host = datasets.to_model_input(train)
     y_host = train.labels
     replicated = NamedSharding(mesh, P())
     x_all = jax.device_put(x_host, replicated)
@@ -109,7 +109,7 @@ def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) ->
     step, step_mix, epoch = _pipelines(mesh, crop_pad=4, flip=True, num_classes=train.num_classes)
 
     key = jax.random.key(0)
-    idx_epoch = data.epoch_indices(key, n_images, global_batch)
+    idx_epoch = pipeline.epoch_indices(key, n_images, global_batch)
     idx_rows = [jax.device_put(idx_epoch[s], NamedSharding(mesh, P("data"))) for s in range(idx_epoch.shape[0])]
     steps = len(idx_rows)
     images_per_epoch = steps * global_batch
@@ -138,8 +138,8 @@ def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) ->
 
     # A plain host pipeline on a few batches, for scale.
     rng = np.random.default_rng(0)
-    mean = np.asarray(data.CIFAR10_MEAN, np.float32)
-    std = np.asarray(data.CIFAR10_STD, np.float32)
+    mean = np.asarray(datasets.CIFAR10_MEAN, np.float32)
+    std = np.asarray(datasets.CIFAR10_STD, np.float32)
     idx_np = np.asarray(idx_epoch)
     nb = min(host_batches, steps)
 
@@ -156,7 +156,7 @@ def run(*, n_images: int, global_batch: int, repeats: int, host_batches: int) ->
     # Sanity: the pipeline's batch equals a numpy recomputation for the flip/crop it chose
     # cannot be checked without its offsets, but normalisation of gathered rows can: with
     # crop 0 and no flip the output is exactly normalize(x[idx]).
-    check = jax.jit(lambda xa, idx: data.normalize(data.gather_batch(xa, xa, idx)[0]))
+    check = jax.jit(lambda xa, idx: pipeline.normalize(pipeline.gather_batch(xa, xa, idx)[0]))
     got = np.asarray(check(x_all, idx_epoch[0]))
     ref = (x_host[np.asarray(idx_epoch[0])] - mean) / std
     max_err = float(np.abs(got - ref).max())

@@ -13,19 +13,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxhfc import data, fourier, synthetic  # noqa: E402
+from jaxhfc import datasets, fourier  # noqa: E402
+from jaxhfc.datasets import synthetic  # noqa: E402
 
 
 def main(out: Path = Path(__file__).with_name("synthetic_spectrum.png")) -> None:
-    new, labels = data.load_dataset("synthetic", split="train", num_train=2000, seed=0).images, None
-    old = data.make_synthetic_blobs(num_train=2000, num_test=10, seed=0)[0].images
+    new = datasets.load_dataset("synthetic", split="train", num_train=2000, seed=0).images
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw=dict(width_ratios=(1.1, 1)))
     ax = axes[0]
-    for images, name, style in ((new, "synthetic (default)", "-o"), (old, "synthetic_blobs (previous)", "--s")):
-        radii, power = synthetic.radial_power_spectrum(images)
-        ax.loglog(radii, power, style, ms=3, label=f"{name}: slope {synthetic.spectrum_slope(images):.2f}")
-    r = np.arange(1, 17)
     radii, power = synthetic.radial_power_spectrum(new)
+    ax.loglog(radii, power, "-o", ms=3, label=f"synthetic: slope {synthetic.spectrum_slope(new):.2f}")
+    r = np.arange(1, 17)
     ref = power[1] * (r / 2.0) ** -synthetic.NATURAL_SLOPE
     ax.loglog(r, ref, "k:", label="natural images: $f^{-2}$")
     for rr in (4, 8, 12, 16):

@@ -171,9 +171,9 @@ class Context:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        from jaxhfc import sources
+        from jaxhfc import datasets
 
-        self.out = Path(self.out) if self.out else Path("results") / sources.dataset_slug(self.dataset)
+        self.out = Path(self.out) if self.out else Path("results") / datasets.dataset_slug(self.dataset)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.seeds is None:
             from experiments import recipes
@@ -223,7 +223,7 @@ class Context:
         """Whether each seed draws its own training data (subset, validation split and order)
         from a real dataset, with one test subset shared by all seeds. The built-in synthetic
         data keeps one generated dataset for every seed (``data_seed`` 0)."""
-        return self.dataset not in ("synthetic", "synthetic_blobs")
+        return self.dataset != "synthetic"
 
     def eps(self, e: float) -> float:
         """A Linf eps written for CIFAR-10 (``recipes.REFERENCE_EPS`` = 0.03, the paper's 8/255)
@@ -256,7 +256,7 @@ class Context:
         """Side of the dataset's images (32 for the built-in data and CIFAR-10; other specs are
         loaded once to read it)."""
         if self._size is None:
-            if self.dataset in ("synthetic", "synthetic_blobs", "cifar10"):
+            if self.dataset in ("synthetic", "cifar10"):
                 self._size = 32
             elif self.dataset in ("fashion_mnist", "mnist"):
                 self._size = 28
@@ -424,12 +424,12 @@ class Context:
 
     def test_arrays(self, config, *, kind: str | None = None, radius: float | None = None, split: str = "test"):
         """``(x unit scale float32, y int32)`` of the test (or ``"val"``idation) split, optionally filtered."""
-        from jaxhfc import data
+        from jaxhfc import datasets
 
         test = self.datasets(config)[1] if split == "test" else self.validation(config)
         if kind:
-            test = data.filter_dataset(test, kind, radius)
-        return np.asarray(data.to_model_input(test, scaling=config.scaling), np.float32), np.asarray(test.labels, np.int32)
+            test = datasets.filter_dataset(test, kind, radius)
+        return np.asarray(datasets.to_model_input(test, scaling=config.scaling), np.float32), np.asarray(test.labels, np.int32)
 
     # ---------------------------------------------------------------- writing
 
@@ -640,9 +640,9 @@ def compile_seconds() -> float:
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    from jaxhfc import sources
+    from jaxhfc import datasets
 
-    p.add_argument("--dataset", default="synthetic", type=sources.dataset_arg,
+    p.add_argument("--dataset", default="synthetic", type=datasets.dataset_arg,
                    metavar="synthetic|cifar10|fashion_mnist|mnist|tfds:NAME|npz:PATH|folder:PATH",
                    help="built-in data (synthetic), CIFAR-10, Fashion-MNIST / MNIST (IDX files), or a TFDS image "
                         "dataset, a keras-style .npz or an image folder (options ?channels=1&size=N; see jaxhfc.sources)")
@@ -694,11 +694,11 @@ def run_cli(fn: Callable[[], Any]) -> Any:
     """Run a driver; a missing or corrupt dataset is one clear line and exit status 2."""
     import sys
 
-    from jaxhfc import data
+    from jaxhfc import datasets
 
     try:
         return fn()
-    except (data.DatasetNotFoundError, data.CorruptDatasetError, ImportError) as err:
+    except (datasets.DatasetNotFoundError, datasets.CorruptDatasetError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.common import hardware
 from experiments import recipes
-from jaxhfc import data, parallel, train
+from jaxhfc import datasets, parallel, pipeline, train
 
 PLATEAU = math.log(10.0)
 
@@ -52,9 +52,9 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
     t0 = time.perf_counter()
     train_ds, test_ds = train.load_splits(config)
-    x = np.asarray(data.to_model_input(train_ds, scaling=config.scaling), np.float32)
+    x = np.asarray(datasets.to_model_input(train_ds, scaling=config.scaling), np.float32)
     y = np.asarray(train_ds.labels, np.int32)
-    xt = np.asarray(data.to_model_input(test_ds, scaling=config.scaling), np.float32)
+    xt = np.asarray(datasets.to_model_input(test_ds, scaling=config.scaling), np.float32)
     yt = np.asarray(test_ds.labels, np.int32)
     mesh = parallel.make_mesh(1)
     net = train.build_model(config, int(train_ds.num_classes))
@@ -64,7 +64,7 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
     step = train.make_train_step(net, tx, mesh, global_batch=config.batch_size, num_classes=int(train_ds.num_classes))
     images = parallel.global_from_full(mesh, x)
     labels = parallel.global_from_full(mesh, y)
-    order = np.asarray(data.epoch_indices(keys["data"], len(y), config.batch_size))
+    order = np.asarray(pipeline.epoch_indices(keys["data"], len(y), config.batch_size))
     losses, correct = [], []
     rows = []
     with open(out / "metrics.jsonl", "w") as f:

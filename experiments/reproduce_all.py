@@ -51,7 +51,7 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
     ]
     if ctx.dataset == "synthetic":
         lines += [
-            "**These numbers come from the built-in synthetic dataset**, not CIFAR-10 (`jaxhfc.data.make_synthetic`, "
+            "**These numbers come from the built-in synthetic dataset**, not CIFAR-10 (`jaxhfc.datasets.make_synthetic`, "
             "docs/synthetic.md). It is a model of what the paper argues natural data is like, built so the "
             "machinery can be checked on a CPU: evidence about CNNs on natural images comes from CIFAR-10 runs. "
             "The paper's columns are CIFAR-10 numbers; the comparison is qualitative.",
@@ -200,9 +200,9 @@ def markers(kind: str, dataset: str) -> tuple[str, str]:
     """The README's marker pair of a generated block (``kind`` ``"results"`` or ``"repro-time"``)
     for a dataset: ``<!-- results:start -->`` for the built-in data, ``<!-- results:fashion_mnist:start -->``
     for another."""
-    from jaxhfc import sources
+    from jaxhfc import datasets
 
-    tag = kind if dataset == "synthetic" else f"{kind}:{sources.dataset_slug(dataset)}"
+    tag = kind if dataset == "synthetic" else f"{kind}:{datasets.dataset_slug(dataset)}"
     return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
 
 

@@ -25,7 +25,7 @@ Conventions (see ``docs/architecture.md``):
   the default) divides each filtered image by its own maximum over (H, W, C), and gives an
   all-zero input where that maximum is ``<= EMPTY_IMAGE_MAX`` (e.g. the LFC at r=0);
   ``"unit"`` divides by 255. Original images are always divided by 255. This is the rule of
-  :func:`jaxhfc.data.to_model_input`, applied on the device.
+  :func:`jaxhfc.datasets.to_model_input`, applied on the device.
 
 Public API:
 
@@ -83,7 +83,7 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 #: Scalings of filtered images into model inputs (see the module docstring).
 SCALINGS = ("paper", "unit")
 #: A filtered image whose maximum is at most this (0..255 grey levels) counts as empty and
-#: becomes an all-zero input under ``scaling="paper"`` (same rule as ``data.to_model_input``).
+#: becomes an all-zero input under ``scaling="paper"`` (same rule as ``datasets.to_model_input``).
 EMPTY_IMAGE_MAX = 1e-3
 
 #: ``(key, label)`` of the counts in the paper's Fig. 1/2 table, in display order.

@@ -74,7 +74,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 #: Training-set filters: none, LFC (``"low"``) or HFC (``"high"``).
 FILTERS = ("none", "low", "high")
-#: Input scalings of :func:`jaxhfc.data.to_model_input`.
+#: Input scalings of :func:`jaxhfc.datasets.to_model_input`.
 SCALINGS = ("paper", "unit")
 #: Norms of the adversary's perturbation.
 ADV_NORMS = ("linf", "l2")
@@ -188,10 +188,10 @@ class DataConfig(_Section):
     ``num_train``, ``train_subset``, ``num_val``: program).
 
     Attributes:
-        name: ``"cifar10"``, ``"synthetic"`` or anything ``data.load_dataset`` knows (flat
+        name: ``"cifar10"``, ``"synthetic"`` or anything ``datasets.load_dataset`` knows (flat
             alias ``dataset``).
         dir: Directory with the dataset (TFDS dir or the CIFAR archive; flat ``data_dir``).
-        source: ``data.load_dataset(source=...)`` (flat ``data_source``).
+        source: ``datasets.load_dataset(source=...)`` (flat ``data_source``).
         seed: Seed for the synthetic data, subsets and label shuffling, kept apart from
             ``run.seed`` so trials with different seeds see the same data (flat ``data_seed``).
         test_seed: Seed of the test split's subset (``num_test``), None: ``seed``. Fixing it
@@ -533,7 +533,7 @@ class TrainConfig:
         num_test: int | None  # data.num_test
         train_subset: int | None  # data.train_subset
         num_val: int  # data.num_val
-        shuffle_labels: float  # data.shuffle_labels
+        shuffle_labels: float  # datasets.shuffle_labels
         train_filter: str  # data.train_filter
         train_radius: float  # data.train_radius
         scaling: str  # data.scaling

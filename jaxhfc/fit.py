@@ -10,7 +10,7 @@
   ``S`` steps (a ``lax.scan`` on accelerators; one step per call on CPU, where XLA runs
   convolutions inside loops slowly) and fetches every step's metrics a few calls later (at
   most 8 steps in flight on CPU, where fake devices deadlock with many collective steps
-  queued). Epoch permutations are ``data.epoch_indices(fold_in(data_key, epoch), ...)``;
+  queued). Epoch permutations are ``pipeline.epoch_indices(fold_in(data_key, epoch), ...)``;
   evaluation, ``metrics.jsonl`` and checkpoints (:mod:`jaxhfc.runs`) happen at epoch ends, so
   a resumed run is bit-identical to an uninterrupted one.
 - Populations (:func:`fit_population`): K models with equal :func:`population_key` train in
@@ -40,7 +40,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxhfc import data, kernels, parallel, results
+from jaxhfc import kernels, parallel, pipeline, results
+from jaxhfc.datasets import balanced_indices, balanced_subset, filter_dataset, load_dataset, shuffle_labels, to_model_input
 from jaxhfc.config import (
     DATA_FIELDS,
     EVAL_FIELDS,
@@ -90,19 +91,19 @@ class RunResult:
 
 
 def load_splits(config: TrainConfig) -> tuple[Any, Any]:
-    """``(train, test)`` :class:`jaxhfc.data.Dataset` of a config (dataset, data dir, source, sizes, seed).
+    """``(train, test)`` :class:`jaxhfc.datasets.Dataset` of a config (dataset, data dir, source, sizes, seed).
 
     With ``config.data.num_val > 0`` the returned training split excludes the validation
     examples (see :func:`load_validation`). Reads only the fields that :func:`_split_key`
     keeps."""
     d = _split_key(config.data)
     common = dict(data_dir=d.dir, source=d.source, seed=d.seed, num_train=d.num_train, num_test=d.num_test)
-    train = data.load_dataset(d.name, split="train", **common)
+    train = load_dataset(d.name, split="train", **common)
     if d.num_val:
         train, _ = holdout_split(train, d.num_val, seed=d.seed)
     if d.test_seed is not None:
         common["seed"] = d.test_seed
-    return train, data.load_dataset(d.name, split="test", **common)
+    return train, load_dataset(d.name, split="test", **common)
 
 
 #: Fields of :class:`DataConfig` that :func:`load_splits` does not read (they transform the
@@ -124,7 +125,7 @@ def holdout_split(ds: Any, n: int, *, seed: int) -> tuple[Any, Any]:
     exactly ``ds``."""
     if not isinstance(n, (int, np.integer)) or not 1 <= n < len(ds):
         raise ValueError(f"validation size must be an int in [1, {len(ds) - 1}], got {n!r}")
-    idx = data.balanced_indices(ds, int(n), seed=seed + 7919)
+    idx = balanced_indices(ds, int(n), seed=seed + 7919)
     keep = np.ones(len(ds), bool)
     keep[idx] = False
     return (ds.replace(images=ds.images[keep], labels=ds.labels[keep]),
@@ -139,7 +140,7 @@ def load_validation(config: TrainConfig, train_full: Any | None = None) -> Any:
     if not d.num_val:
         raise ValueError("this config holds out no validation split (num_val=0)")
     if train_full is None:
-        train_full = data.load_dataset(d.name, split="train", data_dir=d.dir, source=d.source, seed=d.seed,
+        train_full = load_dataset(d.name, split="train", data_dir=d.dir, source=d.source, seed=d.seed,
                                        num_train=d.num_train)
     return holdout_split(train_full, d.num_val, seed=d.seed)[1]
 
@@ -151,7 +152,7 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
 
     Args:
         config: The run config.
-        datasets: Optional ``(train, test)`` :class:`jaxhfc.data.Dataset` (skips loading).
+        datasets: Optional ``(train, test)`` :class:`jaxhfc.datasets.Dataset` (skips loading).
 
     Returns:
         dict with ``train: (x (N,H,W,C) float32 unit scale, y (N,) int32)``, ``eval: {name:
@@ -161,31 +162,31 @@ def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -
     d, ev = config.data, config.evaluation
     train, test = datasets if datasets is not None else load_splits(config)
     if d.train_subset is not None:
-        train = data.balanced_subset(train, d.train_subset, seed=d.seed)
+        train = balanced_subset(train, d.train_subset, seed=d.seed)
     if d.shuffle_labels > 0:
-        train = data.shuffle_labels(train, fraction=d.shuffle_labels, seed=d.seed)
+        train = shuffle_labels(train, fraction=d.shuffle_labels, seed=d.seed)
     kind = None if d.train_filter == "none" else d.train_filter
-    train_used = data.filter_dataset(train, kind, d.train_radius) if kind else train
+    train_used = filter_dataset(train, kind, d.train_radius) if kind else train
 
     def arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-        return (np.asarray(data.to_model_input(ds, scaling=d.scaling), np.float32),
+        return (np.asarray(to_model_input(ds, scaling=d.scaling), np.float32),
                 np.asarray(ds.labels, np.int32))
 
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"test": arrays(test)}
     for r in ev.radii:
-        sets[eval_set_name("test_low", r)] = arrays(data.filter_dataset(test, "low", r))
-        sets[eval_set_name("test_high", r)] = arrays(data.filter_dataset(test, "high", r))
+        sets[eval_set_name("test_low", r)] = arrays(filter_dataset(test, "low", r))
+        sets[eval_set_name("test_high", r)] = arrays(filter_dataset(test, "high", r))
     if ev.train:
         n_sub = ev.train_subset
         base, used = train, train_used
         if n_sub is not None and n_sub < len(train.labels):
             # The same rows for the used set and its LFC copies: subset the unfiltered set,
             # then filter (filtering is per image, so this equals subsetting the filtered set).
-            base = data.balanced_subset(train, n_sub, seed=d.seed + 1)
-            used = data.filter_dataset(base, kind, d.train_radius) if kind else base
+            base = balanced_subset(train, n_sub, seed=d.seed + 1)
+            used = filter_dataset(base, kind, d.train_radius) if kind else base
         sets["train"] = arrays(used)
         for r in ev.radii:
-            sets[eval_set_name("train_low", r)] = arrays(data.filter_dataset(base, "low", r))
+            sets[eval_set_name("train_low", r)] = arrays(filter_dataset(base, "low", r))
     return {"train": arrays(train_used), "eval": sets, "num_classes": int(train.num_classes)}
 
 
@@ -439,7 +440,7 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
         compiled = False
 
         for epoch in range(start_epoch, epochs):
-            perms = [np.asarray(data.epoch_indices(jax.random.fold_in(m.keys["data"], epoch), n_train,
+            perms = [np.asarray(pipeline.epoch_indices(jax.random.fold_in(m.keys["data"], epoch), n_train,
                                                    batch_size), np.int32) for m in members]
             idx_epoch = np.stack(perms, axis=1) if population else perms[0]  # (steps, [K,] B)
             sums = np.zeros((k_models, 3))  # loss_sum, correct, count of the epoch

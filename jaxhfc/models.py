@@ -93,13 +93,13 @@ def _check_input(x: jax.Array) -> None:
         raise ValueError(f"model input must be (B, H, W, C) float, unit scale; got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(
-            f"model input must be float (unit scale, e.g. data.to_model_input); got dtype {x.dtype}"
+            f"model input must be float (unit scale, e.g. datasets.to_model_input); got dtype {x.dtype}"
         )
 
 
 def _normalize_input(x: jax.Array) -> jax.Array:
     # Lazy import: jaxhfc.data owns the CIFAR-10 statistics (unit scale).
-    from jaxhfc.data import CIFAR10_MEAN, CIFAR10_STD
+    from jaxhfc.datasets.core import CIFAR10_MEAN, CIFAR10_STD
 
     mean = jnp.asarray(CIFAR10_MEAN, jnp.float32)
     std = jnp.asarray(CIFAR10_STD, jnp.float32)

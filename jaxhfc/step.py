@@ -18,7 +18,7 @@ Data layout (one code path for 1..N devices, 1..P processes):
   augmentation uses one key per example folded with its position in the *global* batch
   (so augmentation does not depend on the device count); dropout, mixup and the attack use
   the device index (``fold_in(key, axis_index)``). The epoch permutations of
-  :func:`jaxhfc.fit.fit` are ``data.epoch_indices(fold_in(data_key, epoch), ...)``, so a
+  :func:`jaxhfc.fit.fit` are ``pipeline.epoch_indices(fold_in(data_key, epoch), ...)``, so a
   resumed run is bit-identical to an uninterrupted one.
 - The loop (:func:`make_train_loop`) runs ``S`` steps per compiled call (a ``lax.scan`` when
   ``S > 1``, the plain step when ``S == 1``) and returns every step's metrics. With
@@ -38,7 +38,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxhfc import data, models, parallel
+from jaxhfc import models, parallel, pipeline
 from jaxhfc.config import OPTIMIZERS, SCHEDULES, NetConfig, OptimConfig, TrainConfig
 from jaxhfc.parallel import DATA_AXIS
 
@@ -222,7 +222,7 @@ def _augment_per_example(key: jax.Array, x: jax.Array, positions: jax.Array, *, 
                          flip: bool) -> jax.Array:
     """Crop/flip each example with its own key ``fold_in(key, global position)``."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, positions)
-    return jax.vmap(lambda k, xi: data.augment(k, xi[None], crop_pad=crop_pad, flip=flip)[0])(keys, x)
+    return jax.vmap(lambda k, xi: pipeline.augment(k, xi[None], crop_pad=crop_pad, flip=flip)[0])(keys, x)
 
 
 def _step_body(
@@ -268,7 +268,7 @@ def _step_body(
         if label_smoothing > 0:
             targets = optax.smooth_labels(targets, label_smoothing)
         if mixup_alpha > 0:
-            x, targets = data.mixup(jax.random.fold_in(jax.random.fold_in(rng("data"), 1), dev), x, targets,
+            x, targets = pipeline.mixup(jax.random.fold_in(jax.random.fold_in(rng("data"), 1), dev), x, targets,
                                     alpha=mixup_alpha)
         rngs = {"dropout": jax.random.fold_in(rng("dropout"), dev)} if getattr(model, "dropout", 0.0) > 0 else {}
 

@@ -130,14 +130,14 @@ def test_cell_indices():
 
 
 def test_scaling_matches_data_to_model_input():
-    from jaxhfc import data
+    from jaxhfc import datasets
 
     rng = np.random.default_rng(2)
     z = rng.normal(50, 80, size=(5, H, W, 3)).astype(np.float32)
     z[0] = 0.0  # empty image -> zeros
     for scaling in ("paper", "unit"):
         ours = np.asarray(analysis._scale_filtered(jnp.asarray(z), scaling))
-        np.testing.assert_allclose(ours, data.to_model_input(z, scaling=scaling), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ours, datasets.to_model_input(z, scaling=scaling), rtol=1e-6, atol=1e-7)
     peaks = np.asarray(analysis._scale_filtered(jnp.asarray(z), "paper")).max(axis=(1, 2, 3))
     np.testing.assert_allclose(peaks[1:], 1.0, rtol=1e-6)
 

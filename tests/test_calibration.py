@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhfc import models, synthetic
+from jaxhfc import models
+from jaxhfc.datasets import synthetic
 
 CHANCE = 0.1
 

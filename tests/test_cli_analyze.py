@@ -1,6 +1,6 @@
 """`jaxhfc analyze` on a run folder and on params files, for a model trained by `jaxhfc train`
 on real digit images (an .npz, not jaxhfc's data). Its accuracies must equal the ones the
-training run logged through a different path (data.filter_dataset + train.evaluate); a
+training run logged through a different path (datasets.filter_dataset + train.evaluate); a
 missing dataset, a corrupt checkpoint or params that do not fit are one line and exit 2."""
 
 from __future__ import annotations

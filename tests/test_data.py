@@ -19,7 +19,7 @@ from data_fixtures import (
     write_cifar10_archive,
     write_tfds_cifar10,
 )
-from jaxhfc import data
+from jaxhfc import datasets, pipeline
 
 
 def _listing(path) -> list[str]:
@@ -47,12 +47,6 @@ def cifar_arrays():
     return make_cifar_arrays(n_per_batch=6, n_test=7, seed=0)
 
 
-@pytest.fixture(scope="module")
-def small_synthetic():
-    """The previous generator, "synthetic_blobs" (the default one is tested in test_synthetic.py)."""
-    return data.make_synthetic_blobs(num_train=2000, num_test=1000, seed=0)
-
-
 # --------------------------------------------------------------------------------------
 # Dataset validation
 # --------------------------------------------------------------------------------------
@@ -62,7 +56,7 @@ def _ds(images=None, labels=None, k=10, names=None):
     images = np.zeros((4, 8, 8, 3), np.uint8) if images is None else images
     labels = np.array([0, 1, 2, 3]) if labels is None else labels
     names = tuple(str(i) for i in range(k)) if names is None else names
-    return data.Dataset(images, labels, k, "t", names)
+    return datasets.Dataset(images, labels, k, "t", names)
 
 
 def test_dataset_valid_and_coerced():
@@ -109,12 +103,12 @@ def test_archive_round_trip(tmp_path, cifar_arrays, extracted):
     write_cifar10_archive(tmp_path, cifar_arrays, extracted=extracted)
     before = _listing(tmp_path)
     for split in ("train", "test"):
-        ds = data.load_dataset("cifar10", split=split, data_dir=str(tmp_path), source="archive")
+        ds = datasets.load_dataset("cifar10", split=split, data_dir=str(tmp_path), source="archive")
         np.testing.assert_array_equal(ds.images, cifar_arrays[f"{split}_images"])
         np.testing.assert_array_equal(ds.labels, cifar_arrays[f"{split}_labels"])
         assert ds.images.dtype == np.uint8 and ds.labels.dtype == np.int32
-        assert ds.class_names == data.CIFAR10_CLASSES and ds.num_classes == 10
-        auto = data.load_dataset("cifar10", split=split, data_dir=str(tmp_path))
+        assert ds.class_names == datasets.CIFAR10_CLASSES and ds.num_classes == 10
+        auto = datasets.load_dataset("cifar10", split=split, data_dir=str(tmp_path))
         np.testing.assert_array_equal(auto.images, ds.images)
     assert _listing(tmp_path) == before  # reading writes nothing
 
@@ -123,7 +117,7 @@ def test_archive_pixel_layout_is_channel_first_rows(tmp_path, cifar_arrays):
     # Independent check of the layout: pixel (y, x, c) is row element c*1024 + y*32 + x.
     files = cifar_pickles(cifar_arrays)
     write_cifar10_archive(tmp_path, cifar_arrays)
-    ds = data.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
+    ds = datasets.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
     raw = pickle.loads(files["test_batch"], encoding="bytes")[b"data"]
     y, x, c = 5, 17, 2
     assert ds.images[3, y, x, c] == raw[3, c * 1024 + y * 32 + x]
@@ -133,24 +127,24 @@ def test_archive_subset_is_balanced(tmp_path):
     arrays = make_cifar_arrays(n_per_batch=40, n_test=5, seed=1)
     arrays["train_labels"] = (np.arange(200) % 10).astype(np.int32)
     write_cifar10_archive(tmp_path, arrays)
-    ds = data.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source="archive",
+    ds = datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source="archive",
                            num_train=50, seed=3)
     assert len(ds) == 50 and np.all(np.bincount(ds.labels, minlength=10) == 5)
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     for source in ("auto", "archive"):
-        with pytest.raises(data.DatasetNotFoundError) as e:
-            data.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source=source)
+        with pytest.raises(datasets.DatasetNotFoundError) as e:
+            datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source=source)
         msg = str(e.value)
         assert "cifar-10-python.tar.gz" in msg and "jaxhfc[tf]" in msg and str(tmp_path) in msg
     assert _listing(tmp_path) == []
 
 
-@pytest.mark.skipif(data._have_tensorflow(), reason="checks the no-TensorFlow message")
+@pytest.mark.skipif(datasets.tfds._have_tensorflow(), reason="checks the no-TensorFlow message")
 def test_tfds_without_prepared_dir_or_tensorflow(tmp_path):
     with pytest.raises(ImportError, match=r"pip install jaxhfc\[tf\]"):
-        data.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source="tfds")
+        datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source="tfds")
     assert _listing(tmp_path) == []  # nothing half-written
 
 
@@ -166,16 +160,16 @@ def test_failed_tfds_download_leaves_nothing(tmp_path, monkeypatch):
             os.makedirs(tmp_path / "dd" / "cifar10" / "incomplete.x")
             raise ConnectionError("network unreachable")
 
-    monkeypatch.setattr(data, "_have_tensorflow", lambda: True)
+    monkeypatch.setattr(datasets.tfds, "_have_tensorflow", lambda: True)
     monkeypatch.setattr(tfds, "builder", lambda *a, **k: _FailingBuilder())
     (tmp_path / "keep.txt").write_text("user file")
     with pytest.raises(ConnectionError):
-        data.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
+        datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
     assert _listing(tmp_path) == ["keep.txt"]
     os.makedirs(tmp_path / "dd" / "downloads")  # pre-existing: kept, with its old files
     (tmp_path / "dd" / "downloads" / "old.bin").write_bytes(b"x")
     with pytest.raises(ConnectionError):
-        data.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
+        datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path / "dd"), source="tfds")
     assert _listing(tmp_path / "dd") == ["downloads", "downloads/old.bin"]
 
 
@@ -223,8 +217,8 @@ def test_malformed_archive_raises(tmp_path, cifar_arrays, case):
     files, match = _corrupt_cases(cifar_arrays)[case]
     write_cifar10_archive(tmp_path, cifar_arrays, files=files)
     before = _listing(tmp_path)
-    with pytest.raises(data.CorruptDatasetError, match=match):
-        data.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
+    with pytest.raises(datasets.CorruptDatasetError, match=match):
+        datasets.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
     assert _listing(tmp_path) == before
 
 
@@ -238,8 +232,8 @@ def test_truncated_or_corrupt_archive_raises(tmp_path, cifar_arrays, cut):
         raw = raw[: int(len(raw) * cut)]
     with open(path, "wb") as f:
         f.write(raw)
-    with pytest.raises(data.CorruptDatasetError, match="corrupt or truncated"):
-        data.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
+    with pytest.raises(datasets.CorruptDatasetError, match="corrupt or truncated"):
+        datasets.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
     assert _listing(tmp_path) == ["cifar-10-python.tar.gz"]
 
 
@@ -258,9 +252,9 @@ def tfds_dir(tmp_path_factory, cifar_arrays):
 def test_tfds_route_equals_archive_route(tmp_path, tfds_dir, cifar_arrays):
     write_cifar10_archive(tmp_path, cifar_arrays)
     for split in ("train", "test"):
-        via_tfds = data.load_dataset("cifar10", split=split, data_dir=str(tfds_dir), source="tfds")
-        via_auto = data.load_dataset("cifar10", split=split, data_dir=str(tfds_dir))
-        via_archive = data.load_dataset("cifar10", split=split, data_dir=str(tmp_path), source="archive")
+        via_tfds = datasets.load_dataset("cifar10", split=split, data_dir=str(tfds_dir), source="tfds")
+        via_auto = datasets.load_dataset("cifar10", split=split, data_dir=str(tfds_dir))
+        via_archive = datasets.load_dataset("cifar10", split=split, data_dir=str(tmp_path), source="archive")
         for ds in (via_tfds, via_auto):
             np.testing.assert_array_equal(ds.images, via_archive.images)
             np.testing.assert_array_equal(ds.labels, via_archive.labels)
@@ -274,12 +268,12 @@ def test_tfds_stores_shuffled_but_reader_restores_order(tfds_dir, cifar_arrays):
     src = tfds.data_source("cifar10", split="train", data_dir=str(tfds_dir), download=False)
     ids = [src[i]["id"] for i in range(len(src))]
     assert sorted(ids) != ids  # TFDS's own order differs from the archive's ...
-    ds = data.load_dataset("cifar10", split="train", data_dir=str(tfds_dir), source="tfds")
+    ds = datasets.load_dataset("cifar10", split="train", data_dir=str(tfds_dir), source="tfds")
     np.testing.assert_array_equal(ds.labels, cifar_arrays["train_labels"])  # ... ours does not
 
 
 def test_tfds_tfrecord_dir_without_tensorflow(tmp_path, cifar_arrays):
-    if data._have_tensorflow():
+    if datasets.tfds._have_tensorflow():
         pytest.skip("checks the no-TensorFlow message")
     root = write_tfds_cifar10(tmp_path, cifar_arrays)
     info_path = os.path.join(root, "dataset_info.json")
@@ -287,30 +281,12 @@ def test_tfds_tfrecord_dir_without_tensorflow(tmp_path, cifar_arrays):
     info["fileFormat"] = "tfrecord"
     json.dump(info, open(info_path, "w"))
     with pytest.raises(ImportError, match=r"jaxhfc\[tf\].*array_record"):
-        data.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="tfds")
+        datasets.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="tfds")
 
 
 # --------------------------------------------------------------------------------------
 # Synthetic data
 # --------------------------------------------------------------------------------------
-
-
-def test_synthetic_blobs_shapes_determinism_balance(small_synthetic):
-    train, test = small_synthetic
-    assert train.images.shape == (2000, 32, 32, 3) and test.images.shape == (1000, 32, 32, 3)
-    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
-    assert train.class_names == data.SYNTHETIC_CLASSES and train.num_classes == 10
-    assert np.all(np.bincount(train.labels, minlength=10) == 200)
-    assert np.all(np.bincount(test.labels, minlength=10) == 100)
-    again = data.load_dataset("synthetic_blobs", split="test", seed=0, num_test=1000)
-    np.testing.assert_array_equal(again.images, test.images)
-    np.testing.assert_array_equal(again.labels, test.labels)
-    other = data.load_dataset("synthetic_blobs", split="test", seed=1, num_test=1000)
-    assert np.mean(other.images != test.images) > 0.5
-    assert np.mean(train.images[:1000] != test.images) > 0.5  # separate streams
-    # Not a constant per class: images of one class vary a lot.
-    cls0 = train.images[train.labels == 0].astype(np.float32)
-    assert cls0.std(axis=0).mean() > 15
 
 
 def _nearest_class_mean(xtr, ytr, xte, yte, k=10):
@@ -327,82 +303,10 @@ def _ridge_probe(xtr, ytr, xte, yte, k=10, lam=100.0):
     return float(np.mean((b @ w).argmax(1) == yte))
 
 
-def test_synthetic_blobs_hfc_band_alone_separates_classes(small_synthetic):
-    from jaxhfc import fourier
-
-    train, test = small_synthetic
-    htr = np.asarray(fourier.high_pass(train.images.astype(np.float32), 12))
-    hte = np.asarray(fourier.high_pass(test.images.astype(np.float32), 12))
-    acc = _nearest_class_mean(htr, train.labels, hte, test.labels)
-    assert acc > 0.9, acc  # chance is 0.1
-    # The band is faint: a few grey levels of std (pattern peak 4 + noise), far below the
-    # image's own contrast.
-    assert 1.0 < htr.std() < 5.0, htr.std()
-    assert train.images.astype(np.float32).std() > 25
-
-
-def test_synthetic_blobs_lfc_alone_separates_classes(small_synthetic):
-    from jaxhfc import fourier
-
-    train, test = small_synthetic
-    for r in (4, 8):
-        ltr = np.asarray(fourier.low_pass(train.images.astype(np.float32), r))[:, ::4, ::4]
-        lte = np.asarray(fourier.low_pass(test.images.astype(np.float32), r))[:, ::4, ::4]
-        acc = _ridge_probe(ltr, train.labels, lte, test.labels)
-        assert acc > 0.6, (r, acc)
-        # ... and the LFC holds none of the HFC pattern: a probe trained on the HFC band of
-        # the LFC copy is at chance, since low_pass(x, 12) removes the pattern entirely.
-    l12 = np.asarray(fourier.low_pass(train.images[:500].astype(np.float32), 12))
-    assert np.abs(np.asarray(fourier.high_pass(l12, 12))).max() < 1e-2
-
-
-def test_synthetic_blobs_pattern_amplitude_and_band(small_synthetic):
-    from jaxhfc import fourier
-
-    train, _ = small_synthetic
-    patterns = data.synthetic_blobs_hfc_patterns(seed=0)  # (10, 32, 32, 3), peak 1
-    assert np.allclose(np.abs(patterns).max(axis=(1, 2, 3)), 1.0)
-    # Entirely outside radius 12 (and inside the band): nothing left below r=13.
-    assert np.abs(_np_low_pass(patterns, 13)).max() < 1e-5
-    assert np.allclose(_np_low_pass(patterns, 19.01), patterns, atol=1e-5)
-    # The class mean of the HFC band is the class pattern times hfc_amplitude (= 4 grey
-    # levels peak, per-image jitter has mean 1), up to the noise of 200 images.
-    h = np.asarray(fourier.high_pass(train.images.astype(np.float32), 12))
-    for c in range(3):
-        mean_c = h[train.labels == c].mean(0)
-        amp = np.sum(mean_c * patterns[c]) / np.sum(patterns[c] ** 2)
-        assert 3.6 < amp < 4.4, amp
-        # What is left is noise plus the wrap-around edges of the background gradient
-        # (the FFT sees the image as periodic), so compare away from the border.
-        resid = (mean_c - amp * patterns[c])[3:-3, 3:-3]
-        assert resid.std() < 0.25 * (amp * patterns[c]).std()
-
-
-def test_synthetic_blobs_options_and_errors():
-    tr, _ = data.make_synthetic_blobs(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0)
-    tr4, _ = data.make_synthetic_blobs(num_train=200, num_test=10, seed=2, hfc_amplitude=0.0, noise_std=0.0,
-                                 position_jitter=0.0)
-    assert tr.images.shape == (200, 32, 32, 3) and not np.array_equal(tr.images, tr4.images)
-    for kw in (dict(num_train=0), dict(hfc_amplitude=-1.0), dict(noise_std=float("nan")), dict(size=4),
-               dict(hfc_components=0), dict(hfc_band=(20.0, 10.0)), dict(hfc_band=(12.1, 12.15))):
-        with pytest.raises(ValueError):
-            data.make_synthetic_blobs(**{"num_train": 10, "num_test": 10, **kw})
-    with pytest.raises(ValueError, match="split"):
-        data.load_dataset("synthetic", split="val")
-    with pytest.raises(ValueError, match="name"):
-        data.load_dataset("emnist", split="train")
-    with pytest.raises(ValueError, match="source"):
-        data.load_dataset("synthetic", split="train", source="tfds")
-    with pytest.raises(ValueError, match="source"):
-        data.load_dataset("cifar10", split="train", source="web")
-    with pytest.raises(ValueError, match="num_test"):
-        data.load_dataset("synthetic", split="test", num_test=0)
-
-
 @pytest.mark.slow
 def test_synthetic_full_size_in_seconds():
     t = time.perf_counter()
-    train, test = data.make_synthetic()
+    train, test = datasets.make_synthetic()
     assert len(train) == 50_000 and len(test) == 10_000
     assert time.perf_counter() - t < 60
 
@@ -418,42 +322,42 @@ def tiny():
     labels = np.repeat(np.arange(10), 12)  # 12 per class
     rng.shuffle(labels)
     images = rng.integers(0, 256, (120, 8, 8, 3), dtype=np.uint8)
-    return data.Dataset(images, labels, 10, "tiny", tuple("abcdefghij"))
+    return datasets.Dataset(images, labels, 10, "tiny", tuple("abcdefghij"))
 
 
 @pytest.mark.parametrize("n", [50, 53, 120])
 def test_balanced_subset(tiny, n):
-    sub = data.balanced_subset(tiny, n, seed=1)
+    sub = datasets.balanced_subset(tiny, n, seed=1)
     counts = np.bincount(sub.labels, minlength=10)
     assert len(sub) == n and counts.max() - counts.min() <= 1 and counts.sum() == n
     # Every row is a distinct row of the source with its own label.
     src = {tiny.images[i].tobytes(): tiny.labels[i] for i in range(len(tiny))}
     rows = [sub.images[i].tobytes() for i in range(n)]
     assert len(set(rows)) == n and all(src[r] == y for r, y in zip(rows, sub.labels))
-    again = data.balanced_subset(tiny, n, seed=1)
+    again = datasets.balanced_subset(tiny, n, seed=1)
     np.testing.assert_array_equal(again.images, sub.images)
     if n < 120:
-        other = data.balanced_subset(tiny, n, seed=2)
+        other = datasets.balanced_subset(tiny, n, seed=2)
         assert not np.array_equal(other.images, sub.images)
 
 
 def test_balanced_subset_errors(tiny):
     for n in (0, 121, 2.5):
         with pytest.raises(ValueError):
-            data.balanced_subset(tiny, n, seed=0)
+            datasets.balanced_subset(tiny, n, seed=0)
     skewed = tiny.replace(labels=np.where(tiny.labels == 3, 4, tiny.labels))
     with pytest.raises(ValueError, match="class 3"):
-        data.balanced_subset(skewed, 100, seed=0)
+        datasets.balanced_subset(skewed, 100, seed=0)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 1.0])
 def test_shuffle_labels_fraction_changed(tiny, fraction):
-    out = data.shuffle_labels(tiny, fraction=fraction, seed=3)
+    out = datasets.shuffle_labels(tiny, fraction=fraction, seed=3)
     changed = out.labels != tiny.labels
     assert changed.sum() == round(fraction * len(tiny))
     np.testing.assert_array_equal(np.sort(out.labels), np.sort(tiny.labels))  # a permutation
     np.testing.assert_array_equal(out.images, tiny.images)
-    again = data.shuffle_labels(tiny, fraction=fraction, seed=3)
+    again = datasets.shuffle_labels(tiny, fraction=fraction, seed=3)
     np.testing.assert_array_equal(again.labels, out.labels)
     if fraction == 1.0:
         # Not a relabelling of classes: class-0 examples get many different labels.
@@ -463,34 +367,34 @@ def test_shuffle_labels_fraction_changed(tiny, fraction):
 def test_shuffle_labels_errors(tiny):
     for f in (-0.1, 1.5, "all", True):
         with pytest.raises(ValueError, match="fraction"):
-            data.shuffle_labels(tiny, fraction=f, seed=0)
-    one = data.Dataset(tiny.images[:10], np.zeros(10, np.int32), 1, "one", ("a",))
+            datasets.shuffle_labels(tiny, fraction=f, seed=0)
+    one = datasets.Dataset(tiny.images[:10], np.zeros(10, np.int32), 1, "one", ("a",))
     with pytest.raises(ValueError, match="more than half"):
-        data.shuffle_labels(one, fraction=1.0, seed=0)
+        datasets.shuffle_labels(one, fraction=1.0, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["low", "high"])
 def test_filter_dataset_matches_numpy(tiny, kind):
     ds = tiny.replace(images=np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8),
                       labels=np.arange(7))
-    out = data.filter_dataset(ds, kind, 8, chunk_size=3)  # 3 chunks, the last one padded
+    out = datasets.filter_dataset(ds, kind, 8, chunk_size=3)  # 3 chunks, the last one padded
     low = _np_low_pass(ds.images, 8)
     ref = low if kind == "low" else ds.images - low
     assert out.images.dtype == np.float32 and out.name == f"tiny/{kind}_r8"
     np.testing.assert_allclose(out.images, ref, atol=2e-3)
     np.testing.assert_array_equal(out.labels, ds.labels)
-    whole = data.filter_dataset(ds, kind, 8)
+    whole = datasets.filter_dataset(ds, kind, 8)
     np.testing.assert_allclose(whole.images, out.images, atol=1e-4)
 
 
 def test_filter_dataset_none_and_errors(tiny):
-    assert data.filter_dataset(tiny, "none", 4) is tiny
-    assert data.filter_dataset(tiny, None, 4) is tiny
+    assert datasets.filter_dataset(tiny, "none", 4) is tiny
+    assert datasets.filter_dataset(tiny, None, 4) is tiny
     for kind, r in (("band", 4), ("low", -1), ("low", float("inf")), ("high", "x")):
         with pytest.raises(ValueError):
-            data.filter_dataset(tiny, kind, r)
+            datasets.filter_dataset(tiny, kind, r)
     with pytest.raises(ValueError, match="chunk_size"):
-        data.filter_dataset(tiny, "low", 4, chunk_size=0)
+        datasets.filter_dataset(tiny, "low", 4, chunk_size=0)
 
 
 def test_to_model_input_scalings():
@@ -499,32 +403,32 @@ def test_to_model_input_scalings():
     filt = rng.normal(0, 40, (5, 4, 4, 3)).astype(np.float32)
     filt[0] = 0.0  # empty image (e.g. LFC at r=0)
     filt[1] = 1e-6 * rng.normal(size=(4, 4, 3))  # float rounding only (HFC beyond the corner)
-    ds = data.Dataset(orig, np.arange(5), 10, "o", tuple("abcdefghij"))
-    np.testing.assert_allclose(data.to_model_input(ds), orig / 255.0, rtol=1e-6)
-    np.testing.assert_allclose(data.to_model_input(orig, scaling="unit"), orig / 255.0, rtol=1e-6)
-    out = data.to_model_input(filt)
+    ds = datasets.Dataset(orig, np.arange(5), 10, "o", tuple("abcdefghij"))
+    np.testing.assert_allclose(datasets.to_model_input(ds), orig / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(datasets.to_model_input(orig, scaling="unit"), orig / 255.0, rtol=1e-6)
+    out = datasets.to_model_input(filt)
     ref = filt[2:] / filt[2:].max(axis=(1, 2, 3), keepdims=True)
     np.testing.assert_allclose(out[2:], ref, rtol=1e-6)
     assert np.all(out[:2] == 0.0) and out.dtype == np.float32
     assert np.allclose(out[2:].max(axis=(1, 2, 3)), 1.0) and out.min() < 0  # HFC keeps negatives
-    np.testing.assert_allclose(data.to_model_input(filt, scaling="unit"), filt / 255.0, rtol=1e-6)
-    np.testing.assert_allclose(data.to_model_input(filt, filtered=False), filt / 255.0, rtol=1e-6)
-    forced = data.to_model_input(orig, filtered=True)
+    np.testing.assert_allclose(datasets.to_model_input(filt, scaling="unit"), filt / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(datasets.to_model_input(filt, filtered=False), filt / 255.0, rtol=1e-6)
+    forced = datasets.to_model_input(orig, filtered=True)
     np.testing.assert_allclose(forced, orig / orig.max(axis=(1, 2, 3), keepdims=True), rtol=1e-6)
     with pytest.raises(ValueError, match="scaling"):
-        data.to_model_input(orig, scaling="std")
+        datasets.to_model_input(orig, scaling="std")
     with pytest.raises(ValueError, match="N, H, W, C"):
-        data.to_model_input(orig[0])
+        datasets.to_model_input(orig[0])
     with pytest.raises(ValueError, match="dtype"):
-        data.to_model_input(orig.astype(np.int16))
+        datasets.to_model_input(orig.astype(np.int16))
 
 
 def test_normalize_matches_numpy_and_jits():
     x = np.random.default_rng(0).random((2, 4, 4, 3)).astype(np.float32)
-    ref = (x - np.array(data.CIFAR10_MEAN)) / np.array(data.CIFAR10_STD)
-    np.testing.assert_allclose(np.asarray(data.normalize(x)), ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(jax.jit(data.normalize)(x)), ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(data.normalize(x, (0.5,) * 3, (0.25,) * 3)), (x - 0.5) * 4, rtol=1e-6)
+    ref = (x - np.array(datasets.CIFAR10_MEAN)) / np.array(datasets.CIFAR10_STD)
+    np.testing.assert_allclose(np.asarray(pipeline.normalize(x)), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(pipeline.normalize)(x)), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pipeline.normalize(x, (0.5,) * 3, (0.25,) * 3)), (x - 0.5) * 4, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------
@@ -547,7 +451,7 @@ def _find_window(out, img, p):
     return hits
 
 
-_aug = jax.jit(data.augment, static_argnames=("crop_pad", "flip"))
+_aug = jax.jit(pipeline.augment, static_argnames=("crop_pad", "flip"))
 _SHAPE = (256, 12, 12, 3)  # one shape for all augment tests: few compilations
 
 
@@ -580,9 +484,9 @@ def test_augment_flip_only_and_determinism():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and a.shape == x.shape and a.dtype == x.dtype
     with pytest.raises(ValueError):
-        data.augment(jax.random.key(0), x[0])
+        pipeline.augment(jax.random.key(0), x[0])
     with pytest.raises(ValueError):
-        data.augment(jax.random.key(0), x, crop_pad=-1)
+        pipeline.augment(jax.random.key(0), x, crop_pad=-1)
 
 
 def test_augment_keeps_labels_aligned():
@@ -591,7 +495,7 @@ def test_augment_keeps_labels_aligned():
     n = _SHAPE[0]
     labels = np.random.default_rng(0).integers(0, 10, n)
     x = jnp.asarray(np.broadcast_to((labels + 1.0)[:, None, None, None], _SHAPE), jnp.float32)
-    images, y = jax.jit(data.gather_batch)(x, jnp.asarray(labels), jnp.arange(n)[::-1])
+    images, y = jax.jit(pipeline.gather_batch)(x, jnp.asarray(labels), jnp.arange(n)[::-1])
     out = np.asarray(_aug(jax.random.key(0), images, crop_pad=4, flip=True))
     np.testing.assert_array_equal(out[:, 6, 6, 0], np.asarray(y) + 1.0)
     np.testing.assert_array_equal(np.asarray(y), labels[::-1])
@@ -602,7 +506,7 @@ def test_mixup_is_a_convex_combination():
     x = jax.random.normal(jax.random.key(0), (b, 4, 4, 3))
     y = jax.nn.one_hot(jnp.arange(b), b)  # distinct labels, so perm and lambda can be read
     keys = jax.random.split(jax.random.key(1), 400)
-    mix = jax.jit(jax.vmap(lambda kk: data.mixup(kk, x, y, alpha=1.0)))
+    mix = jax.jit(jax.vmap(lambda kk: pipeline.mixup(kk, x, y, alpha=1.0)))
     xms, yms = (np.asarray(a) for a in mix(keys))
     xn = np.asarray(x)
     np.testing.assert_allclose(yms.sum(-1), 1.0, rtol=1e-5)
@@ -625,30 +529,30 @@ def test_mixup_is_a_convex_combination():
     np.testing.assert_array_equal(np.asarray(xms2), xms)
     assert len(np.unique(lams)) == len(lams)
     with pytest.raises(ValueError, match="alpha"):
-        data.mixup(jax.random.key(0), x, y, alpha=0.0)
+        pipeline.mixup(jax.random.key(0), x, y, alpha=0.0)
 
 
 def test_epoch_indices():
-    epoch = jax.jit(data.epoch_indices, static_argnums=(1, 2))
+    epoch = jax.jit(pipeline.epoch_indices, static_argnums=(1, 2))
     idx = np.asarray(epoch(jax.random.key(0), 103, 10))
     assert idx.shape == (10, 10) and idx.dtype == np.int32
     flat = idx.ravel()
     assert len(set(flat.tolist())) == 100 and flat.min() >= 0 and flat.max() < 103
-    again = np.asarray(data.epoch_indices(jax.random.key(0), 103, 10))  # eager == jit
+    again = np.asarray(pipeline.epoch_indices(jax.random.key(0), 103, 10))  # eager == jit
     np.testing.assert_array_equal(again, idx)
     other = np.asarray(epoch(jax.random.key(1), 103, 10))
     assert not np.array_equal(other, idx)
-    assert np.asarray(data.epoch_indices(jax.random.key(0), 100, 100)).shape == (1, 100)
+    assert np.asarray(pipeline.epoch_indices(jax.random.key(0), 100, 100)).shape == (1, 100)
     for n, gb in ((10, 11), (0, 1), (10, 0)):
         with pytest.raises(ValueError):
-            data.epoch_indices(jax.random.key(0), n, gb)
+            pipeline.epoch_indices(jax.random.key(0), n, gb)
 
 
 @pytest.mark.parametrize("n", [1, 37, 100])
 @pytest.mark.parametrize("devices,local", [(1, 5), (2, 4), (4, 3), (8, 16)])
 def test_eval_indices_count_each_example_once(n, devices, local):
     gb = devices * local
-    idx, mask = data.eval_indices(n, gb)
+    idx, mask = pipeline.eval_indices(n, gb)
     assert idx.shape == mask.shape == (-(-n // gb), gb) and idx.dtype == np.int32
     np.testing.assert_array_equal(np.bincount(idx[mask], minlength=n), np.ones(n))
     assert np.all(idx[~mask] == 0) and mask.sum() == n
@@ -658,7 +562,7 @@ def test_eval_indices_count_each_example_once(n, devices, local):
     values = jnp.arange(1, n + 1, dtype=jnp.int32)
 
     def body(vals, ix, mk):
-        x, _ = data.gather_batch(vals, vals, ix)
+        x, _ = pipeline.gather_batch(vals, vals, ix)
         total = jnp.sum(jnp.where(mk, x, 0))
         count = jnp.sum(mk.astype(jnp.int32))
         return jax.lax.psum(total, "data"), jax.lax.psum(count, "data")
@@ -672,4 +576,4 @@ def test_eval_indices_count_each_example_once(n, devices, local):
 def test_eval_indices_errors():
     for n, gb in ((0, 4), (4, 0), (4.0, 2)):
         with pytest.raises(ValueError):
-            data.eval_indices(n, gb)
+            pipeline.eval_indices(n, gb)

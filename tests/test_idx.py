@@ -9,7 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from jaxhfc import data, idx
+from jaxhfc import datasets
+from jaxhfc.datasets import idx
 
 REAL = "/usr/share/datasets/fashion-mnist"
 HAVE_REAL = all(os.path.isfile(os.path.join(REAL, f + ".gz")) for f in
@@ -52,7 +53,7 @@ def _fake(tmp_path, n_train=30, n_test=20, *, gz=True, sub=None, seed=0):
 def test_reads_hand_written_files(tmp_path, gz):
     arrays = _fake(tmp_path, gz=gz)
     for split in ("train", "test"):
-        ds = data.load_dataset("fashion_mnist", split=split, data_dir=str(tmp_path))
+        ds = datasets.load_dataset("fashion_mnist", split=split, data_dir=str(tmp_path))
         x, y = arrays[split]
         assert ds.images.shape == (len(x), 28, 28, 1) and ds.images.dtype == np.uint8
         np.testing.assert_array_equal(ds.images[..., 0], x)
@@ -62,15 +63,15 @@ def test_reads_hand_written_files(tmp_path, gz):
 
 def test_subfolder_and_mnist_names(tmp_path):
     arrays = _fake(tmp_path, sub="mnist")
-    ds = data.load_dataset("mnist", split="test", data_dir=str(tmp_path))
+    ds = datasets.load_dataset("mnist", split="test", data_dir=str(tmp_path))
     np.testing.assert_array_equal(ds.labels, arrays["test"][1])
     assert ds.class_names == tuple(str(d) for d in range(10))
 
 
 def test_balanced_subset_by_seed(tmp_path):
     _fake(tmp_path, n_train=60)
-    a = data.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path), num_train=20, seed=1)
-    b = data.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path), num_train=20, seed=2)
+    a = datasets.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path), num_train=20, seed=1)
+    b = datasets.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path), num_train=20, seed=2)
     assert len(a) == 20 and np.bincount(a.labels, minlength=10).tolist() == [2] * 10
     assert not np.array_equal(a.images, b.images)
 
@@ -85,12 +86,12 @@ def test_write_idx_matches_hand_written_bytes(tmp_path):
 
 def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setattr(idx, "search_dirs", lambda name, data_dir=None: [str(tmp_path)])
-    with pytest.raises(data.DatasetNotFoundError, match=r"train-images-idx3-ubyte.*apt-get install dataset-fashion-mnist"):
-        data.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path))
+    with pytest.raises(datasets.DatasetNotFoundError, match=r"train-images-idx3-ubyte.*apt-get install dataset-fashion-mnist"):
+        datasets.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path))
     msg = ""
     try:
-        data.load_dataset("fashion_mnist", split="train")
-    except data.DatasetNotFoundError as err:
+        datasets.load_dataset("fashion_mnist", split="train")
+    except datasets.DatasetNotFoundError as err:
         msg = str(err)
     assert "\n" not in msg and str(tmp_path) in msg
 
@@ -130,8 +131,8 @@ def _corrupt_case(tmp_path, case):
 def test_corrupt_files_are_one_line_errors(tmp_path, case):
     fname, pattern = _corrupt_case(tmp_path, case)
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(data.CorruptDatasetError, match=pattern) as info:
-        data.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path))
+    with pytest.raises(datasets.CorruptDatasetError, match=pattern) as info:
+        datasets.load_dataset("fashion_mnist", split="train", data_dir=str(tmp_path))
     assert fname in str(info.value) and "\n" not in str(info.value)
     assert sorted(os.listdir(tmp_path)) == before  # reading wrote nothing
 
@@ -152,8 +153,8 @@ def test_real_fashion_mnist():
     """The installed files decode to the published dataset: 6,000 / 1,000 images per class and
     the pixel mean and std the dataset's authors list (0.2860, 0.3530 on [0, 1]), and the
     decoded arrays hash to the values recorded when these tests were written."""
-    train = data.load_dataset("fashion_mnist", split="train")
-    test = data.load_dataset("fashion_mnist", split="test")
+    train = datasets.load_dataset("fashion_mnist", split="train")
+    test = datasets.load_dataset("fashion_mnist", split="test")
     assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
     assert np.bincount(train.labels).tolist() == [6000] * 10
     assert np.bincount(test.labels).tolist() == [1000] * 10

@@ -195,13 +195,13 @@ def test_batchnorm_momentum_and_stats():
 
 
 def test_normalize_inside_model():
-    from jaxhfc import data
+    from jaxhfc import datasets
 
     m_raw = models.get_model("small_cnn", width=4, norm="none")
     m_norm = models.get_model("small_cnn", width=4, norm="none", normalize=True)
     x = jnp.asarray(np.random.default_rng(4).random((2, 32, 32, 3)), jnp.float32)
     v = _np_variables(m_raw)
-    xn = (np.asarray(x) - np.asarray(data.CIFAR10_MEAN)) / np.asarray(data.CIFAR10_STD)
+    xn = (np.asarray(x) - np.asarray(datasets.CIFAR10_MEAN)) / np.asarray(datasets.CIFAR10_STD)
     np.testing.assert_allclose(m_norm.apply(v, x), m_raw.apply(v, jnp.asarray(xn, jnp.float32)), rtol=1e-5, atol=1e-5)
 
 

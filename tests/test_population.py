@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_train import _assert_tree_close, _batch_data, _np_variables, _reference
 
-from jaxhfc import data, models, parallel, train
+from jaxhfc import datasets, models, parallel, train
 
 
 class _Kill(Exception):
@@ -19,7 +19,7 @@ class _Kill(Exception):
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return data.make_synthetic(num_train=128, num_test=48, seed=0)
+    return datasets.make_synthetic(num_train=128, num_test=48, seed=0)
 
 
 def _config(**kw):

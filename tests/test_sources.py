@@ -1,4 +1,4 @@
-"""Datasets that are not jaxhfc's (jaxhfc.sources through data.load_dataset): .npz files of
+"""Datasets that are not jaxhfc's (jaxhfc.sources through datasets.load_dataset): .npz files of
 real digit images (scikit-learn's 8x8 digits), image folders of PNG files, TFDS datasets
 (a genuinely prepared array_record dir, and tfds.testing.mock_data); bad data gives one
 clear error naming the file. References are the arrays written into the files."""
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from data_fixtures import make_cifar_arrays, write_tfds_cifar10
-from jaxhfc import data, sources
+from jaxhfc import datasets
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +42,17 @@ def _one_line(err) -> str:
 
 
 def test_slug_and_spec_parsing():
-    assert data.dataset_slug("npz:/x/digits.npz") == "npz-digits"
-    assert data.dataset_slug("folder:~/data/pets/") == "folder-pets"
-    assert data.dataset_slug("tfds:imagenette/160px-v2") == "tfds-imagenette-160px-v2"
-    assert data.dataset_slug("npz:d.npz?channels=1&size=32") == "npz-d-c1-s32"
-    assert data.dataset_slug("cifar10") == "cifar10" and data.dataset_slug("synthetic") == "synthetic"
-    assert sources.parse_spec("npz:a.npz?size=16") == sources.Spec("npz", "a.npz", 3, 16)
+    assert datasets.dataset_slug("npz:/x/digits.npz") == "npz-digits"
+    assert datasets.dataset_slug("folder:~/data/pets/") == "folder-pets"
+    assert datasets.dataset_slug("tfds:imagenette/160px-v2") == "tfds-imagenette-160px-v2"
+    assert datasets.dataset_slug("npz:d.npz?channels=1&size=32") == "npz-d-c1-s32"
+    assert datasets.dataset_slug("cifar10") == "cifar10" and datasets.dataset_slug("synthetic") == "synthetic"
+    assert datasets.parse_spec("npz:a.npz?size=16") == datasets.Spec("npz", "a.npz", 3, 16)
     for bad in ("npz:", "npz:a.npz?size=0", "npz:a.npz?colour=1", "cifar100", "mnist:x"):
         with pytest.raises(ValueError):
-            sources.parse_spec(bad)
-    assert sources.dataset_arg("tfds:cifar100") == "tfds:cifar100"
-    assert sources.dataset_arg("npz:d/x.npz?size=8") == f"npz:{os.path.abspath('d/x.npz')}?size=8"
+            datasets.parse_spec(bad)
+    assert datasets.dataset_arg("tfds:cifar100") == "tfds:cifar100"
+    assert datasets.dataset_arg("npz:d/x.npz?size=8") == f"npz:{os.path.abspath('d/x.npz')}?size=8"
 
 
 def test_experiments_parser_and_results_folder(tmp_path, monkeypatch):
@@ -73,18 +73,18 @@ def test_experiments_parser_and_results_folder(tmp_path, monkeypatch):
 
 def test_npz_real_digits(digits_npz, digits):
     x, y = digits
-    train = data.load_dataset(f"npz:{digits_npz}", split="train")
-    test = data.load_dataset(f"npz:{digits_npz}", split="test")
+    train = datasets.load_dataset(f"npz:{digits_npz}", split="train")
+    test = datasets.load_dataset(f"npz:{digits_npz}", split="test")
     assert train.images.shape == (1500, 8, 8, 3) and train.images.dtype == np.uint8
     for c in range(3):  # grey becomes 3 equal channels
         np.testing.assert_array_equal(train.images[..., c], x[:1500])
     np.testing.assert_array_equal(test.labels, y[1500:])
     assert train.num_classes == 10 and train.class_names == tuple("0123456789") and train.name == "npz-digits"
-    grey = data.load_dataset(f"npz:{digits_npz}?channels=1", split="test")
+    grey = datasets.load_dataset(f"npz:{digits_npz}?channels=1", split="test")
     np.testing.assert_array_equal(grey.images[..., 0], x[1500:])
-    sub = data.load_dataset(f"npz:{digits_npz}", split="train", num_train=100, seed=3)
+    sub = datasets.load_dataset(f"npz:{digits_npz}", split="train", num_train=100, seed=3)
     assert len(sub) == 100 and np.all(np.bincount(sub.labels, minlength=10) == 10)
-    whole = data.load_dataset(f"npz:{digits_npz}", split="test", num_test=10_000)  # more than there is: all
+    whole = datasets.load_dataset(f"npz:{digits_npz}", split="test", num_test=10_000)  # more than there is: all
     np.testing.assert_array_equal(whole.labels, y[1500:])
 
 
@@ -94,16 +94,16 @@ def test_npz_rgb_class_names_labels_column_and_resize(tmp_path):
     y = (np.arange(12) % 3).reshape(-1, 1)  # keras' (N, 1) labels
     path = tmp_path / "rgb.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x[:5], y_test=y[:5], class_names=np.array(["a", "b", "c"]))
-    ds = data.load_dataset(f"npz:{path}", split="train")
+    ds = datasets.load_dataset(f"npz:{path}", split="train")
     np.testing.assert_array_equal(ds.images, x)
     np.testing.assert_array_equal(ds.labels, np.arange(12) % 3)
     assert ds.class_names == ("a", "b", "c")
-    grey = data.load_dataset(f"npz:{path}?channels=1", split="test").images[..., 0]
+    grey = datasets.load_dataset(f"npz:{path}?channels=1", split="test").images[..., 0]
     ref = np.clip(np.rint(x[:5, ..., 0] * 0.299 + x[:5, ..., 1] * 0.587 + x[:5, ..., 2] * 0.114), 0, 255)
     np.testing.assert_array_equal(grey, ref.astype(np.uint8))
     const = np.full((4, 6, 6, 3), 77, np.uint8)
     np.savez(path, x_train=const, y_train=np.zeros(4, np.int64), x_test=const, y_test=np.zeros(4, np.int64))
-    big = data.load_dataset(f"npz:{path}?size=20", split="train")
+    big = datasets.load_dataset(f"npz:{path}?size=20", split="train")
     assert big.images.shape == (4, 20, 20, 3) and np.all(big.images == 77)
 
 
@@ -128,23 +128,23 @@ def _write(path, **arrays):
 def test_npz_bad_data(tmp_path, change, expected):
     path = tmp_path / "bad.npz"
     spec = _write(path, **change)
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(spec, split="train")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(spec, split="train")
     msg = _one_line(err)
     assert str(path) in msg and expected in msg
 
 
 def test_npz_missing_and_not_npz(tmp_path):
-    with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_dataset(f"npz:{tmp_path / 'none.npz'}", split="train")
+    with pytest.raises(datasets.DatasetNotFoundError) as err:
+        datasets.load_dataset(f"npz:{tmp_path / 'none.npz'}", split="train")
     assert "none.npz" in _one_line(err) and "x_train" in str(err.value)
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"npz:{tmp_path / 'junk.npz'}", split="test")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"npz:{tmp_path / 'junk.npz'}", split="test")
     assert "junk.npz" in _one_line(err)
     np.savez(tmp_path / "obj.npz", x_train=np.array([{}], dtype=object), y_train=[0], x_test=[0], y_test=[0])
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"npz:{tmp_path / 'obj.npz'}", split="train")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"npz:{tmp_path / 'obj.npz'}", split="train")
     assert "obj.npz" in _one_line(err)
     assert list(tmp_path.iterdir()) and not any(p.name.startswith("tmp") for p in tmp_path.iterdir())
 
@@ -174,14 +174,14 @@ def test_folder_real_digits(digit_folder, digits):
     root, written = digit_folder
     x, y = digits
     for split in ("train", "test"):
-        ds = data.load_dataset(f"folder:{root}", split=split)
+        ds = datasets.load_dataset(f"folder:{root}", split=split)
         assert ds.class_names == ("one", "two", "zero")  # sorted sub-folders
         # files are read class by class, each class in file-name order
         order = sorted(written[split], key=lambda i: (["one", "two", "zero"].index({0: "zero", 1: "one", 2: "two"}[y[i]]), i))
         np.testing.assert_array_equal(ds.images[..., 1], x[order])
         np.testing.assert_array_equal(ds.labels, [{1: 0, 2: 1, 0: 2}[y[i]] for i in order])
         assert ds.images.shape[-1] == 3 and ds.name == f"folder-{os.path.basename(root)}"
-    grey = data.load_dataset(f"folder:{root}?channels=1&size=16", split="test")
+    grey = datasets.load_dataset(f"folder:{root}?channels=1&size=16", split="test")
     assert grey.images.shape[1:] == (16, 16, 1)
 
 
@@ -196,11 +196,11 @@ def test_folder_reads_16_bit_pngs_scaled(tmp_path):
             w = rng.integers(0, 65536, size=(6, 5)).astype(np.uint16)
             Image.fromarray(w).save(tmp_path / split / cls / "x.png")
             wide[split, cls] = w
-    ds = data.load_dataset(f"folder:{tmp_path}", split="test")
+    ds = datasets.load_dataset(f"folder:{tmp_path}", split="test")
     want = np.stack([np.rint(wide["test", c] / 65535.0 * 255.0) for c in ("a", "b")]).astype(np.uint8)
     np.testing.assert_array_equal(ds.images[..., 0], want)
     np.testing.assert_array_equal(ds.images[..., 2], want)
-    grey = data.load_dataset(f"folder:{tmp_path}?channels=1", split="train")
+    grey = datasets.load_dataset(f"folder:{tmp_path}?channels=1", split="train")
     np.testing.assert_array_equal(grey.images[..., 0], np.stack([np.rint(wide["train", c] / 65535.0 * 255.0)
                                                                   for c in ("a", "b")]).astype(np.uint8))
 
@@ -223,36 +223,36 @@ def test_folder_applies_exif_orientation(tmp_path):
                                                                                exif=exif)
             else:
                 Image.fromarray(up).save(tmp_path / split / cls / "x.png")
-    ds = data.load_dataset(f"folder:{tmp_path}", split="test")
+    ds = datasets.load_dataset(f"folder:{tmp_path}", split="test")
     np.testing.assert_array_equal(ds.images, np.stack([upright["test", "a"], upright["test", "b"]]))
 
 
 def test_folder_bad_data(digit_folder):
     root, _ = digit_folder
     (root / "train" / "empty").mkdir()
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"folder:{root}", split="train")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"folder:{root}", split="train")
     assert str(root / "train" / "empty") in _one_line(err) and "empty class folder" in str(err.value)
     (root / "train" / "empty").rmdir()
     (root / "test" / "extra").mkdir()
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"folder:{root}", split="test")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"folder:{root}", split="test")
     assert "extra" in _one_line(err)
     (root / "test" / "extra").rmdir()
     bad = root / "train" / "two" / "broken.png"
     bad.write_bytes(b"\x89PNG broken")
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"folder:{root}", split="train")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"folder:{root}", split="train")
     assert str(bad) in _one_line(err)
     bad.unlink()
     big = root / "train" / "two" / "big.png"
     Image.new("L", (9, 9)).save(big)
-    with pytest.raises(data.CorruptDatasetError) as err:
-        data.load_dataset(f"folder:{root}", split="train")
+    with pytest.raises(datasets.CorruptDatasetError) as err:
+        datasets.load_dataset(f"folder:{root}", split="train")
     assert str(big) in _one_line(err) and "size=N" in str(err.value)
-    assert data.load_dataset(f"folder:{root}?size=8", split="train").images.shape[1:] == (8, 8, 3)
-    with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_dataset(f"folder:{root / 'nowhere'}", split="train")
+    assert datasets.load_dataset(f"folder:{root}?size=8", split="train").images.shape[1:] == (8, 8, 3)
+    with pytest.raises(datasets.DatasetNotFoundError) as err:
+        datasets.load_dataset(f"folder:{root / 'nowhere'}", split="train")
     assert "nowhere" in _one_line(err)
 
 
@@ -263,15 +263,15 @@ def test_tfds_prepared_dir_without_tensorflow(tmp_path):
     arrays = make_cifar_arrays(n_per_batch=3, n_test=5, seed=1)
     write_tfds_cifar10(tmp_path, arrays)
     for split in ("train", "test"):
-        ds = data.load_dataset("tfds:cifar10", split=split, data_dir=str(tmp_path))
+        ds = datasets.load_dataset("tfds:cifar10", split=split, data_dir=str(tmp_path))
         np.testing.assert_array_equal(ds.images, arrays[f"{split}_images"])  # source order restored from `id`
         np.testing.assert_array_equal(ds.labels, arrays[f"{split}_labels"])
         assert ds.class_names == arrays["class_names"] and ds.name == "tfds-cifar10"
-    with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_dataset("tfds:cifar100", split="train", data_dir=str(tmp_path))
+    with pytest.raises(datasets.DatasetNotFoundError) as err:
+        datasets.load_dataset("tfds:cifar100", split="train", data_dir=str(tmp_path))
     assert "not prepared" in _one_line(err) and "download_and_prepare" in str(err.value)
-    with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_dataset("tfds:no_such_dataset_xyz", split="train", data_dir=str(tmp_path))
+    with pytest.raises(datasets.DatasetNotFoundError) as err:
+        datasets.load_dataset("tfds:no_such_dataset_xyz", split="train", data_dir=str(tmp_path))
     assert "no_such_dataset_xyz" in _one_line(err)
 
 
@@ -279,12 +279,12 @@ def test_tfds_cifar100_and_mnist_under_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=12):
-        ds = data.load_dataset("tfds:cifar100", split="train")
+        ds = datasets.load_dataset("tfds:cifar100", split="train")
         ref = tfds.data_source("cifar100", split="train")
         order = np.argsort([ref[i]["id"] for i in range(12)], kind="stable")
         ref_images = np.stack([ref[int(i)]["image"] for i in order])
         ref_labels = np.asarray([ref[int(i)]["label"] for i in order])
-        mnist = data.load_dataset("tfds:mnist", split="test", num_test=None)
+        mnist = datasets.load_dataset("tfds:mnist", split="test", num_test=None)
         mnist_ref = tfds.data_source("mnist", split="test")
         mnist_img = np.stack([mnist_ref[i]["image"] for i in range(12)])
     assert ds.images.shape == (12, 32, 32, 3) and ds.num_classes == 100 and len(ds.class_names) == 100

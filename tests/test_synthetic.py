@@ -5,7 +5,8 @@ and errors. The properties the experiments rely on are in test_calibration.py.""
 import numpy as np
 import pytest
 
-from jaxhfc import data, synthetic
+from jaxhfc import datasets
+from jaxhfc.datasets import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,15 @@ def _np_pass(x, r, low):
 def test_shapes_determinism_balance_and_streams(split):
     images, labels, names, shown = split
     assert images.shape == (1000, 32, 32, 3) and images.dtype == np.uint8 and labels.dtype == np.int32
-    assert names == data.SYNTHETIC_CLASSES
+    assert names == datasets.SYNTHETIC_CLASSES
     assert np.all(np.bincount(labels, minlength=10) == 100)
-    again = data.load_dataset("synthetic", split="train", seed=0, num_train=1000)
+    again = datasets.load_dataset("synthetic", split="train", seed=0, num_train=1000)
     np.testing.assert_array_equal(again.images, images)
     np.testing.assert_array_equal(again.labels, labels)
-    tr, te = data.make_synthetic(num_train=1000, num_test=200, seed=0)
+    tr, te = datasets.make_synthetic(num_train=1000, num_test=200, seed=0)
     np.testing.assert_array_equal(tr.images, images)
     assert te.images.shape == (200, 32, 32, 3) and np.mean(te.images != images[:200]) > 0.5
-    other = data.load_dataset("synthetic", split="train", seed=1, num_train=1000)
+    other = datasets.load_dataset("synthetic", split="train", seed=1, num_train=1000)
     assert np.mean(other.images != images) > 0.5
     # Not saturated: natural-looking grey levels, few clipped pixels.
     assert 100 < images.mean() < 155 and 35 < images.std() < 75

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxhfc import data, models, parallel, train
+from jaxhfc import datasets, models, parallel, train
 from jaxhfc import fit as fit_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -292,7 +292,7 @@ def test_config_validation_hash_and_roundtrip():
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return data.make_synthetic(num_train=256, num_test=64, seed=0)
+    return datasets.make_synthetic(num_train=256, num_test=64, seed=0)
 
 
 def _tiny_config(**kw):
@@ -360,7 +360,7 @@ def test_fit_writes_run_folder_and_resume_is_bit_exact(tmp_path, tiny_data):
     assert config == cfg and int(state.step) == 24
     for a, b in zip(_flat(full.state), _flat(state)):
         np.testing.assert_array_equal(a, b)
-    xt = data.to_model_input(tiny_data[1])
+    xt = datasets.to_model_input(tiny_data[1])
     r = train.evaluate(state, model, parallel.make_mesh(), xt, tiny_data[1].labels, batch_size=64)
     assert r["accuracy"] == pytest.approx(lines[-1]["accuracy"]["test"])
 
@@ -388,7 +388,7 @@ def test_nan_loss_stops_with_step(tmp_path, tiny_data):
 
 def test_quick_fit_learns_synthetic_data(tmp_path):
     """Small CNN on 1,024 synthetic images, 8 devices: > 35% test accuracy (chance 10%) in < 1 min."""
-    ds = data.make_synthetic(num_train=1024, num_test=512, seed=0)
+    ds = datasets.make_synthetic(num_train=1024, num_test=512, seed=0)
     cfg = train.TrainConfig(model="small_cnn", width=16, dataset="synthetic", epochs=8, batch_size=32,
                             learning_rate=3e-3, eval_radii=(), eval_every=0, checkpoint_every=0)
     r = train.fit(cfg, tmp_path, datasets=ds, progress=False)

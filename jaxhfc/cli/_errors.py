@@ -13,6 +13,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     TensorFlow to prepare TFDS data; the message says what to install). ``jaxhfc`` answers
     them with one line and exit status 2, as the experiment drivers do. Imported on use (only
     evaluated when an exception propagates)."""
-    from jaxhfc import data, train
+    from jaxhfc import datasets, train
 
-    return (CLIError, data.DatasetNotFoundError, data.CorruptDatasetError, train.CheckpointError, ImportError)
+    return (CLIError, datasets.DatasetNotFoundError, datasets.CorruptDatasetError, train.CheckpointError, ImportError)

@@ -36,7 +36,7 @@ log = logging.getLogger("jaxhfc")
 
 def add_analyze_parser(sub: Any) -> None:
     """Register ``jaxhfc analyze``."""
-    from jaxhfc import models, sources
+    from jaxhfc import datasets, models
 
     p = sub.add_parser(
         "analyze",
@@ -49,7 +49,7 @@ def add_analyze_parser(sub: Any) -> None:
     p.add_argument("--out", "-o", help="output folder (default: RUN/analyze, or runs/analyze/<params file stem>)")
     p.add_argument("--step", type=int, help="checkpoint step of a run folder (default: newest)")
     g = p.add_argument_group("data (a run folder's own dataset by default)")
-    g.add_argument("--dataset", type=sources.dataset_arg, help="synthetic, cifar10, tfds:NAME, npz:PATH or folder:PATH")
+    g.add_argument("--dataset", type=datasets.dataset_arg, help="synthetic, cifar10, tfds:NAME, npz:PATH or folder:PATH")
     g.add_argument("--data-dir", help="dataset folder (cifar10 archive or TFDS data dir)")
     g.add_argument("--num-test", type=int, help="a class-balanced subset of the test split of this size")
     g = p.add_argument_group("model of a params file")
@@ -120,7 +120,7 @@ def _check_variables(path: pathlib.Path, variables: dict, model: Any, sample: np
 
 def _load_model(args: argparse.Namespace):
     """``(logits_fn, test Dataset, scaling, description)``."""
-    from jaxhfc import data, models, train
+    from jaxhfc import datasets, models, train
     from jaxhfc.cli.train_cmd import load_run
 
     path = pathlib.Path(args.model_path)
@@ -130,13 +130,13 @@ def _load_model(args: argparse.Namespace):
         dataset = args.dataset or d.name
         data_dir = args.data_dir if args.data_dir is not None else d.dir
         source = d.source if dataset == d.name else "auto"
-        test = data.load_dataset(dataset, split="test", data_dir=data_dir, source=source, seed=d.seed,
+        test = datasets.load_dataset(dataset, split="test", data_dir=data_dir, source=source, seed=d.seed,
                                  num_test=args.num_test or (d.num_test if dataset == d.name else None))
         scaling = args.scaling or d.scaling
         fn = train.logits_fn(state, model)
         return fn, test, scaling, {"run": str(path), "model": config.net.name, "dataset": dataset}
     dataset = args.dataset or "synthetic"
-    test = data.load_dataset(dataset, split="test", data_dir=args.data_dir, seed=args.seed,
+    test = datasets.load_dataset(dataset, split="test", data_dir=args.data_dir, seed=args.seed,
                              num_test=args.num_test or (1000 if dataset == "synthetic" else None))
     model = models.get_model(args.model, num_classes=test.num_classes, width=args.width, norm=args.norm,
                              normalize=args.normalize)

@@ -63,7 +63,7 @@ def read_images(path: Path) -> np.ndarray:
         raise CLIError(f"{path}: unsupported file type {suffix!r}; expected .npy or one of {sorted(IMAGE_SUFFIXES)}")
     from PIL import Image, UnidentifiedImageError
 
-    from jaxhfc.sources import image_array
+    from jaxhfc.datasets import image_array
 
     try:
         with Image.open(path) as img:

@@ -82,9 +82,9 @@ def add_train_parser(sub: Any) -> None:
         elif kind == "tuple":
             g.add_argument(flag, dest=name, type=float, nargs="*", default=None, help=default_text)
         elif name == "dataset":
-            from jaxhfc import sources
+            from jaxhfc import datasets
 
-            g.add_argument(flag, dest=name, type=sources.dataset_arg, default=None,
+            g.add_argument(flag, dest=name, type=datasets.dataset_arg, default=None,
                            help=f"{default_text}; also tfds:NAME, npz:PATH, folder:PATH (see jaxhfc.sources)")
         elif name == "train_radius":
             g.add_argument(flag, dest=name, type=float, default=None, help=default_text)

@@ -33,9 +33,7 @@ this model); with them it must use the high-frequency cue to fit the training se
 paper argues CNNs do on natural data. The test split uses ``test_conflict`` (default: the
 same share, so both splits come from one distribution).
 
-Finally Gaussian pixel noise of std ``noise_std``, rounding and clipping to uint8. The old
-generator (class blobs plus an independent faint pattern, whose low frequencies alone fit
-the data) is kept as :func:`make_synthetic_blobs` (``load_dataset("synthetic_blobs")``).
+Finally Gaussian pixel noise of std ``noise_std``, rounding and clipping to uint8.
 
 Everything is deterministic from ``seed``; class definitions depend only on ``seed``, the
 train and test images use separate random streams. 60,000 images take a few seconds.
@@ -48,6 +46,8 @@ import math
 from typing import Optional
 
 import numpy as np
+
+from jaxhfc.datasets.core import Dataset
 
 __all__ = [
     "DEFAULTS",
@@ -280,7 +280,7 @@ def generate_split(split: str, n: int, *, seed: int = 0, chunk: int = 8192, retu
 
 
 def make_synthetic(*, num_train: int = 50_000, num_test: int = 10_000, seed: int = 0, **knobs):
-    """The built-in synthetic dataset ``(train, test)`` as :class:`jaxhfc.data.Dataset` s.
+    """The built-in synthetic dataset ``(train, test)`` as :class:`jaxhfc.datasets.Dataset` s.
 
     Args:
       num_train, num_test: split sizes (default 50,000 / 10,000, as CIFAR-10).
@@ -293,8 +293,6 @@ def make_synthetic(*, num_train: int = 50_000, num_test: int = 10_000, seed: int
     Raises:
       ValueError: non-positive sizes, unknown knobs or out-of-range knob values.
     """
-    from jaxhfc.data import Dataset
-
     out = []
     for split, n in (("train", num_train), ("test", num_test)):
         images, labels, names = generate_split(split, n, seed=seed, **knobs)

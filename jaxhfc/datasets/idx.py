@@ -20,10 +20,10 @@ split wins):
 Images come as ``uint8`` ``(N, 28, 28, 1)``: one grey channel, as recorded. The jaxhfc models
 take any channel count, and the Fourier filters work per channel.
 
-A missing file raises :class:`jaxhfc.data.DatasetNotFoundError` listing where it was looked
+A missing file raises :class:`jaxhfc.DatasetNotFoundError` listing where it was looked
 for and how to get it; a truncated or malformed file (wrong magic number, header, length, a
 label out of range, image and label counts that differ) raises
-:class:`jaxhfc.data.CorruptDatasetError` naming the file. Reading writes nothing.
+:class:`jaxhfc.CorruptDatasetError` naming the file. Reading writes nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ import zlib
 from typing import Optional
 
 import numpy as np
+
+from jaxhfc.datasets.core import CorruptDatasetError, Dataset, DatasetNotFoundError
+from jaxhfc.datasets.transforms import balanced_subset
 
 __all__ = ["NAMES", "CLASS_NAMES", "IMAGE_SHAPE", "read_idx", "find_files", "load_split", "search_dirs",
            "write_idx"]
@@ -82,8 +85,6 @@ def find_files(name: str, split: str, data_dir: Optional[str] = None) -> tuple[s
     Raises:
       DatasetNotFoundError: no searched folder holds both files.
     """
-    from jaxhfc import data
-
     stems = _FILES[split]
     dirs = search_dirs(name, data_dir)
     for d in dirs:
@@ -93,14 +94,12 @@ def find_files(name: str, split: str, data_dir: Optional[str] = None) -> tuple[s
     how = ("`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or download them from "
            "https://github.com/zalandoresearch/fashion-mnist" if name == "fashion_mnist"
            else "download them from the MNIST database (http://yann.lecun.com/exdb/mnist/)")
-    raise data.DatasetNotFoundError(
+    raise DatasetNotFoundError(
         f"{name} {split} files ({stems[0]}[.gz], {stems[1]}[.gz]) not found in {', '.join(dirs)}; "
         f"{how}, then pass their folder as data_dir (--data-dir)")
 
 
 def _read_bytes(path: str) -> bytes:
-    from jaxhfc import data
-
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -108,7 +107,7 @@ def _read_bytes(path: str) -> bytes:
             return gzip.decompress(raw)
         return raw
     except (OSError, EOFError, zlib.error) as err:
-        raise data.CorruptDatasetError(f"{path}: cannot read it as an IDX file, gzip or raw ({err})") from None
+        raise CorruptDatasetError(f"{path}: cannot read it as an IDX file, gzip or raw ({err})") from None
 
 
 def read_idx(path: str, *, ndim: int) -> np.ndarray:
@@ -118,21 +117,19 @@ def read_idx(path: str, *, ndim: int) -> np.ndarray:
       CorruptDatasetError: unreadable, wrong magic number, type or rank, or a length that
         does not match the header.
     """
-    from jaxhfc import data
-
     raw = _read_bytes(path)
     header = 4 + 4 * ndim
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or raw[3] != ndim:
         got = raw[:4].hex() if len(raw) >= 4 else f"{len(raw)} bytes"
-        raise data.CorruptDatasetError(
+        raise CorruptDatasetError(
             f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s): magic number 0x{got}, "
             f"expected 0x0000080{ndim}")
     if len(raw) < header:
-        raise data.CorruptDatasetError(f"{path}: truncated header ({len(raw)} bytes, expected at least {header})")
+        raise CorruptDatasetError(f"{path}: truncated header ({len(raw)} bytes, expected at least {header})")
     shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64))
     if len(raw) != expected:
-        raise data.CorruptDatasetError(
+        raise CorruptDatasetError(
             f"{path}: {len(raw)} bytes but its header {shape} needs {expected}; the file is truncated or corrupt, "
             "download it again")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
@@ -140,19 +137,17 @@ def read_idx(path: str, *, ndim: int) -> np.ndarray:
 
 def read_split(name: str, split: str, data_dir: Optional[str] = None) -> tuple[np.ndarray, np.ndarray, str]:
     """``(images (N, 28, 28, 1) uint8, labels (N,) int32, folder)`` of one split, checked."""
-    from jaxhfc import data
-
     img_path, lab_path = find_files(name, split, data_dir)
     images = read_idx(img_path, ndim=3)
     labels = read_idx(lab_path, ndim=1)
     if images.shape[1:] != IMAGE_SHAPE:
-        raise data.CorruptDatasetError(f"{img_path}: images of shape {images.shape[1:]}, expected {IMAGE_SHAPE}")
+        raise CorruptDatasetError(f"{img_path}: images of shape {images.shape[1:]}, expected {IMAGE_SHAPE}")
     if len(images) != len(labels):
-        raise data.CorruptDatasetError(
+        raise CorruptDatasetError(
             f"{img_path} has {len(images)} images but {lab_path} has {len(labels)} labels; expected one label "
             "per image (files of different splits or datasets?)")
     if len(labels) and labels.max() >= len(CLASS_NAMES[name]):
-        raise data.CorruptDatasetError(
+        raise CorruptDatasetError(
             f"{lab_path}: label {int(labels.max())} out of range, expected 0..{len(CLASS_NAMES[name]) - 1}")
     if len(images) != _SIZES[split]:
         logger.warning("%s: %d images, the standard %s split has %d", img_path, len(images), split, _SIZES[split])
@@ -161,7 +156,7 @@ def read_split(name: str, split: str, data_dir: Optional[str] = None) -> tuple[n
 
 def load_split(name: str, *, split: str, data_dir: Optional[str] = None, seed: int = 0,
                n: Optional[int] = None):
-    """One split of ``fashion_mnist`` or ``mnist`` as a :class:`jaxhfc.data.Dataset`.
+    """One split of ``fashion_mnist`` or ``mnist`` as a :class:`jaxhfc.datasets.Dataset`.
 
     Args:
       name: a key of :data:`NAMES`.
@@ -170,17 +165,15 @@ def load_split(name: str, *, split: str, data_dir: Optional[str] = None, seed: i
       seed: seed of the class-balanced subset drawn when ``n`` is given.
       n: size of a class-balanced random subset (None: the whole split).
     """
-    from jaxhfc import data
-
     if name not in NAMES:
         raise ValueError(f"IDX datasets are {tuple(NAMES)}, got {name!r}")
     if split not in _FILES:
         raise ValueError(f"split must be one of {tuple(_FILES)}, got {split!r}")
     images, labels, where = read_split(name, split, data_dir)
-    ds = data.Dataset(images, labels, len(CLASS_NAMES[name]), name, CLASS_NAMES[name])
+    ds = Dataset(images, labels, len(CLASS_NAMES[name]), name, CLASS_NAMES[name])
     logger.info("read %s %s from %s: %d images", name, split, where, len(ds))
     if n is not None and n < len(ds):
-        ds = data.balanced_subset(ds, int(n), seed=seed)
+        ds = balanced_subset(ds, int(n), seed=seed)
     return ds
 
 
