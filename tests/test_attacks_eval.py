@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from jax.tree_util import Partial
 
 from jaxhfc import attacks as A
+from jaxhfc.attacks import evaluation
 
 from attack_models import (H, W, C, conv_apply, conv_params, images, planted_linear, scaled_linear,
                            TRACED, counting_linear)
@@ -308,7 +309,7 @@ def test_radii_and_logit_scale_check_reuse_one_attack_program():
             g = np.maximum(g, np.where(yy == j, -np.inf, z[:, j] - z[idx, yy] + e * l1))
         return g
 
-    A._eval_fn.cache_clear()
+    evaluation._eval_fn.cache_clear()
     TRACED.clear()
     counts = []
     for e in (0.5 * eps, eps):
@@ -320,5 +321,5 @@ def test_radii_and_logit_scale_check_reuse_one_attack_program():
         assert interior.sum() >= 40 and 0 < expected[interior].sum() < interior.sum()  # both kinds
         np.testing.assert_array_equal(r.robust_correct[interior], expected[interior])
     assert counts[0] > 0 and counts[1] == counts[0]  # the second radius traced nothing new
-    info = A._eval_fn.cache_info()
+    info = evaluation._eval_fn.cache_info()
     assert info.currsize == 2  # the attacks and the diagnostics, for both radii and both scales
