@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
-from experiments.robustness import (CHECK_COLUMNS, SETTINGS as ATTACKS, UNROLL, attack_list, attack_seed, attacks_text,
-                                    checks_ok_at, eval_robust, fill_success_on_undefended, merge_seed_checks)
+from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, attack_list, attack_seed, attacks_text,
+                                     checks_ok_at, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
 NAME = "input_defence"

@@ -1,4 +1,4 @@
-"""The row protocol of experiments.robustness.eval_robust when the more-steps check says the
+"""The row protocol of experiments.robust_rows.eval_robust when the more-steps check says the
 attacks have not converged: the eps is attacked again with 2x steps and one more restart (up to
 ``escalate`` times), 'worst' and the checks come from the strongest run, the paper's FGSM/PGD
 columns from the set steps, and 'attack x' says how strong the reported attacks were. The
@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from experiments import common, robustness
+from experiments import common, robust_rows, robustness
 from jaxhfc import attacks
 
 
@@ -44,7 +44,7 @@ def scripted(monkeypatch):
 def _row(tmp_path, escalate, memo_key=None, ctx=None):
     ctx = ctx or common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
-    row = robustness.eval_robust(ctx, None, x, y, eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None,
+    row = robust_rows.eval_robust(ctx, None, x, y, eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None,
                                  check_n=10, escalate=escalate, memo_key=memo_key)
     return row, ctx
 
@@ -52,7 +52,7 @@ def _row(tmp_path, escalate, memo_key=None, ctx=None):
 def test_unconverged_attacks_are_run_again_stronger(scripted, tmp_path):
     calls = scripted([(0.8, -0.2), (0.6, -0.01)])  # set steps: 2x breaks 20% more; then converged
     row, _ = _row(tmp_path, escalate=1)
-    base = robustness.attack_list(5, 10)
+    base = robust_rows.attack_list(5, 10)
     assert calls == [base, tuple(a.stronger(2) for a in base)]
     assert row["worst 0.03"] == 0.6 and row["steps d"] == pytest.approx(0.01)
     assert row["FGSM 0.03"] == 0.5 and row["PGD 0.03"] == 0.4  # the paper's columns: the set steps
@@ -88,7 +88,7 @@ def test_memo_keeps_the_escalated_runs(scripted, tmp_path):
 
 def test_seeds_report_the_strongest_attacks_any_needed():
     rows = [{"checks": "ok", "attack x": 1}]
-    robustness.merge_seed_checks(rows, [[{"checks": "ok", "attack x": 1}], [{"checks": "more_steps", "attack x": 2}]])
+    robust_rows.merge_seed_checks(rows, [[{"checks": "ok", "attack x": 1}], [{"checks": "more_steps", "attack x": 2}]])
     assert rows == [{"checks": "ok / more_steps", "attack x": 2}]
 
 
@@ -96,10 +96,10 @@ def test_rows_keep_their_checks_per_eps(scripted, tmp_path):
     scripted([(0.9, 0.0), (0.3, -0.2), (0.25, -0.1)])  # eps 0.03 ok; eps 0.09 unconverged even at x2
     ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
-    row = robustness.eval_robust(ctx, None, x, y, eps=(0.03, 0.09), steps=5, apgd_steps=10, batch_size=10, key=None,
+    row = robust_rows.eval_robust(ctx, None, x, y, eps=(0.03, 0.09), steps=5, apgd_steps=10, batch_size=10, key=None,
                                  check_n=10, escalate=1)
     assert row["checks 0.03"] == "ok" and row["checks 0.09"] == "more_steps" and row["checks"] == "more_steps"
-    assert robustness.checks_at(row, 0.03) == "ok" and robustness.checks_at(row, 0.09) == "more_steps"
+    assert robust_rows.checks_at(row, 0.03) == "ok" and robust_rows.checks_at(row, 0.09) == "more_steps"
 
 
 @pytest.mark.parametrize("row, at, expected", [
@@ -112,14 +112,14 @@ def test_rows_keep_their_checks_per_eps(scripted, tmp_path):
     ({"checks": "more_steps"}, 0.03, "more_steps"),  # a row written before per-eps checks: all its flags
 ])
 def test_checks_that_bear_on_one_eps(row, at, expected):
-    assert robustness.checks_at(row, at) == expected
+    assert robust_rows.checks_at(row, at) == expected
 
 
 def test_claim_precondition_at_the_claims_eps():
     rows = [{"checks": "ok", "checks 0.03": "ok", "checks 0.09": "ok"},
             {"checks": "more_steps", "checks 0.03": "ok", "checks 0.09": "more_steps"}]
-    assert robustness.checks_ok_at("M_adversarial none", rows, 0.03).ok
-    pre = robustness.checks_ok_at("M_adversarial none", rows, 0.09)
+    assert robust_rows.checks_ok_at("M_adversarial none", rows, 0.03).ok
+    pre = robust_rows.checks_ok_at("M_adversarial none", rows, 0.09)
     assert not pre.ok and pre.detail == "ok; more_steps" and "at eps 0.09" in pre.name
 
 
@@ -133,16 +133,16 @@ def test_apgd_t_joins_the_rows_attacks_and_their_escalation(scripted, tmp_path):
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
     kw = dict(eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None, check_n=10, escalate=1,
               memo_key=("run", "none", 0))
-    robustness.eval_robust(ctx, None, x, y, apgd_targets=9, **kw)
+    robust_rows.eval_robust(ctx, None, x, y, apgd_targets=9, **kw)
     base = calls[0]
     assert [a.name for a in base] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR", "APGD-T"]
     assert base[-1].method == "apgd-t" and base[-1].targets == 9 and base[-1].steps == 10 and base[-1].cascade
     assert calls[1][-1].steps == 20 and calls[1][-1].restarts == 2 and calls[1][-1].targets == 9
     assert calls[1][-1].cascade
-    robustness.eval_robust(ctx, None, x, y, apgd_targets=0, **kw)  # not the memo of the APGD-T rows
+    robust_rows.eval_robust(ctx, None, x, y, apgd_targets=0, **kw)  # not the memo of the APGD-T rows
     assert len(calls) == 3 and [a.name for a in calls[2]] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR"]
     assert robustness.SETTINGS["full"]["apgd_targets"] == 9
-    assert robustness.attacks_text(9) == "FGSM, PGD, APGD-CE, APGD-DLR, APGD-T (9 targets)"
+    assert robust_rows.attacks_text(9) == "FGSM, PGD, APGD-CE, APGD-DLR, APGD-T (9 targets)"
 
 
 def test_apgd_t_can_only_lower_a_real_rows_worst_case(tmp_path):
@@ -163,7 +163,7 @@ def test_apgd_t_can_only_lower_a_real_rows_worst_case(tmp_path):
     for t in (0, 3):
         d = tmp_path / f"t{t}"
         d.mkdir()
-        rows[t] = robustness.eval_robust(ctx, logits, x, y, eps=(0.05,), per_example_dir=d, apgd_targets=t, **kw)
+        rows[t] = robust_rows.eval_robust(ctx, logits, x, y, eps=(0.05,), per_example_dir=d, apgd_targets=t, **kw)
     import json
 
     per = {t: json.loads((tmp_path / f"t{t}" / "lin_eps0.05.json").read_text()) for t in (0, 3)}

@@ -1,0 +1,235 @@
+"""The robustness rows that experiments.robustness and experiments.input_defence share: the
+attack settings per scale, the attack list, one evaluated row with its masking checks and
+escalation (:func:`eval_robust`), and the checks a claim needs at an eps."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from experiments.common import Context
+from jaxhfc import evidence as E
+
+#: The attack settings per scale. ``eps``: the Linf radii (written for CIFAR-10; ``Context.eps``
+#: rescales them); ``n_eval``: test images attacked (None: all); ``check_n``: images the re-run
+#: checks use (equal to the attack batch, so that the re-runs reuse the compiled attack program
+#: of that shape); ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test
+#: accuracy; ``escalate``: how many times a row's attacks are made stronger (2x steps, one more
+#: restart) when the more-steps check says they have not converged (see :func:`eval_robust`);
+#: ``apgd_targets``: target classes of APGD-T in the worst case (0: no APGD-T; it runs as a
+#: cascade, only on the images the other attacks left right). Quick scale keeps what the claims
+#: need, to fit a 2-core CPU: APGD-T over 9 targets costs 9 APGD runs per eps and check, and with
+#: the attack loops unrolled (:func:`UNROLL`) the quick robustness driver with it was still
+#: compiling after 20 minutes, at 22 GiB of memory, when it was stopped (2-core VM, 24 GiB).
+ATTACKS = {
+    "full": dict(eps=(0.03, 0.06, 0.09), pgd_steps=20, apgd_steps=100, apgd_targets=9, n_eval=None, check_n=1000,
+                 batch_size=1000, min_test=0.5, adv_min=0.5, escalate=1),
+    "quick": dict(eps=(0.03, 0.09), pgd_steps=5, apgd_steps=10, apgd_targets=0, n_eval=128, check_n=128,
+                  batch_size=128, min_test=0.5, adv_min=0.6, escalate=1),
+    "tiny": dict(eps=(0.03,), pgd_steps=2, apgd_steps=3, apgd_targets=0, n_eval=32, check_n=32, batch_size=32,
+                 min_test=0.0, adv_min=0.0, escalate=1),
+}
+
+
+def UNROLL() -> bool:  # noqa: N802
+    """Unroll attack loops on a CPU (XLA:CPU runs convolutions in while loops several times slower)."""
+    return jax.default_backend() == "cpu"
+
+
+def attack_seed(seed: int) -> int:
+    """Seed of the attack keys of a training seed's rows (robustness and input_defence use the
+    same, so an undefended row is one computation shared by both tables)."""
+    return seed + 7
+
+
+def attack_list(pgd_steps: int, apgd_steps: int, targets: int = 0) -> tuple:
+    """The attacks of every robustness row: the paper's FGSM and PGD, then APGD-CE and APGD-DLR,
+    and APGD-T over ``targets`` target classes when ``targets > 0`` (AutoAttack's standard
+    version uses 9; full scale runs it, quick scale leaves it out to fit the 2-core CPU budget).
+    One tuple everywhere, so every row of a model structure runs one compiled program."""
+    from jaxhfc import attacks
+
+    return (attacks.fgsm_attack(), attacks.pgd_attack(pgd_steps)) + attacks.standard_attacks(apgd_steps,
+                                                                                           targets=targets)
+
+
+def attacks_text(targets: int = 0) -> str:
+    """The attacks behind 'worst', in words (tables, claims and notes)."""
+    return "FGSM, PGD, APGD-CE, APGD-DLR" + (f", APGD-T ({targets} targets)" if targets else "")
+
+
+def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
+    """Write the failed checks of every seed into the combined rows' ``checks`` columns (all eps
+    and per eps), and the strongest attacks any seed needed into ``attack x`` (in place; the rows
+    of all seeds come in the same order)."""
+    for r, *others in zip(rows, *per_seed_rows[1:]):
+        for k in [k for k in r if k == "checks" or k.startswith("checks ")]:
+            r[k] = " / ".join(dict.fromkeys([r[k], *(o.get(k, "ok") for o in others)]))
+        if "attack x" in r:
+            r["attack x"] = max([r["attack x"], *(o.get("attack x", 1) for o in others)])
+
+
+#: Sanity-check columns of every row (see ``eval_robust``).
+CHECK_COLUMNS = ["attack x", "median |logit|", "scale d", "PGD scale d", "steps d", "noise acc", "CE grad~0",
+                 "success on undefended", "checks"]
+
+
+def flags_text(flags) -> str:
+    """A row's ``checks`` cell: the failed checks' names, sorted and comma-separated, or ``ok``."""
+    return ", ".join(sorted(flags)) or "ok"
+
+
+def flags_of(text: str) -> set:
+    """The failed checks' names of one seed's ``checks`` cell (:func:`flags_text`)."""
+    return set() if text == "ok" else set(text.split(", "))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_")
+
+
+def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
+                model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
+                escalate: int = 0, apgd_targets: int = 0) -> dict:
+    """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
+    the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant), and
+    APGD-T over ``apgd_targets`` target classes when > 0 (:func:`attack_list`); and
+    the sanity checks of :func:`jaxhfc.attacks.robust_accuracy` on every row (defended or not):
+
+    - ``median |logit|``: the logits' scale (Eq. 3 without renormalisation inflates it);
+    - ``scale d``: max over eps of the change of the worst-case accuracy when the logits are divided
+      by 10 (same classifier); ``PGD scale d`` the same for the paper's PGD alone (large: the
+      paper's column is masked by a saturated softmax);
+    - ``steps d``: max over eps of the change with 2x steps and one more restart;
+    - ``noise acc``: accuracy under random +-eps noise at the largest eps;
+    - ``CE grad~0``: share of correct examples whose cross-entropy gradient is near zero
+      (``eps * ||g||_1 < 1e-3``) at the largest eps;
+    - ``checks``: the failed checks over all eps (``ok`` when none failed);
+    - ``attack x``: the attacks' strength behind ``worst`` and the checks, as a multiple of
+      the set steps (the largest over eps). When the more-steps check finds that 2x the steps
+      and one more restart lower the robust accuracy by more than its tolerance (the attacks
+      have not converged), the eps is attacked again with those stronger attacks, up to
+      ``escalate`` times, and the checks are re-run on top of them. The paper's ``FGSM`` and
+      ``PGD`` columns always come from the set steps.
+
+    ``success on undefended`` is filled in by the caller from the model's undefended row.
+    With ``memo_key`` (hashable, naming the model and ``x``, ``y``, ``key``: e.g. the run folder,
+    the defence and the seed), each eps's :func:`jaxhfc.attacks.robust_accuracy` result is kept
+    in ``ctx.memo`` and reused by any later row with the same key and settings (input_defence
+    reports the undefended rows robustness already attacked).
+    Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given, and the
+    minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
+    to ``<model_id>_min_eps.json``.
+    """
+    import warnings as W
+
+    from jaxhfc import attacks
+    from jaxhfc import results as R
+
+    atks = attack_list(steps, apgd_steps, apgd_targets)
+    fg, pg = atks[0].name, atks[1].name
+    out: dict = {}
+    flags, scale_d, pgd_scale_d, steps_d, attack_x = set(), 0.0, 0.0, 0.0, 1
+    broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
+    for e in eps:
+        mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, apgd_targets,
+                                            check_n, batch_size, len(y), bool(checks), escalate)
+        runs = ctx.memo.get(mk) if mk is not None else None
+        if runs is None:
+            runs, level_atks = [], atks
+            while True:
+                with W.catch_warnings():  # the flags go to the table, not to stderr once per row
+                    W.simplefilter("ignore", RuntimeWarning)
+                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
+                                                attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
+                                                logit_scale=10.0 if checks else None,
+                                                more_steps=2 if checks else None, check_examples=check_n)
+                runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
+                if len(runs) > escalate or not not_converged(r):
+                    break
+                level_atks = tuple(a.stronger(2) for a in level_atks)
+            if mk is not None:
+                ctx.memo[mk] = runs
+        r = runs[-1]  # the worst case and the checks from the strongest attacks run
+        out["clean"] = r.clean_accuracy
+        out[f"FGSM {e:g}"] = runs[0].attack_accuracy[fg]  # the paper's columns: the set steps
+        out[f"PGD {e:g}"] = runs[0].attack_accuracy[pg]
+        attack_x = max(attack_x, 2 ** (len(runs) - 1))
+        out[f"worst {e:g}"] = r.robust_accuracy
+        out[f"success {e:g}"] = r.success_rate
+        flags |= set(r.flags)
+        out[f"checks {e:g}"] = flags_text(r.flags)  # per eps, for claims at one eps (checks_at)
+        broken_at.append(~r.robust_correct)
+        if checks:
+            c = r.checks
+            scale_d = max(scale_d, abs(c["logit_scale"]["delta"]))
+            pgd_scale_d = max(pgd_scale_d, abs(c["logit_scale"]["delta_per_attack"][r.attacks[1]]))  # the PGD run
+            steps_d = max(steps_d, abs(c["more_steps"]["delta"]))
+            out["noise acc"] = c["noise"]["noise_accuracy"]
+            out["CE grad~0"] = c["near_zero_grad"]["fraction"]
+        if per_example_dir is not None and model_id is not None:
+            R.write_json(per_example_dir / f"{_slug(model_id)}_eps{e:g}.json",
+                         r.per_example(model_id=model_id, dataset=ctx.dataset, labels=y))
+    out["median |logit|"] = r.median_abs_logit
+    if per_example_dir is not None and model_id is not None:
+        # the paper code's minimal-eps search on the grid (as attacks.minimal_eps), from the runs above
+        min_eps = np.full(len(y), np.inf)
+        for e, b in zip(reversed(list(eps)), reversed(broken_at)):
+            min_eps = np.where(b, e, min_eps)
+        min_eps = np.where(r.clean_correct, min_eps, 0.0)
+        R.write_json(per_example_dir / f"{_slug(model_id)}_min_eps.json",
+                     {"model": model_id, "dataset": ctx.dataset, "threat_model": "Linf", "eps_grid": list(eps),
+                      "attacks": list(r.attacks),
+                      "accuracy_at_threshold": {f"{e:g}": float((min_eps > e).mean()) for e in eps},
+                      "min_eps": [None if not np.isfinite(m) else float(m) for m in min_eps]})
+    if checks:
+        out.update({"scale d": scale_d, "PGD scale d": pgd_scale_d, "steps d": steps_d})
+    out["attack x"] = attack_x
+    out["checks"] = flags_text(flags)
+    return out
+
+
+def not_converged(r) -> bool:
+    """The more-steps check of a :class:`jaxhfc.attacks.RobustResult` found that stronger
+    attacks break more images (its ``converged`` is False; a stronger attack that breaks fewer
+    is noise or masking, not a reason to attack harder)."""
+    return (r.checks or {}).get("more_steps", {}).get("converged") is False
+
+
+def fill_success_on_undefended(rows: list, *, key: str = "model", eps: float) -> None:
+    """Copy each model's attack success rate on its undefended row (worst case, smallest eps)
+    into every row of that model: the attack is shown to work where nothing masks it."""
+    base = {r[key]: r.get(f"success {eps:g}") for r in rows if r.get("defence", r.get("input low-pass r")) == "none"}
+    for r in rows:
+        r["success on undefended"] = base.get(r[key])
+
+
+def checks_ok(name: str, flags_per_seed) -> E.Precondition:
+    """Precondition: a row's attack sanity checks passed on every seed."""
+    flags = list(flags_per_seed)
+    return E.Precondition(f"attack sanity checks pass: {name}", all(f == "ok" for f in flags), "; ".join(flags))
+
+
+#: Checks whose failure at one eps says nothing about a measurement at another: whether the
+#: attacks converged at that radius.
+PER_EPS_CHECKS = ("more_steps",)
+
+
+def checks_at(row: dict, eps: float) -> str:
+    """The failed checks of a row (:func:`eval_robust`) that bear on its accuracy at ``eps``:
+    every check run at ``eps``, and at the other radii every check but convergence (signs of
+    gradient masking at any radius make every radius suspect). Rows without per-eps checks
+    give all their failed checks."""
+    per_eps = {k: v for k, v in row.items() if k.startswith("checks ")}
+    if not per_eps:
+        return row["checks"]
+    flags: set = set()
+    for k, v in per_eps.items():
+        failed = flags_of(v)
+        flags |= failed if k == f"checks {eps:g}" else failed - set(PER_EPS_CHECKS)
+    return flags_text(flags)
+
+
+def checks_ok_at(name: str, rows_per_seed, eps: float) -> E.Precondition:
+    """Precondition for a claim at ``eps``: :func:`checks_at` passed on every seed's row."""
+    return checks_ok(f"{name} at eps {eps:g}", [checks_at(r, eps) for r in rows_per_seed])
