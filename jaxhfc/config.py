@@ -40,6 +40,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jaxhfc import models, results
+from jaxhfc.datasets.transforms import SCALINGS
 
 __all__ = [
     "TrainConfig",
@@ -75,7 +76,6 @@ SCHEDULES = ("constant", "cosine", "step")
 #: Training-set filters: none, LFC (``"low"``) or HFC (``"high"``).
 FILTERS = ("none", "low", "high")
 #: Input scalings of :func:`jaxhfc.datasets.to_model_input`.
-SCALINGS = ("paper", "unit")
 #: Norms of the adversary's perturbation.
 ADV_NORMS = ("linf", "l2")
 

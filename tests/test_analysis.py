@@ -136,9 +136,9 @@ def test_scaling_matches_data_to_model_input():
     z = rng.normal(50, 80, size=(5, H, W, 3)).astype(np.float32)
     z[0] = 0.0  # empty image -> zeros
     for scaling in ("paper", "unit"):
-        ours = np.asarray(analysis._scale_filtered(jnp.asarray(z), scaling))
+        ours = np.asarray(analysis.base._scale_filtered(jnp.asarray(z), scaling))
         np.testing.assert_allclose(ours, datasets.to_model_input(z, scaling=scaling), rtol=1e-6, atol=1e-7)
-    peaks = np.asarray(analysis._scale_filtered(jnp.asarray(z), "paper")).max(axis=(1, 2, 3))
+    peaks = np.asarray(analysis.base._scale_filtered(jnp.asarray(z), "paper")).max(axis=(1, 2, 3))
     np.testing.assert_allclose(peaks[1:], 1.0, rtol=1e-6)
 
 
@@ -292,14 +292,14 @@ def test_partials_of_one_function_share_one_compiled_sweep(data, mesh):
     params = [{"w": rng.normal(size=(H * W * 3, 4)).astype(np.float32),
                "b": rng.normal(size=(4,)).astype(np.float32)} for _ in range(2)]
     radii = np.array([0.0, 2.0, 5.0])
-    analysis._components_fn.cache_clear()
+    analysis.radius._components_fn.cache_clear()
     TRACES.clear()
     results, traces = [], []
     for p in params:
         fn = jax.tree_util.Partial(linear_apply, p)  # a new object each time
         results.append(analysis.radius_predictions(fn, images, radii, scaling="unit", batch_size=8, mesh=mesh))
         traces.append(len(TRACES))
-    info = analysis._components_fn.cache_info()
+    info = analysis.radius._components_fn.cache_info()
     assert (info.currsize, info.misses, info.hits) == (1, 1, 1)
     assert traces[0] > 0 and traces[1] == traces[0]  # the second parameter set is not retraced
     for p, res in zip(params, results):
@@ -314,11 +314,11 @@ def test_partials_of_one_function_share_one_compiled_sweep(data, mesh):
     assert np.any(results[0]["pred_low"] != results[1]["pred_low"])  # the parameters matter
 
     # the other sweeps too: occlusion with both parameter sets, one compiled program
-    analysis._occlusion_fn.cache_clear()
+    analysis.occlusion._occlusion_fn.cache_clear()
     x = rng.uniform(size=(5, H, W, 3)).astype(np.float32)
     occ = [analysis.occlusion_map(jax.tree_util.Partial(linear_apply, p), x, labels[:5], patch=4, stride=4,
                                   batch_size=8, mesh=mesh) for p in params]
-    assert analysis._occlusion_fn.cache_info().currsize == 1
+    assert analysis.occlusion._occlusion_fn.cache_info().currsize == 1
     for p, o in zip(params, occ):
         ref = analysis.occlusion_map(lambda xx, p=p: xx.reshape(xx.shape[0], -1) @ p["w"] + p["b"], x,
                                      labels[:5], patch=4, stride=4, batch_size=8)
@@ -328,7 +328,7 @@ def test_partials_of_one_function_share_one_compiled_sweep(data, mesh):
     odd = jax.tree_util.Partial(lambda tag, prm, xx: linear_apply(prm, xx), bytearray(b"x"), params[0])
     np.testing.assert_allclose(analysis.occlusion_map(odd, x, labels[:5], patch=4, stride=4, batch_size=8),
                                occ[0], rtol=1e-5, atol=1e-7)
-    assert analysis._occlusion_fn.cache_info().currsize == 3  # 1 + the two closures above; not cached
+    assert analysis.occlusion._occlusion_fn.cache_info().currsize == 3  # 1 + the two closures above; not cached
 
 
 # ----------------------------------------------------------------------------- spectra

@@ -163,7 +163,7 @@ def filter_dataset(
     return ds.replace(images=out, name=f"{ds.name}/{kind}_r{r:g}")
 
 
-_SCALINGS = ("paper", "unit")
+SCALINGS = ("paper", "unit")
 # Per-image maxima at or below this (grey levels) mark an empty image (e.g. LFC at r=0,
 # HFC beyond the corner radius, where only float rounding is left).
 EMPTY_IMAGE_MAX = 1e-3
@@ -197,8 +197,8 @@ def to_model_input(
       ValueError: unknown scaling, wrong rank or dtype.
     """
     images = ds_or_images.images if isinstance(ds_or_images, Dataset) else np.asarray(ds_or_images)
-    if scaling not in _SCALINGS:
-        raise ValueError(f"scaling must be one of {_SCALINGS}, got {scaling!r}")
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got {tuple(images.shape)}")
     if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
