@@ -37,40 +37,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
-from jaxhfc import kernels, parallel, pipeline, results
-from jaxhfc.datasets import balanced_indices, balanced_subset, filter_dataset, load_dataset, shuffle_labels, to_model_input
+from jaxhfc import parallel, pipeline, results
 from jaxhfc.config import (
     DATA_FIELDS,
     EVAL_FIELDS,
     FLAT_FIELDS,
     HPARAM_FIELDS,
     PROGRAM,
-    AdversaryConfig,
-    AugmentConfig,
     DataConfig,
-    OptimConfig,
     TrainConfig,
 )
-from jaxhfc.evaluation import eval_set_name, evaluate
+from jaxhfc.evaluation import evaluate
+from jaxhfc.prepare import _split_key, load_splits, prepare_data
 from jaxhfc.runs import CheckpointError, checkpoint_manager, restore_checkpoint, run_info
-from jaxhfc.step import (
-    TrainState,
-    build_model,
-    create_train_state,
-    make_train_loop,
-    named_keys,
-    optimizer_from_config,
-)
+from jaxhfc.step import TrainState, _cached_loop, _loop_plan, build_model, create_train_state, named_keys
 
 __all__ = [
     "RunResult",
-    "load_splits",
-    "holdout_split",
-    "load_validation",
-    "prepare_data",
     "population_key",
     "fit",
     "fit_population",
@@ -90,126 +75,6 @@ class RunResult:
     config: TrainConfig
 
 
-def load_splits(config: TrainConfig) -> tuple[Any, Any]:
-    """``(train, test)`` :class:`jaxhfc.datasets.Dataset` of a config (dataset, data dir, source, sizes, seed).
-
-    With ``config.data.num_val > 0`` the returned training split excludes the validation
-    examples (see :func:`load_validation`). Reads only the fields that :func:`_split_key`
-    keeps."""
-    d = _split_key(config.data)
-    common = dict(data_dir=d.dir, source=d.source, seed=d.seed, num_train=d.num_train, num_test=d.num_test)
-    train = load_dataset(d.name, split="train", **common)
-    if d.num_val:
-        train, _ = holdout_split(train, d.num_val, seed=d.seed)
-    if d.test_seed is not None:
-        common["seed"] = d.test_seed
-    return train, load_dataset(d.name, split="test", **common)
-
-
-#: Fields of :class:`DataConfig` that :func:`load_splits` does not read (they transform the
-#: loaded training split): :func:`_split_key` resets them.
-_NOT_LOADED = ("train_subset", "shuffle_labels", "train_filter", "train_radius", "scaling")
-
-
-def _split_key(d: DataConfig) -> DataConfig:
-    """The data section with the fields :func:`load_splits` does not read reset to defaults:
-    configs with equal keys load the same splits (a field added to the section is part of
-    the key unless listed in :data:`_NOT_LOADED`)."""
-    defaults = DataConfig()
-    return d.replace(**{name: getattr(defaults, name) for name in _NOT_LOADED})
-
-
-def holdout_split(ds: Any, n: int, *, seed: int) -> tuple[Any, Any]:
-    """``(rest, held_out)``: a class-balanced random ``n`` examples held out of ``ds``
-    (numpy ``default_rng(seed + 7919)``), both in their original order; disjoint, and together
-    exactly ``ds``."""
-    if not isinstance(n, (int, np.integer)) or not 1 <= n < len(ds):
-        raise ValueError(f"validation size must be an int in [1, {len(ds) - 1}], got {n!r}")
-    idx = balanced_indices(ds, int(n), seed=seed + 7919)
-    keep = np.ones(len(ds), bool)
-    keep[idx] = False
-    return (ds.replace(images=ds.images[keep], labels=ds.labels[keep]),
-            ds.replace(images=ds.images[idx], labels=ds.labels[idx]))
-
-
-def load_validation(config: TrainConfig, train_full: Any | None = None) -> Any:
-    """The validation split of a config: ``data.num_val`` class-balanced examples held out from
-    the loaded training split (``train_full``: that split, to skip loading). Raises ValueError
-    when ``num_val`` is 0."""
-    d = config.data
-    if not d.num_val:
-        raise ValueError("this config holds out no validation split (num_val=0)")
-    if train_full is None:
-        train_full = load_dataset(d.name, split="train", data_dir=d.dir, source=d.source, seed=d.seed,
-                                       num_train=d.num_train)
-    return holdout_split(train_full, d.num_val, seed=d.seed)[1]
-
-
-def prepare_data(config: TrainConfig, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:
-    """Build the training arrays and every evaluation set a config asks for.
-
-    Reads the ``data`` and ``evaluation`` sections only.
-
-    Args:
-        config: The run config.
-        datasets: Optional ``(train, test)`` :class:`jaxhfc.datasets.Dataset` (skips loading).
-
-    Returns:
-        dict with ``train: (x (N,H,W,C) float32 unit scale, y (N,) int32)``, ``eval: {name:
-        (x, y)}`` with names ``test``, ``test_low_<r>``, ``test_high_<r>`` and, with
-        ``evaluation.train``, ``train``, ``train_low_<r>``; and ``num_classes``.
-    """
-    d, ev = config.data, config.evaluation
-    train, test = datasets if datasets is not None else load_splits(config)
-    if d.train_subset is not None:
-        train = balanced_subset(train, d.train_subset, seed=d.seed)
-    if d.shuffle_labels > 0:
-        train = shuffle_labels(train, fraction=d.shuffle_labels, seed=d.seed)
-    kind = None if d.train_filter == "none" else d.train_filter
-    train_used = filter_dataset(train, kind, d.train_radius) if kind else train
-
-    def arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-        return (np.asarray(to_model_input(ds, scaling=d.scaling), np.float32),
-                np.asarray(ds.labels, np.int32))
-
-    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"test": arrays(test)}
-    for r in ev.radii:
-        sets[eval_set_name("test_low", r)] = arrays(filter_dataset(test, "low", r))
-        sets[eval_set_name("test_high", r)] = arrays(filter_dataset(test, "high", r))
-    if ev.train:
-        n_sub = ev.train_subset
-        base, used = train, train_used
-        if n_sub is not None and n_sub < len(train.labels):
-            # The same rows for the used set and its LFC copies: subset the unfiltered set,
-            # then filter (filtering is per image, so this equals subsetting the filtered set).
-            base = balanced_subset(train, n_sub, seed=d.seed + 1)
-            used = filter_dataset(base, kind, d.train_radius) if kind else base
-        sets["train"] = arrays(used)
-        for r in ev.radii:
-            sets[eval_set_name("train_low", r)] = arrays(filter_dataset(base, "low", r))
-    return {"train": arrays(train_used), "eval": sets, "num_classes": int(train.num_classes)}
-
-
-def _adversary(adversary: AdversaryConfig) -> Callable[..., jax.Array] | None:
-    """The step's adversary of an ``adversary`` section (None: no adversarial training)."""
-    if adversary.eps <= 0:
-        return None
-    from jaxhfc import attacks  # only for adversarial training
-
-    # XLA:CPU runs convolutions inside a while loop several times slower than unrolled
-    # (measured in benchmarks/attacks.py), so the PGD loop is unrolled on CPU only.
-    return attacks.madry_adversary(eps=adversary.eps, step_size=adversary.step_size, steps=adversary.steps,
-                                   norm=adversary.norm, random_start=adversary.random_start,
-                                   unroll=jax.default_backend() == "cpu")
-
-
-def _regularizer(optim: OptimConfig) -> Callable[[Any], jax.Array] | None:
-    """The step's regularizer of an ``optim`` section (None: no kernel penalty)."""
-    if optim.kernel_penalty <= 0:
-        return None
-    return kernels.smoothness_penalty
-
-
 def population_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
     """Hashable key of the compiled training program of a config.
 
@@ -226,46 +91,6 @@ def population_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
     the key by its section's role, without being listed anywhere.
     """
     return config.key(PROGRAM)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_loop(model: nn.Module, mesh: Mesh, optim: OptimConfig, augment: AugmentConfig,
-                 adversary: AdversaryConfig, total_steps: int, num_classes: int, population: int | None,
-                 shared_images: bool, shared_labels: bool) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
-    """Optimizer and jitted training loop, cached so repeated fits reuse the compilation.
-
-    The cache key is the arguments: the model (the ``net`` section and the number of
-    classes), the mesh (``run.num_devices``), and the ``optim``, ``augment`` and
-    ``adversary`` sections whole, the only parts of a config the step reads; a field added to
-    one of them is in the key without being listed. A population passes ``optim`` with
-    learning rate 1 (each model's update is scaled by its own rate: :func:`make_train_loop`).
-    """
-    tx = optimizer_from_config(optim, total_steps)
-    loop = make_train_loop(
-        model, tx, mesh, global_batch=optim.batch_size, num_classes=num_classes,
-        label_smoothing=optim.label_smoothing, mixup_alpha=augment.mixup_alpha,
-        crop_pad=4 if augment.crop else 0, flip=augment.flip,
-        regularizer=_regularizer(optim), regularizer_weight=optim.kernel_penalty, adversary=_adversary(adversary),
-        population=population, shared_images=shared_images, shared_labels=shared_labels,
-    )
-    return tx, loop
-
-
-def _loop_plan(steps_per_epoch: int, steps_per_call: int | None) -> tuple[int, int]:
-    """``(S, calls in flight)``: steps per compiled call and calls sent before the oldest is fetched.
-
-    On CPU one step per call (XLA:CPU runs convolutions inside while loops several times
-    slower: benchmarks/train_loop.py) and at most 8 steps in flight (fake CPU devices
-    deadlock with ~50 collective steps in flight); elsewhere up to 100 steps scanned on the
-    device per call, the next call queued behind the running one.
-    """
-    cpu = jax.default_backend() == "cpu"
-    if steps_per_call is None:
-        steps_per_call = 1 if cpu else 100
-    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, (int, np.integer)) or steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be a positive int or None; got {steps_per_call!r}")
-    s = min(int(steps_per_call), steps_per_epoch)
-    return s, (max(1, 8 // s) if cpu else 1)
 
 
 @dataclasses.dataclass
@@ -359,20 +184,14 @@ def _resume_step(members: Sequence[_Member], resume: bool) -> int | None:
     return common if common > 0 else None
 
 
-def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, population: bool, resume: bool,
-           progress: bool, datasets: tuple[Any, Any] | None,
-           step_callback: Callable[[int, list[dict[str, float]]], None] | None,
-           steps_per_call: int | None) -> list[RunResult]:
-    """The fit loop of :func:`fit` (one model) and :func:`fit_population` (a model axis)."""
-    from tqdm.auto import tqdm
+def _due(done: int, every: int, last: bool) -> bool:
+    """Whether an epoch-periodic action (evaluation, checkpoint) runs after epoch ``done``:
+    every ``every`` epochs (0: never) and always after the last."""
+    return last or (every > 0 and done % every == 0)
 
-    t_start = time.perf_counter()
-    config = configs[0]
-    is_main = jax.process_index() == 0
-    batch_size, epochs = config.optim.batch_size, config.optim.epochs
-    mesh = parallel.make_mesh(config.run.num_devices)
-    parallel.local_batch_size(batch_size, mesh)  # validates divisibility
-    members = _prepare_members(configs, workdirs, datasets)
+
+def _check_training_sets(members: Sequence[_Member], batch_size: int) -> int:
+    """The common training-set size of the members (a population trains on sets of one size)."""
     trains = [m.prepared["train"] for m in members]
     n_train = int(trains[0][0].shape[0])
     for m, (x, _) in zip(members, trains):
@@ -381,6 +200,148 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                              f"{x.shape[0]}, {members[0].run_dir} {n_train}")
     if n_train < batch_size:
         raise ValueError(f"training set ({n_train}) is smaller than the batch size ({batch_size})")
+    return n_train
+
+
+def _open_runs(members: Sequence[_Member], states: list, *, resume: bool, mesh: Mesh, num_classes: int,
+               input_shape, steps_per_epoch: int) -> int:
+    """Open each run folder (checkpoint manager, config.json, metrics.jsonl), restore the common
+    checkpoint when resuming (``states`` in place), and return the epoch to start from."""
+    is_main = jax.process_index() == 0
+    for m in members:
+        m.run_dir.mkdir(parents=True, exist_ok=True)
+        m.manager = checkpoint_manager(m.run_dir, m.config.run.keep_checkpoints)
+    start = _resume_step(members, resume)
+    for i, m in enumerate(members):
+        if start is not None:
+            states[i] = restore_checkpoint(m.manager, start, states[i])
+            m.history = [h for h in results.read_jsonl(m.metrics_path) if h["step"] <= start]
+            logger.info("resumed %s from step %d", m.run_dir, start)
+        if is_main:
+            if not (resume and (m.run_dir / "config.json").exists()):
+                info = run_info(m.config, mesh, num_classes=num_classes, input_shape=input_shape)
+                results.write_json(m.run_dir / "config.json", info)
+            m.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in m.history))
+    start_step = start or 0
+    if start_step % steps_per_epoch:
+        raise CheckpointError(f"checkpoint step {start_step} is not at an epoch boundary "
+                              f"({steps_per_epoch} steps per epoch)")
+    return start_step // steps_per_epoch
+
+
+def _place_data(members: Sequence[_Member], mesh: Mesh, *, stacked_images: bool, stacked_labels: bool):
+    """The training arrays on the devices (one copy, or stacked per model when a population's
+    models train on different data) and each member's evaluation sets (models with the same
+    data share its device copy)."""
+    trains = [m.prepared["train"] for m in members]
+
+    def put(arrays: list[np.ndarray], stacked: bool) -> jax.Array:
+        return parallel.global_from_full(mesh, np.stack(arrays) if stacked else arrays[0])
+
+    images = put([x for x, _ in trains], stacked_images)
+    labels = put([y for _, y in trains], stacked_labels)
+    placed: dict[int, jax.Array] = {}
+
+    def place(a: np.ndarray) -> jax.Array:
+        if id(a) not in placed:
+            placed[id(a)] = parallel.global_from_full(mesh, a)
+        return placed[id(a)]
+
+    for m in members:
+        m.eval_sets = {name: (place(x), place(y)) for name, (x, y) in m.prepared["eval"].items()}
+    return images, labels
+
+
+class _EpochMeter:
+    """The training metrics of one epoch as they come back from the devices: per-model sums of
+    loss, correct and count, the NaN check, the step callback and the progress bar."""
+
+    def __init__(self, members: Sequence[_Member], *, epoch: int, epochs: int, steps_per_epoch: int,
+                 progress: bool, step_callback):
+        from tqdm.auto import tqdm
+
+        self.members, self.epoch, self.steps_per_epoch = members, epoch, steps_per_epoch
+        self.k = len(members)
+        self.sums = np.zeros((self.k, 3))  # loss_sum, correct, count of the epoch
+        self.step_callback = step_callback
+        self.bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                        disable=not (progress and jax.process_index() == 0), unit="step")
+
+    def add(self, s0: int, metrics_on_device) -> None:
+        """The metrics of the steps ``s0, s0 + 1, ...`` of this epoch (one device call)."""
+        host = parallel.to_host(metrics_on_device)
+        loss = np.asarray(host["loss_sum"], np.float64).reshape(-1, self.k)
+        correct = np.asarray(host["correct"], np.float64).reshape(-1, self.k)
+        count = np.asarray(host["count"], np.float64).reshape(-1, self.k)
+        reg = np.asarray(host["regularizer"], np.float64).reshape(-1, self.k)
+        for i in range(loss.shape[0]):
+            g = self.epoch * self.steps_per_epoch + s0 + i + 1
+            step_loss = loss[i] / count[i]
+            for j, m in enumerate(self.members):
+                if not math.isfinite(step_loss[j]) or not math.isfinite(reg[i, j]):
+                    raise FloatingPointError(
+                        f"non-finite training loss {step_loss[j]} at step {g} (epoch {self.epoch + 1}, batch "
+                        f"{s0 + i + 1}/{self.steps_per_epoch}) of {m.run_dir}; newest checkpoint: step "
+                        f"{m.manager.latest_step()}. Lower the learning rate or check the inputs for NaN/inf.")
+            self.sums[:, 0] += loss[i]
+            self.sums[:, 1] += correct[i]
+            self.sums[:, 2] += count[i]
+            if self.step_callback is not None:
+                self.step_callback(g, [{"loss": float(step_loss[j]), "accuracy": float(correct[i, j] / count[i, j])}
+                                       for j in range(self.k)])
+        self.bar.update(loss.shape[0])
+        self.bar.set_postfix(loss=f"{np.mean(self.sums[:, 0] / self.sums[:, 2]):.4f}",
+                             acc=f"{np.mean(self.sums[:, 1] / self.sums[:, 2]):.3f}")
+
+
+def _evaluate_and_save(members: Sequence[_Member], member_states: list, *, model, mesh: Mesh, due_eval, due_ckpt,
+                       meter: _EpochMeter, done: int, step_now: int, img_per_s: float, epoch_time: float,
+                       t_start: float, population: bool) -> None:
+    """After an epoch: evaluate the members due for it (one metrics.jsonl record each) and
+    checkpoint those due for a checkpoint."""
+    is_main = jax.process_index() == 0
+    sums = meter.sums
+    for j, m in enumerate(members):
+        if due_eval[j]:
+            record: dict[str, Any] = {
+                "epoch": done, "step": step_now, "train_loss": sums[j, 0] / sums[j, 2],
+                "train_accuracy": sums[j, 1] / sums[j, 2], "img_per_s": img_per_s,
+                "epoch_time_s": epoch_time, "time_s": time.perf_counter() - t_start,
+                "accuracy": {}, "loss": {},
+            }
+            if population:
+                record["population"] = len(members)
+            for name, (x, y) in m.eval_sets.items():
+                r = evaluate(member_states[j], model, mesh, x, y, batch_size=m.config.evaluation.batch_size)
+                record["accuracy"][name] = r["accuracy"]
+                record["loss"][name] = r["loss"]
+            m.history.append(record)
+            if is_main:
+                results.append_jsonl(m.metrics_path, record)
+            logger.info("%s epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s per model)",
+                        m.run_dir, done, step_now, record["train_loss"], record["train_accuracy"],
+                        record["accuracy"].get("test", float("nan")), img_per_s)
+        if due_ckpt[j]:
+            import orbax.checkpoint as ocp
+
+            m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
+
+
+def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, population: bool, resume: bool,
+           progress: bool, datasets: tuple[Any, Any] | None,
+           step_callback: Callable[[int, list[dict[str, float]]], None] | None,
+           steps_per_call: int | None) -> list[RunResult]:
+    """The fit loop of :func:`fit` (one model) and :func:`fit_population` (a model axis): set up,
+    open the runs (resuming), place the data, then per epoch run the steps in calls of
+    ``steps_per_call`` with a few calls in flight, and evaluate and checkpoint when due."""
+    t_start = time.perf_counter()
+    config = configs[0]
+    batch_size, epochs = config.optim.batch_size, config.optim.epochs
+    mesh = parallel.make_mesh(config.run.num_devices)
+    parallel.local_batch_size(batch_size, mesh)  # validates divisibility
+    members = _prepare_members(configs, workdirs, datasets)
+    n_train = _check_training_sets(members, batch_size)
+    trains = [m.prepared["train"] for m in members]
     steps_per_epoch = n_train // batch_size
     total_steps = steps_per_epoch * epochs
     num_classes = members[0].prepared["num_classes"]
@@ -396,42 +357,11 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                             shared_labels or not population)
     states = [create_train_state(model, tx, m.keys["init"], trains[0][0].shape[1:], mesh=mesh) for m in members]
     steps_per_call, calls_in_flight = _loop_plan(steps_per_epoch, steps_per_call)
-
-    for m in members:
-        m.run_dir.mkdir(parents=True, exist_ok=True)
-        m.manager = checkpoint_manager(m.run_dir, m.config.run.keep_checkpoints)
     try:
-        start = _resume_step(members, resume)
-        for i, m in enumerate(members):
-            if start is not None:
-                states[i] = restore_checkpoint(m.manager, start, states[i])
-                m.history = [h for h in results.read_jsonl(m.metrics_path) if h["step"] <= start]
-                logger.info("resumed %s from step %d", m.run_dir, start)
-            if is_main:
-                if not (resume and (m.run_dir / "config.json").exists()):
-                    info = run_info(m.config, mesh, num_classes=num_classes, input_shape=trains[0][0].shape[1:])
-                    results.write_json(m.run_dir / "config.json", info)
-                m.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in m.history))
-        start_step = start or 0
-        if start_step % steps_per_epoch:
-            raise CheckpointError(f"checkpoint step {start_step} is not at an epoch boundary "
-                                  f"({steps_per_epoch} steps per epoch)")
-        start_epoch = start_step // steps_per_epoch
-
-        def put(arrays: list[np.ndarray], shared: bool) -> jax.Array:
-            return parallel.global_from_full(mesh, arrays[0] if shared else np.stack(arrays))
-
-        images = put([x for x, _ in trains], shared_images or not population)
-        labels = put([y for _, y in trains], shared_labels or not population)
-        placed: dict[int, jax.Array] = {}  # models with the same data share its device copy
-
-        def place(a: np.ndarray) -> jax.Array:
-            if id(a) not in placed:
-                placed[id(a)] = parallel.global_from_full(mesh, a)
-            return placed[id(a)]
-
-        for m in members:
-            m.eval_sets = {name: (place(x), place(y)) for name, (x, y) in m.prepared["eval"].items()}
+        start_epoch = _open_runs(members, states, resume=resume, mesh=mesh, num_classes=num_classes,
+                                 input_shape=trains[0][0].shape[1:], steps_per_epoch=steps_per_epoch)
+        images, labels = _place_data(members, mesh, stacked_images=population and not shared_images,
+                                     stacked_labels=population and not shared_labels)
         step_keys = parallel.global_from_full(mesh, _stack_keys(members, population))
         rates = (parallel.global_from_full(mesh, np.asarray([m.config.optim.learning_rate for m in members], np.float32))
                  if population else None)
@@ -441,41 +371,13 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
 
         for epoch in range(start_epoch, epochs):
             perms = [np.asarray(pipeline.epoch_indices(jax.random.fold_in(m.keys["data"], epoch), n_train,
-                                                   batch_size), np.int32) for m in members]
+                                                       batch_size), np.int32) for m in members]
             idx_epoch = np.stack(perms, axis=1) if population else perms[0]  # (steps, [K,] B)
-            sums = np.zeros((k_models, 3))  # loss_sum, correct, count of the epoch
             t_epoch = time.perf_counter()
             t_timed, timed_steps = t_epoch, 0
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                       disable=not (progress and is_main), unit="step")
+            meter = _EpochMeter(members, epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                progress=progress, step_callback=step_callback)
             pending: list[tuple[int, jax.Array]] = []
-
-            def drain_one() -> None:
-                s0, m_dev = pending.pop(0)
-                host = parallel.to_host(m_dev)
-                loss = np.asarray(host["loss_sum"], np.float64).reshape(-1, k_models)
-                correct = np.asarray(host["correct"], np.float64).reshape(-1, k_models)
-                count = np.asarray(host["count"], np.float64).reshape(-1, k_models)
-                reg = np.asarray(host["regularizer"], np.float64).reshape(-1, k_models)
-                for i in range(loss.shape[0]):
-                    g = epoch * steps_per_epoch + s0 + i + 1
-                    step_loss = loss[i] / count[i]
-                    for j, m in enumerate(members):
-                        if not math.isfinite(step_loss[j]) or not math.isfinite(reg[i, j]):
-                            raise FloatingPointError(
-                                f"non-finite training loss {step_loss[j]} at step {g} (epoch {epoch + 1}, batch "
-                                f"{s0 + i + 1}/{steps_per_epoch}) of {m.run_dir}; newest checkpoint: step "
-                                f"{m.manager.latest_step()}. Lower the learning rate or check the inputs for NaN/inf.")
-                    sums[:, 0] += loss[i]
-                    sums[:, 1] += correct[i]
-                    sums[:, 2] += count[i]
-                    if step_callback is not None:
-                        step_callback(g, [{"loss": float(step_loss[j]), "accuracy": float(correct[i, j] / count[i, j])}
-                                          for j in range(k_models)])
-                bar.update(loss.shape[0])
-                bar.set_postfix(loss=f"{np.mean(sums[:, 0] / sums[:, 2]):.4f}",
-                                acc=f"{np.mean(sums[:, 1] / sums[:, 2]):.3f}")
-
             for s0 in range(0, steps_per_epoch, steps_per_call):
                 n_steps = min(steps_per_call, steps_per_epoch - s0)
                 idx = parallel.global_from_full(mesh, idx_epoch[s0:s0 + n_steps], sharded=True,
@@ -483,51 +385,28 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                 state, m_dev = loop(state, images, labels, idx, step_keys, rates)
                 pending.append((s0, m_dev))
                 if not compiled:  # the first call of the process compiles: wait, and time from here
-                    drain_one()
+                    meter.add(*pending.pop(0))
                     compiled, t_timed = True, time.perf_counter()
                     continue
                 timed_steps += n_steps
                 while len(pending) > calls_in_flight:
-                    drain_one()
+                    meter.add(*pending.pop(0))
             while pending:
-                drain_one()
-            bar.close()
+                meter.add(*pending.pop(0))
+            meter.bar.close()
             t_done = time.perf_counter()
-            epoch_time = t_done - t_epoch
-            img_per_s = timed_steps * batch_size / (t_done - t_timed) if timed_steps else float("nan")
             done = epoch + 1
-            step_now = done * steps_per_epoch
             last = done == epochs
-            due_eval = [last or (m.config.evaluation.every > 0 and done % m.config.evaluation.every == 0) for m in members]
-            due_ckpt = [last or (m.config.run.checkpoint_every > 0 and done % m.config.run.checkpoint_every == 0)
-                        for m in members]
+            due_eval = [_due(done, m.config.evaluation.every, last) for m in members]
+            due_ckpt = [_due(done, m.config.run.checkpoint_every, last) for m in members]
             if not any(due_eval) and not any(due_ckpt):
                 continue
             member_states = _unstack_fn(mesh, k_models)(state) if population else [state]
-            for j, m in enumerate(members):
-                if due_eval[j]:
-                    record: dict[str, Any] = {
-                        "epoch": done, "step": step_now, "train_loss": sums[j, 0] / sums[j, 2],
-                        "train_accuracy": sums[j, 1] / sums[j, 2], "img_per_s": img_per_s,
-                        "epoch_time_s": epoch_time, "time_s": time.perf_counter() - t_start,
-                        "accuracy": {}, "loss": {},
-                    }
-                    if population:
-                        record["population"] = k_models
-                    for name, (x, y) in m.eval_sets.items():
-                        r = evaluate(member_states[j], model, mesh, x, y, batch_size=m.config.evaluation.batch_size)
-                        record["accuracy"][name] = r["accuracy"]
-                        record["loss"][name] = r["loss"]
-                    m.history.append(record)
-                    if is_main:
-                        results.append_jsonl(m.metrics_path, record)
-                    logger.info("%s epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s per model)",
-                                m.run_dir, done, step_now, record["train_loss"], record["train_accuracy"],
-                                record["accuracy"].get("test", float("nan")), img_per_s)
-                if due_ckpt[j]:
-                    import orbax.checkpoint as ocp
-
-                    m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
+            _evaluate_and_save(
+                members, member_states, model=model, mesh=mesh, due_eval=due_eval, due_ckpt=due_ckpt, meter=meter,
+                done=done, step_now=done * steps_per_epoch,
+                img_per_s=timed_steps * batch_size / (t_done - t_timed) if timed_steps else float("nan"),
+                epoch_time=t_done - t_epoch, t_start=t_start, population=population)
             del member_states
         final = _unstack_fn(mesh, k_models)(state) if population else [state]
         for m in members:

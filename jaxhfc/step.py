@@ -34,12 +34,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxhfc import models, parallel, pipeline
-from jaxhfc.config import OPTIMIZERS, SCHEDULES, NetConfig, OptimConfig, TrainConfig
+from jaxhfc import kernels, models, parallel, pipeline
+from jaxhfc.config import (OPTIMIZERS, SCHEDULES, AdversaryConfig, AugmentConfig, NetConfig, OptimConfig,
+                           TrainConfig)
 from jaxhfc.parallel import DATA_AXIS
 
 __all__ = [
@@ -447,3 +449,66 @@ def make_train_step(
         return state, jax.tree_util.tree_map(lambda a: a[0], m)
 
     return step
+
+
+# ----------------------------------------------------------------------------- the compiled loop of a config
+
+
+def _adversary(adversary: AdversaryConfig) -> Callable[..., jax.Array] | None:
+    """The step's adversary of an ``adversary`` section (None: no adversarial training)."""
+    if adversary.eps <= 0:
+        return None
+    from jaxhfc import attacks  # only for adversarial training
+
+    # XLA:CPU runs convolutions inside a while loop several times slower than unrolled
+    # (measured in benchmarks/attacks.py), so the PGD loop is unrolled on CPU only.
+    return attacks.madry_adversary(eps=adversary.eps, step_size=adversary.step_size, steps=adversary.steps,
+                                   norm=adversary.norm, random_start=adversary.random_start,
+                                   unroll=jax.default_backend() == "cpu")
+
+
+def _regularizer(optim: OptimConfig) -> Callable[[Any], jax.Array] | None:
+    """The step's regularizer of an ``optim`` section (None: no kernel penalty)."""
+    if optim.kernel_penalty <= 0:
+        return None
+    return kernels.smoothness_penalty
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_loop(model: nn.Module, mesh: Mesh, optim: OptimConfig, augment: AugmentConfig,
+                 adversary: AdversaryConfig, total_steps: int, num_classes: int, population: int | None,
+                 shared_images: bool, shared_labels: bool) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+    """Optimizer and jitted training loop, cached so repeated fits reuse the compilation.
+
+    The cache key is the arguments: the model (the ``net`` section and the number of
+    classes), the mesh (``run.num_devices``), and the ``optim``, ``augment`` and
+    ``adversary`` sections whole, the only parts of a config the step reads; a field added to
+    one of them is in the key without being listed. A population passes ``optim`` with
+    learning rate 1 (each model's update is scaled by its own rate: :func:`make_train_loop`).
+    """
+    tx = optimizer_from_config(optim, total_steps)
+    loop = make_train_loop(
+        model, tx, mesh, global_batch=optim.batch_size, num_classes=num_classes,
+        label_smoothing=optim.label_smoothing, mixup_alpha=augment.mixup_alpha,
+        crop_pad=4 if augment.crop else 0, flip=augment.flip,
+        regularizer=_regularizer(optim), regularizer_weight=optim.kernel_penalty, adversary=_adversary(adversary),
+        population=population, shared_images=shared_images, shared_labels=shared_labels,
+    )
+    return tx, loop
+
+
+def _loop_plan(steps_per_epoch: int, steps_per_call: int | None) -> tuple[int, int]:
+    """``(S, calls in flight)``: steps per compiled call and calls sent before the oldest is fetched.
+
+    On CPU one step per call (XLA:CPU runs convolutions inside while loops several times
+    slower: benchmarks/train_loop.py) and at most 8 steps in flight (fake CPU devices
+    deadlock with ~50 collective steps in flight); elsewhere up to 100 steps scanned on the
+    device per call, the next call queued behind the running one.
+    """
+    cpu = jax.default_backend() == "cpu"
+    if steps_per_call is None:
+        steps_per_call = 1 if cpu else 100
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, (int, np.integer)) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be a positive int or None; got {steps_per_call!r}")
+    s = min(int(steps_per_call), steps_per_epoch)
+    return s, (max(1, 8 // s) if cpu else 1)

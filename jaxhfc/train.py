@@ -8,8 +8,8 @@
 - :mod:`jaxhfc.evaluation`: :func:`evaluate`, :func:`predict`, :func:`logits_fn`,
   :func:`eval_set_name`;
 - :mod:`jaxhfc.runs`: run folders, checkpoints, :func:`load_run`, :class:`CheckpointError`;
-- :mod:`jaxhfc.fit`: data preparation (:func:`prepare_data`, :func:`load_splits`,
-  :func:`load_validation`, :func:`holdout_split`), :func:`fit`, :func:`fit_population`,
+- :mod:`jaxhfc.prepare`: data preparation (:func:`prepare_data`, :func:`load_splits`,
+  :func:`load_validation`, :func:`holdout_split`); :mod:`jaxhfc.fit`: :func:`fit`, :func:`fit_population`,
   :func:`population_key`.
 
 ``from jaxhfc.train import X`` and ``train.X`` work for every name of ``__all__``.
@@ -33,16 +33,8 @@ from jaxhfc.config import (
     TrainConfig,
 )
 from jaxhfc.evaluation import EVAL_KINDS, eval_set_name, evaluate, logits_fn, predict
-from jaxhfc.fit import (
-    RunResult,
-    fit,
-    fit_population,
-    holdout_split,
-    load_splits,
-    load_validation,
-    population_key,
-    prepare_data,
-)
+from jaxhfc.fit import RunResult, fit, fit_population, population_key
+from jaxhfc.prepare import holdout_split, load_splits, load_validation, prepare_data
 from jaxhfc.runs import CheckpointError, load_run
 from jaxhfc.step import (
     STEP_OPTIONS,

@@ -14,6 +14,7 @@ import pytest
 
 from jaxhfc import config as C
 from jaxhfc import fit as fit_module
+from jaxhfc import step as step_module
 from jaxhfc import models, parallel, train
 from jaxhfc.cli import build_parser, train_cmd
 
@@ -301,10 +302,10 @@ def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
 
     mesh = parallel.make_mesh()
     model = models.get_model("small_cnn", width=4)
-    before = fit_module._cached_loop.cache_info()
+    before = step_module._cached_loop.cache_info()
 
     def loop(optim, augment, adversary):
-        return fit_module._cached_loop(model, mesh, optim, augment, adversary, 10, 10, None, True, True)
+        return step_module._cached_loop(model, mesh, optim, augment, adversary, 10, 10, None, True, True)
 
     o, a, v = extra["optim"](batch_size=32), extra["augment"](), extra["adversary"]()
     first = loop(o, a, v)
@@ -312,7 +313,7 @@ def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
     for changed in (loop(o.replace(extra=1), a, v), loop(o, a.replace(extra=1), v), loop(o, a, v.replace(extra=1)),
                     loop(o.replace(learning_rate=1.0), a, v)):
         assert changed is not first
-    info = fit_module._cached_loop.cache_info()
+    info = step_module._cached_loop.cache_info()
     assert (info.hits - before.hits, info.misses - before.misses) == (1, 5)
 
 

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 from jaxhfc import datasets, models, parallel, train
-from jaxhfc import fit as fit_module
+from jaxhfc import step as step_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def test_real_pgd_adversary_raises_training_loss():
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32)]
     _, clean = _run_mapped(model, tx, 8, x, y, idx_list)
-    _, adv = _run_mapped(model, tx, 8, x, y, idx_list, adversary=fit_module._adversary(cfg.adversary))
+    _, adv = _run_mapped(model, tx, 8, x, y, idx_list, adversary=step_module._adversary(cfg.adversary))
     assert np.isfinite(adv[0]["loss_sum"])
     assert adv[0]["loss_sum"] > clean[0]["loss_sum"]  # PGD raises the loss of the same batch
 
@@ -181,8 +181,8 @@ def test_real_pgd_adversary_raises_training_loss():
 def test_kernel_penalty_maps_to_kernels_module():
     from jaxhfc import kernels
 
-    assert fit_module._regularizer(train.TrainConfig().optim) is None
-    assert fit_module._regularizer(train.TrainConfig(kernel_penalty=0.1).optim) is kernels.smoothness_penalty
+    assert step_module._regularizer(train.TrainConfig().optim) is None
+    assert step_module._regularizer(train.TrainConfig(kernel_penalty=0.1).optim) is kernels.smoothness_penalty
 
 
 def test_evaluate_and_predict_count_each_example_once():
