@@ -215,7 +215,7 @@ class Context:
         if self.scale == "full":
             fields["model"] = self.model
         base = train.TrainConfig(**fields)
-        base = dataclasses.replace(base, eval_radii=tuple(self.radius(r) for r in base.eval_radii))
+        base = dataclasses.replace(base, eval_radii=tuple(self.radius(r) for r in base.evaluation.radii))
         return dataclasses.replace(base, **overrides)
 
     @property
@@ -296,8 +296,8 @@ class Context:
         """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
         from jaxhfc import train
 
-        key = (config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train, config.num_test,
-               config.num_val)
+        key = (config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train, config.data.num_test,
+               config.data.num_val)
         if key not in self._datasets:
             self._datasets[key] = train.load_splits(config)
         return self._datasets[key]
@@ -306,14 +306,14 @@ class Context:
         """The validation split of ``config`` (held out from its training data; never trained on)."""
         from jaxhfc import train
 
-        key = ("val", config.dataset, config.data_dir, config.data_source, config.data_seed, config.num_train,
-               config.num_val)
+        key = ("val", config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train,
+               config.data.num_val)
         if key not in self._datasets:
             self._datasets[key] = train.load_validation(config)
         return self._datasets[key]
 
     def run_dir(self, name: str, config) -> Path:
-        return self.out / "runs" / f"{name}-s{config.seed}-{config.config_hash()[:10]}"
+        return self.out / "runs" / f"{name}-s{config.run.seed}-{config.config_hash()[:10]}"
 
     def train(self, name: str, config) -> Trained:
         """Train ``config`` (or load it when a finished run with the same hash exists)."""
@@ -429,7 +429,7 @@ class Context:
         test = self.datasets(config)[1] if split == "test" else self.validation(config)
         if kind:
             test = datasets.filter_dataset(test, kind, radius)
-        return np.asarray(datasets.to_model_input(test, scaling=config.scaling), np.float32), np.asarray(test.labels, np.int32)
+        return np.asarray(datasets.to_model_input(test, scaling=config.data.scaling), np.float32), np.asarray(test.labels, np.int32)
 
     # ---------------------------------------------------------------- writing
 
@@ -515,7 +515,7 @@ def write_artefact(
     claims = family(claims)
 
     def model_info(t: Trained) -> dict:
-        return {"run_dir": str(t.run_dir), "seed": t.config.seed, "config": t.config.to_dict(),
+        return {"run_dir": str(t.run_dir), "seed": t.config.run.seed, "config": t.config.to_dict(),
                 "config_hash": t.config.config_hash()}
 
     R.write_json(

@@ -112,7 +112,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
     settings = SETTINGS[ctx.scale]
-    radii = ctx.config().eval_radii
+    radii = ctx.config().evaluation.radii
     labels = list(variants(settings))
     named, keys = [], []
     for label, over in variants(settings).items():

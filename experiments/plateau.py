@@ -52,19 +52,19 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
     t0 = time.perf_counter()
     train_ds, test_ds = train.load_splits(config)
-    x = np.asarray(datasets.to_model_input(train_ds, scaling=config.scaling), np.float32)
+    x = np.asarray(datasets.to_model_input(train_ds, scaling=config.data.scaling), np.float32)
     y = np.asarray(train_ds.labels, np.int32)
-    xt = np.asarray(datasets.to_model_input(test_ds, scaling=config.scaling), np.float32)
+    xt = np.asarray(datasets.to_model_input(test_ds, scaling=config.data.scaling), np.float32)
     yt = np.asarray(test_ds.labels, np.int32)
     mesh = parallel.make_mesh(1)
     net = train.build_model(config, int(train_ds.num_classes))
-    tx = train.make_optimizer(optimizer=config.optimizer, learning_rate=config.learning_rate, total_steps=steps)
+    tx = train.make_optimizer(optimizer=config.optim.name, learning_rate=config.optim.learning_rate, total_steps=steps)
     keys = train.named_keys(seed)
     state = train.create_train_state(net, tx, keys["init"], x.shape[1:], mesh=mesh)
-    step = train.make_train_step(net, tx, mesh, global_batch=config.batch_size, num_classes=int(train_ds.num_classes))
+    step = train.make_train_step(net, tx, mesh, global_batch=config.optim.batch_size, num_classes=int(train_ds.num_classes))
     images = parallel.global_from_full(mesh, x)
     labels = parallel.global_from_full(mesh, y)
-    order = np.asarray(pipeline.epoch_indices(keys["data"], len(y), config.batch_size))
+    order = np.asarray(pipeline.epoch_indices(keys["data"], len(y), config.optim.batch_size))
     losses, correct = [], []
     rows = []
     with open(out / "metrics.jsonl", "w") as f:
@@ -86,7 +86,7 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
     summary = {"model": model, "steps": steps, "seed": seed, "first_loss": losses[0],
                "final_test_accuracy": rows[-1]["test_accuracy"], "seconds": time.perf_counter() - t0,
                "hardware": hardware(),
-               **left_plateau(np.asarray(losses), np.asarray(correct), config.batch_size, window=window)}
+               **left_plateau(np.asarray(losses), np.asarray(correct), config.optim.batch_size, window=window)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     _plot(rows, out / "loss.png", title=f"{model}, paper setting (no BN, Adam 1e-4, batch 100)")
     return summary

@@ -91,7 +91,7 @@ def run(ctx: Context) -> dict:
     folder = ctx.artefact_dir(NAME)
     per_seed_metrics, per_seed_rows, all_counts, saved = [], [], [], {}
     for model in models:
-        preds = analysis.radius_predictions(model.logits_fn(), test.images, radii, scaling=cfg.scaling,
+        preds = analysis.radius_predictions(model.logits_fn(), test.images, radii, scaling=cfg.data.scaling,
                                             batch_size=st["batch_size"], mesh=ctx.mesh())
         counts = analysis.prediction_counts(preds["pred_low"], preds["pred_high"], test.labels,
                                             pred_orig=preds["pred_orig"])
@@ -99,7 +99,7 @@ def run(ctx: Context) -> dict:
         all_counts.append(counts)
         val = ctx.validation(model.config)  # this seed's own held-out images
         sel = np.asarray(st["select"], np.float32)
-        vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.scaling,
+        vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.data.scaling,
                                          batch_size=st["batch_size"], mesh=ctx.mesh())
         r_star = select_radius(vp["pred_low"] == val.labels, vp["pred_high"], val.labels, sel)
         k_star = int(np.flatnonzero(radii == r_star)[0])
@@ -162,7 +162,7 @@ def run(ctx: Context) -> dict:
     write_artefact(ctx, NAME, title="Fig. 1/2: test images classified right/wrong from their LFC (L) and HFC (H)",
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims, models={"vanilla": models},
                    figures=figs, digits=2,
-                   settings={**st, "radii": radii.tolist(), "scaling": cfg.scaling, "n_test": n, "n_val": len(val)},
+                   settings={**st, "radii": radii.tolist(), "scaling": cfg.data.scaling, "n_test": n, "n_val": len(val)},
                    notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc.; percentages of the {n} "
                          f"test images (the four cells add up to 100% at every radius). 'L-H+ excess' is the L-H+ share "
                          f"minus what label-blind HFC predictions (the same predictions shuffled across images) would "

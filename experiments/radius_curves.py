@@ -50,9 +50,9 @@ def run(ctx: Context) -> dict:
         metrics, rows, curves = {}, [], {}
         for name, ts in models.items():
             fn = ts[i].logits_fn()
-            res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.scaling, mesh=ctx.mesh(),
+            res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.data.scaling, mesh=ctx.mesh(),
                                               batch_size=st["batch_size"])
-            rings = analysis.ring_accuracy(fn, test.images, test.labels, width=st["ring_width"], scaling=cfg.scaling,
+            rings = analysis.ring_accuracy(fn, test.images, test.labels, width=st["ring_width"], scaling=cfg.data.scaling,
                                            mesh=ctx.mesh(), batch_size=st["batch_size"])
             metrics[name] = {"test": float(res["acc_orig"]), "crossing": res["crossing"],
                              "hfc_area": float(np.mean(res["acc_high"]))}
