@@ -196,7 +196,8 @@ class Context:
         return self.scale != "full"
 
     def config(self, seed: int | None = None, **overrides):
-        """The vanilla config at this scale, with ``overrides`` applied last.
+        """The vanilla config at this scale, with ``overrides`` (section dicts, e.g.
+        ``net={"norm": "batch"}``) applied last.
 
         Full scale is the paper's vanilla set-up (Adam 1e-4, batch 100, 100 epochs, no
         augmentation, no BatchNorm, paper input scaling). Quick and tiny shrink the data,
@@ -205,18 +206,20 @@ class Context:
         from experiments import recipes
         from jaxhfc import train
 
+        from jaxhfc.config import merge_sections
+
         seed = self.seed if seed is None else seed
         own = recipes.DATASETS.get(self.dataset, {}).get("base", {}).get(self.scale, {})
-        fields = dict(recipes.BASE[self.scale], **own, dataset=self.dataset, data_dir=self.data_dir, seed=seed)
+        fixed = {"data": {"name": self.dataset, "dir": self.data_dir}, "run": {"seed": seed}}
         if self.draws_data:
-            fields.update(data_seed=seed, test_seed=0)
-        fields.setdefault("num_val", VALIDATION[self.scale])
-        fields.setdefault("eval_train", True)  # eval-mode accuracy on clean training data (generalisation gaps)
+            fixed["data"].update(seed=seed, test_seed=0)
         if self.scale == "full":
-            fields["model"] = self.model
-        base = train.TrainConfig(**fields)
-        base = dataclasses.replace(base, eval_radii=tuple(self.radius(r) for r in base.evaluation.radii))
-        return dataclasses.replace(base, **overrides)
+            fixed["net"] = {"name": self.model}
+        defaults = {"data": {"num_val": VALIDATION[self.scale]},
+                    "evaluation": {"train": True}}  # eval-mode accuracy on clean training data (generalisation gaps)
+        base = train.TrainConfig(**merge_sections(defaults, recipes.BASE[self.scale], own, fixed))
+        base = base.merged(evaluation={"radii": tuple(self.radius(r) for r in base.evaluation.radii)})
+        return base.merged(**overrides)
 
     @property
     def draws_data(self) -> bool:
@@ -249,24 +252,24 @@ class Context:
         size on this dataset's scale (:meth:`eps`)."""
         from experiments import recipes
 
-        return self.scaled(recipes.ADVERSARIAL[self.scale], keys=("adv_eps", "adv_step_size"))
+        rec = {k: dict(v) for k, v in recipes.ADVERSARIAL[self.scale].items()}
+        rec["adversary"] = self.scaled(rec["adversary"], keys=("eps", "step_size"))
+        return rec
 
     @property
     def image_size(self) -> int:
-        """Side of the dataset's images (32 for the built-in data and CIFAR-10; other specs are
-        loaded once to read it)."""
+        """Side of the dataset's images (32 for the built-in data and CIFAR-10, 28 for the
+        MNIST family; other sources' test split is read once for it)."""
         if self._size is None:
             if self.dataset in ("synthetic", "cifar10"):
                 self._size = 32
             elif self.dataset in ("fashion_mnist", "mnist"):
                 self._size = 28
-            else:
-                from experiments import recipes
-                from jaxhfc import train
+            else:  # another source: read its test split once for the size
+                from jaxhfc import datasets
 
-                probe = train.TrainConfig(**dict(recipes.BASE[self.scale], dataset=self.dataset,
-                                                 data_dir=self.data_dir, num_val=VALIDATION[self.scale]))
-                self._size = int(min(self.datasets(probe)[1].images.shape[1:3]))
+                test = datasets.load_dataset(self.dataset, split="test", data_dir=self.data_dir)
+                self._size = int(min(test.images.shape[1:3]))
         return self._size
 
     def radius(self, r: float) -> float:
@@ -400,7 +403,7 @@ class Context:
 
     def batchnorms(self) -> list[Trained]:
         """The vanilla model with BatchNorm, for every seed (shared by heuristics and radius_curves)."""
-        return self.train_seeds("batchnorm", norm="batch")
+        return self.train_seeds("batchnorm", net={"norm": "batch"})
 
     def adversarial(self, seed: int | None = None) -> Trained:
         """M_adversarial for one seed: Madry PGD training (paper: Linf eps 0.03, 10 steps of
@@ -412,7 +415,7 @@ class Context:
         compare with when a claim is about what adversarial training does."""
         from experiments import recipes
 
-        return {k: v for k, v in recipes.ADVERSARIAL[self.scale].items() if not k.startswith("adv_")}
+        return {k: dict(v) for k, v in recipes.ADVERSARIAL[self.scale].items() if k != "adversary"}
 
     def twins(self) -> list[Trained]:
         """M_adversarial's clean twin (:meth:`twin_overrides`) for every seed."""

@@ -39,11 +39,11 @@ def variants(settings: dict) -> dict:
     small, large = settings["batches"]
     return {
         "vanilla": {},
-        "mixup": {"mixup_alpha": 1.0},  # the code's Beta(1, 1); the paper's text says alpha 0.5
-        f"batch {small}": {"batch_size": small},
-        f"batch {large}": {"batch_size": large},
-        "dropout 0.5": {"dropout": 0.5},
-        "batchnorm": {"norm": "batch"},
+        "mixup": {"augment": {"mixup_alpha": 1.0}},  # the code's Beta(1, 1); the paper's text says alpha 0.5
+        f"batch {small}": {"optim": {"batch_size": small}},
+        f"batch {large}": {"optim": {"batch_size": large}},
+        "dropout 0.5": {"net": {"dropout": 0.5}},
+        "batchnorm": {"net": {"norm": "batch"}},
         "adversarial": "adversarial",
         "adversarial twin": "twin",  # M_adversarial's recipe without the attack: the baseline of its claim
     }
@@ -127,8 +127,8 @@ def run(ctx: Context) -> dict:
     r6 = ctx.radius(settings["lfc_radius"])
     for norm in ("none", "batch"):
         for s in ctx.seed_list:
-            named.append((f"lfc{r6}_{norm}", ctx.config(seed=s, train_filter="low", train_radius=float(r6), norm=norm,
-                                                        eval_radii=(r6,))))
+            named.append((f"lfc{r6}_{norm}", ctx.config(seed=s, data={"train_filter": "low", "train_radius": float(r6)},
+                                                        net={"norm": norm}, evaluation={"radii": (r6,)})))
             keys.append((f"lfc_{norm}", s))
     trained = dict(zip(keys, ctx.train_many(named)))
     models = {label: [trained[(label, s)] for s in ctx.seed_list] for label in labels}

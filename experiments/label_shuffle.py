@@ -25,12 +25,15 @@ NAME = "label_shuffle"
 #: images of the synthetic data). ``fit_min``: precondition, each model's accuracy on its own
 #: training labels at the end.
 SETTINGS = {
-    "full": dict(radii=(4, 8, 12, 16), epochs=100, shuffle_epochs=300, overrides=dict(eval_train_subset=10000),
+    "full": dict(radii=(4, 8, 12, 16), epochs=100, shuffle_epochs=300,
+                 overrides=dict(evaluation=dict(train_subset=10000)),
                  natural_eval_every=1, shuffle_eval_every=1, fit_min=0.9),
     "quick": dict(radii=(4, 8, 12, 16), epochs=40, shuffle_epochs=75,
-                  overrides=dict(num_train=512, num_test=500, num_val=0, batch_size=64, eval_train_subset=512),
+                  overrides=dict(data=dict(num_train=512, num_test=500, num_val=0), optim=dict(batch_size=64),
+                                 evaluation=dict(train_subset=512)),
                   natural_eval_every=8, shuffle_eval_every=15, fit_min=0.8),
-    "tiny": dict(radii=(4,), epochs=2, shuffle_epochs=2, overrides=dict(num_val=0, eval_train_subset=128),
+    "tiny": dict(radii=(4,), epochs=2, shuffle_epochs=2,
+                 overrides=dict(data=dict(num_val=0), evaluation=dict(train_subset=128)),
                  natural_eval_every=1, shuffle_eval_every=1, fit_min=0.0),
 }
 #: Read off the authors' poster (approximate, docs/paper.md), at the last epoch.
@@ -64,11 +67,16 @@ def run(ctx: Context) -> dict:
 
     st = dict(SETTINGS[ctx.scale])
     st["radii"] = radii = tuple(ctx.radius(r) for r in st["radii"])
-    common = dict(eval_train=True, eval_radii=radii, **st["overrides"])
-    named = [("natural", ctx.config(seed=s, epochs=st["epochs"], eval_every=st["natural_eval_every"], **common))
-             for s in ctx.seed_list]
-    named += [("shuffle", ctx.config(seed=s, epochs=st["shuffle_epochs"], shuffle_labels=1.0,
-                                     eval_every=st["shuffle_eval_every"], **common)) for s in ctx.seed_list]
+    from jaxhfc.config import merge_sections
+
+    common = merge_sections({"evaluation": {"train": True, "radii": radii}}, st["overrides"])
+
+    def cfg(seed: int, epochs: int, every: int, shuffle: float):
+        return ctx.config(seed=seed, **merge_sections(common, {"optim": {"epochs": epochs}, "evaluation": {"every": every},
+                                                               "data": {"shuffle_labels": shuffle}}))
+
+    named = [("natural", cfg(s, st["epochs"], st["natural_eval_every"], 0.0)) for s in ctx.seed_list]
+    named += [("shuffle", cfg(s, st["shuffle_epochs"], st["shuffle_eval_every"], 1.0)) for s in ctx.seed_list]
     trained = ctx.train_many(named)
     n = len(ctx.seed_list)
     models = {"natural": trained[:n], "shuffle": trained[n:]}
@@ -87,7 +95,7 @@ def run(ctx: Context) -> dict:
                              "difference": None if ref is None or ours is None else ours - ref})
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
-    n_eval = min(st["overrides"].get("eval_train_subset") or 10**9, len(ctx.datasets(named[0][1])[0]))
+    n_eval = min(st["overrides"].get("evaluation", {}).get("train_subset") or 10**9, len(ctx.datasets(named[0][1])[0]))
     claims = judge_claims(per_seed_metrics, st, n_eval)
     figs = []
     for name, ts in models.items():

@@ -45,9 +45,13 @@ def left_plateau(losses: np.ndarray, correct: np.ndarray, count: int, *, window:
 
 def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, window: int,
         out: pathlib.Path) -> dict:
-    full = dict(recipes.BASE["full"])
-    config = train.TrainConfig(**{**full, "model": model, "dataset": "synthetic", "num_train": steps * full["batch_size"],
-                                  "num_test": num_test, "epochs": 1, "seed": seed, "num_devices": 1})
+    from jaxhfc.config import merge_sections
+
+    full = recipes.BASE["full"]
+    config = train.TrainConfig(**merge_sections(full, {
+        "net": {"name": model}, "data": {"name": "synthetic", "num_train": steps * full["optim"]["batch_size"],
+                                         "num_test": num_test},
+        "optim": {"epochs": 1}, "run": {"seed": seed, "num_devices": 1}}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
     t0 = time.perf_counter()

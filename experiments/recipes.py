@@ -1,7 +1,9 @@
 """The training recipes every artefact starts from, per scale, in one place.
 
-Each entry is a dict of :class:`jaxhfc.train.TrainConfig` fields. ``Context.config`` builds a
-config as ``TrainConfig(**BASE[scale], dataset=..., seed=..., **artefact overrides)``.
+Each entry is a dict of :class:`jaxhfc.config.TrainConfig` sections (``net``, ``data``, ``optim``,
+``augment``, ``adversary``, ``evaluation``, ``run``), each a dict of that section's fields.
+``Context.config`` layers them: ``BASE[scale]``, then the dataset's own (``DATASETS``), then the
+dataset, seed and artefact overrides (``jaxhfc.config.merge_sections``).
 An artefact's own per-scale settings (radii, epochs, variants) live at the top of its driver
 module in a ``SETTINGS`` dict with the same three keys.
 
@@ -24,15 +26,20 @@ from __future__ import annotations
 #: M_natural (the vanilla model), per scale. ``bn_eval="batch"`` only matters for BatchNorm
 #: variants (``norm="batch"``): the paper code's BatchNorm, current-batch statistics at test time.
 BASE: dict[str, dict] = {
-    "full": dict(norm="none", bn_eval="batch", epochs=100, batch_size=100, learning_rate=1e-4, eval_every=1,
-                 eval_radii=(4, 8, 12, 16), checkpoint_every=10),
+    "full": dict(net=dict(norm="none", bn_eval="batch"),
+                 optim=dict(epochs=100, batch_size=100, learning_rate=1e-4),
+                 evaluation=dict(every=1, radii=(4, 8, 12, 16)), run=dict(checkpoint_every=10)),
     # 2,560 loaded = 2,048 training images + the 512-image validation split.
-    "quick": dict(model="small_cnn", width=16, norm="none", bn_eval="batch", dtype="float32", num_train=2560,
-                  num_test=500, epochs=8, batch_size=64, learning_rate=3e-3, eval_batch_size=500, eval_every=4,
-                  eval_radii=(4, 8, 12, 16), eval_train_subset=250, checkpoint_every=4),
-    "tiny": dict(model="small_cnn", width=8, norm="none", bn_eval="batch", normalize=True, dtype="float32", num_train=256,
-                 num_test=192, epochs=2, batch_size=16, learning_rate=3e-3, eval_batch_size=192, eval_every=1,
-                 eval_radii=(4,), eval_train_subset=128, checkpoint_every=1),
+    "quick": dict(net=dict(name="small_cnn", width=16, norm="none", bn_eval="batch", dtype="float32"),
+                  data=dict(num_train=2560, num_test=500),
+                  optim=dict(epochs=8, batch_size=64, learning_rate=3e-3),
+                  evaluation=dict(batch_size=500, every=4, radii=(4, 8, 12, 16), train_subset=250),
+                  run=dict(checkpoint_every=4)),
+    "tiny": dict(net=dict(name="small_cnn", width=8, norm="none", bn_eval="batch", normalize=True, dtype="float32"),
+                 data=dict(num_train=256, num_test=192),
+                 optim=dict(epochs=2, batch_size=16, learning_rate=3e-3),
+                 evaluation=dict(batch_size=192, every=1, radii=(4,), train_subset=128),
+                 run=dict(checkpoint_every=1)),
 }
 
 #: M_adversarial: Madry PGD training (paper: Linf eps 0.03, 10 steps of 0.003, no random
@@ -40,19 +47,22 @@ BASE: dict[str, dict] = {
 #: small CNN gets BatchNorm (running averages at test time, so attacks see one example at a
 #: time): without it, PGD training of the no-BN small CNN stays on the ln 10 plateau.
 ADVERSARIAL: dict[str, dict] = {
-    "full": dict(adv_eps=0.03, adv_steps=10, adv_step_size=0.003, adv_random_start=False,
-                 augment_crop=True, augment_flip=True),
-    "quick": dict(norm="batch", bn_eval="running", adv_eps=0.03, adv_steps=3, adv_step_size=0.012,
-                  adv_random_start=False, augment_crop=False, augment_flip=False),
-    "tiny": dict(norm="batch", bn_eval="running", adv_eps=0.03, adv_steps=2, adv_step_size=0.015,
-                 adv_random_start=False, augment_crop=False, augment_flip=False),
+    "full": dict(adversary=dict(eps=0.03, steps=10, step_size=0.003, random_start=False),
+                 augment=dict(crop=True, flip=True)),
+    "quick": dict(net=dict(norm="batch", bn_eval="running"),
+                  adversary=dict(eps=0.03, steps=3, step_size=0.012, random_start=False),
+                  augment=dict(crop=False, flip=False)),
+    "tiny": dict(net=dict(norm="batch", bn_eval="running"),
+                 adversary=dict(eps=0.03, steps=2, step_size=0.015, random_start=False),
+                 augment=dict(crop=False, flip=False)),
 }
 
 #: The Linf radius that ``ADVERSARIAL`` and the attack settings are written for (CIFAR-10's
 #: 8/255 ~ 0.03); :meth:`experiments.common.Context.eps` rescales them to a dataset's own.
 REFERENCE_EPS = 0.03
 
-_IDX_QUICK = dict(num_train=10_512, num_test=2000, epochs=12, width=16, eval_every=4, checkpoint_every=4)
+_IDX_QUICK = dict(net=dict(width=16), data=dict(num_train=10_512, num_test=2000), optim=dict(epochs=12),
+                  evaluation=dict(every=4), run=dict(checkpoint_every=4))
 
 #: Real datasets other than CIFAR-10: the recipe changes per scale (applied over ``BASE``, before
 #: the artefact's overrides), the dataset's standard Linf eps for adversarial training, and the

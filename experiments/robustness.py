@@ -119,7 +119,8 @@ def run(ctx: Context) -> dict:
     s = attack_settings(ctx)
     rhos = s["rhos"]
     naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
-    penalties = ctx.train_seeds("kernel_penalty", kernel_penalty=s["kernel_penalty"]) if s["penalty"] else None
+    penalties = (ctx.train_seeds("kernel_penalty", optim={"kernel_penalty": s["kernel_penalty"]}) if s["penalty"]
+                 else None)
     x, y = ctx.test_arrays(naturals[0].config)
     if s["n_eval"]:
         x, y = x[: s["n_eval"]], y[: s["n_eval"]]

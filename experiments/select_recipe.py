@@ -45,8 +45,9 @@ def run(ctx: Context, *, target: float, candidates=CANDIDATES, seeds=SELECTION_S
     for n, epochs, width in candidates:
         accs, secs = [], []
         for s in seeds:
-            cfg = ctx.config(seed=s, num_train=n + num_val, epochs=epochs, width=width, eval_every=epochs,
-                             checkpoint_every=epochs, eval_radii=(), eval_train=False)
+            cfg = ctx.config(seed=s, net={"width": width}, data={"num_train": n + num_val}, optim={"epochs": epochs},
+                             evaluation={"every": epochs, "radii": (), "train": False},
+                             run={"checkpoint_every": epochs})
             t0 = time.perf_counter()
             t = ctx.train(f"select-n{n}-e{epochs}-w{width}", cfg)
             secs.append(time.perf_counter() - t0)

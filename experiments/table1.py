@@ -63,8 +63,9 @@ def run(ctx: Context) -> dict:
     for kind in ("low", "high"):
         for r in radii:
             for s in ctx.seed_list:
-                named.append((f"train_{kind}_r{r}", ctx.config(seed=s, train_filter=kind, train_radius=float(ctx.radius(r)),
-                                                                eval_train=True, eval_radii=())))
+                named.append((f"train_{kind}_r{r}", ctx.config(
+                    seed=s, data={"train_filter": kind, "train_radius": float(ctx.radius(r))},
+                    evaluation={"train": True, "radii": ()})))
                 keys.append((kind, r, s))
     trained = dict(zip(keys, ctx.train_many(named)))
     per_seed_metrics, per_seed_rows = [], []

@@ -373,3 +373,29 @@ def test_flat_aliases_are_declared_for_type_checkers_with_their_section_types():
     assert declared == expected
     # and they stay out of the dataclass fields (aliases are properties, not fields)
     assert [f.name for f in dataclasses.fields(C.TrainConfig)] == list(C.SECTIONS)
+
+
+def test_nested_names_are_the_api_and_flat_names_are_deprecated():
+    with pytest.warns(DeprecationWarning, match="flat TrainConfig names"):
+        flat = C.TrainConfig(norm="batch", adv_eps=0.1)
+    nested = C.TrainConfig(net={"norm": "batch"}, adversary={"eps": 0.1})
+    assert flat == nested and flat.config_hash() == nested.config_hash()
+    assert C.nest({"norm": "batch", "adv_eps": 0.1, "run": {"seed": 2}}) == {
+        "net": {"norm": "batch"}, "adversary": {"eps": 0.1}, "run": {"seed": 2}}
+    # merged keeps the other fields of a section
+    m = nested.merged(net={"width": 8})
+    assert m.net.norm == "batch" and m.net.width == 8 and m.adversary.eps == 0.1
+    assert C.merge_sections({"net": {"width": 8, "norm": "none"}}, {"net": {"norm": "batch"}}) == {
+        "net": {"width": 8, "norm": "batch"}}
+    with pytest.raises(ValueError, match="unknown TrainConfig section"):
+        nested.merged(nett={"width": 8})
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        C.nest({"widht": 8})
+    # an old flat config.json still reads back, with a warning
+    with pytest.warns(DeprecationWarning, match="reading flat config names"):
+        assert C.TrainConfig.from_dict(flat.to_flat_dict()) == flat
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert C.TrainConfig.from_dict(nested.to_dict()) == nested  # the nested form: no warning

@@ -96,13 +96,13 @@ def add_train_parser(sub: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig the flags describe (quick() base with --quick)."""
-    from jaxhfc.config import FLAT_FIELDS, TrainConfig
+    from jaxhfc.config import FLAT_FIELDS, TrainConfig, nest
 
     base = TrainConfig().quick() if args.quick else TrainConfig()
     overrides = {name: getattr(args, name) for name in FLAT_FIELDS if getattr(args, name, None) is not None}
     if "eval_radii" in overrides:
         overrides["eval_radii"] = tuple(overrides["eval_radii"])
-    return base.replace(**overrides)
+    return base.merged(**nest(overrides))  # the flags are the flat names
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -171,12 +171,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = pathlib.Path(args.run)
     config, state, model = load_run(run, step=args.step)
-    changes: dict[str, Any] = {"eval_train": False}
+    evaluation: dict[str, Any] = {"train": False}
     if args.radii is not None:
-        changes["eval_radii"] = tuple(args.radii)
-    if args.data_dir is not None:
-        changes["data_dir"] = args.data_dir
-    config = config.replace(**changes)
+        evaluation["radii"] = tuple(args.radii)
+    config = config.merged(evaluation=evaluation, **({"data": {"dir": args.data_dir}} if args.data_dir is not None else {}))
     prepared = train.prepare_data(config)
     mesh = parallel.make_mesh(None)
     step = int(parallel.to_host(state.step))
