@@ -54,7 +54,8 @@ def bench_model(name: str, *, quick: bool, batch: int, eval_images: int, train_b
     import jax.numpy as jnp
     from jax.tree_util import Partial
 
-    from jaxhfc import attacks, parallel, train
+    from jaxhfc import attacks, parallel
+    from jaxhfc.step import create_train_state, make_optimizer, make_train_step, named_keys
 
     model, width = _model(name, quick)
     key = jax.random.key(0)
@@ -127,16 +128,16 @@ def bench_model(name: str, *, quick: bool, batch: int, eval_images: int, train_b
 
     # --- adversarial vs clean training step (jaxhfc.train step, all devices)
     tb = max(ndev, (train_batch // ndev) * ndev)
-    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-4)
+    tx = make_optimizer(optimizer="adam", learning_rate=1e-4)
     xt = jnp.asarray(rng.uniform(size=(tb, 32, 32, 3)), jnp.float32)
     yt = jnp.asarray(rng.integers(0, 10, size=(tb,)), jnp.int32)
     batch_in = (xt, yt, jnp.arange(tb, dtype=jnp.int32))
-    keys = train.named_keys(0)
+    keys = named_keys(0)
     steps = {}
     for label, adversary in (("clean", None), ("adversarial", attacks.madry_adversary(unroll=unroll))):
-        step = train.make_train_step(model, tx, mesh, global_batch=tb, num_classes=10,
+        step = make_train_step(model, tx, mesh, global_batch=tb, num_classes=10,
                                      adversary=adversary)
-        state = train.create_train_state(model, tx, key, (32, 32, 3), mesh=mesh)
+        state = create_train_state(model, tx, key, (32, 32, 3), mesh=mesh)
         holder = {"state": state}
 
         def one():

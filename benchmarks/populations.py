@@ -43,20 +43,21 @@ def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | 
     import jax
     import jax.numpy as jnp
 
-    from jaxhfc import models, parallel, train
+    from jaxhfc import models, parallel
+    from jaxhfc.step import create_train_state, make_optimizer, make_train_loop, named_keys
 
     mesh = parallel.make_mesh(num_devices)
     model = models.get_model(model_name, width=width, dtype=dtype)
-    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-4)
-    loop = train.make_train_loop(model, tx, mesh, global_batch=batch, num_classes=10, population=k)
-    members = [train.create_train_state(model, tx, jax.random.key(i), (32, 32, 3), mesh=mesh) for i in range(k or 1)]
+    tx = make_optimizer(optimizer="adam", learning_rate=1e-4)
+    loop = make_train_loop(model, tx, mesh, global_batch=batch, num_classes=10, population=k)
+    members = [create_train_state(model, tx, jax.random.key(i), (32, 32, 3), mesh=mesh) for i in range(k or 1)]
     if k is None:
         state = members[0]
-        keys = {n: v for n, v in train.named_keys(0).items() if n != "init"}
+        keys = {n: v for n, v in named_keys(0).items() if n != "init"}
     else:
         state = jax.jit(lambda s: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *s),
                         out_shardings=parallel.replicated(mesh))(members)
-        keys = {n: jax.random.wrap_key_data(jnp.stack([jax.random.key_data(train.named_keys(i)[n])
+        keys = {n: jax.random.wrap_key_data(jnp.stack([jax.random.key_data(named_keys(i)[n])
                                                        for i in range(k)])) for n in ("data", "dropout", "attack")}
     rng = np.random.default_rng(0)
     n_images = 4 * batch

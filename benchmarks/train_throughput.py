@@ -56,19 +56,20 @@ def bench_jax(*, model_name: str, width: int | None, dtype: str, batch: int, ste
     import jax
     import jax.numpy as jnp
 
-    from jaxhfc import models, parallel, train
+    from jaxhfc import models, parallel
+    from jaxhfc.step import create_train_state, make_optimizer, make_train_step, named_keys
 
     mesh = parallel.make_mesh(num_devices)
     n_dev = mesh.devices.size
     if batch % n_dev:
         return {"dtype": dtype, "batch": batch, "skipped": f"batch not divisible by {n_dev} devices"}
     model = models.get_model(model_name, width=width, dtype=dtype)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
                               schedule="cosine", total_steps=1000)
-    keys = train.named_keys(0)
-    state = train.create_train_state(model, tx, keys["init"], (32, 32, 3), mesh=mesh)
+    keys = named_keys(0)
+    state = create_train_state(model, tx, keys["init"], (32, 32, 3), mesh=mesh)
     n_params = models.count_params(state.params)
-    step = train.make_train_step(model, tx, mesh, global_batch=batch, num_classes=10, crop_pad=4, flip=True)
+    step = make_train_step(model, tx, mesh, global_batch=batch, num_classes=10, crop_pad=4, flip=True)
     rng = np.random.default_rng(0)
     n_images = 4 * batch
     images = parallel.global_from_full(mesh, rng.random((n_images, 32, 32, 3), dtype=np.float32))

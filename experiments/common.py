@@ -49,9 +49,9 @@ class Trained:
     trained_now: bool
 
     def logits_fn(self):
-        from jaxhfc import train
+        from jaxhfc.evaluation import logits_fn
 
-        return train.logits_fn(self.state, self.model)
+        return logits_fn(self.state, self.model)
 
 
 @dataclasses.dataclass
@@ -204,7 +204,7 @@ class Context:
         model and epochs but keep every other setting.
         """
         from experiments import recipes
-        from jaxhfc import train
+        from jaxhfc.config import TrainConfig
 
         from jaxhfc.config import merge_sections
 
@@ -217,7 +217,7 @@ class Context:
             fixed["net"] = {"name": self.model}
         defaults = {"data": {"num_val": VALIDATION[self.scale]},
                     "evaluation": {"train": True}}  # eval-mode accuracy on clean training data (generalisation gaps)
-        base = train.TrainConfig(**merge_sections(defaults, recipes.BASE[self.scale], own, fixed))
+        base = TrainConfig(**merge_sections(defaults, recipes.BASE[self.scale], own, fixed))
         base = base.merged(evaluation={"radii": tuple(self.radius(r) for r in base.evaluation.radii)})
         return base.merged(**overrides)
 
@@ -297,22 +297,22 @@ class Context:
 
     def datasets(self, config):
         """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
-        from jaxhfc import train
+        from jaxhfc.prepare import load_splits
 
         key = (config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train, config.data.num_test,
                config.data.num_val)
         if key not in self._datasets:
-            self._datasets[key] = train.load_splits(config)
+            self._datasets[key] = load_splits(config)
         return self._datasets[key]
 
     def validation(self, config):
         """The validation split of ``config`` (held out from its training data; never trained on)."""
-        from jaxhfc import train
+        from jaxhfc.prepare import load_validation
 
         key = ("val", config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train,
                config.data.num_val)
         if key not in self._datasets:
-            self._datasets[key] = train.load_validation(config)
+            self._datasets[key] = load_validation(config)
         return self._datasets[key]
 
     def run_dir(self, name: str, config) -> Path:
@@ -320,21 +320,22 @@ class Context:
 
     def train(self, name: str, config) -> Trained:
         """Train ``config`` (or load it when a finished run with the same hash exists)."""
-        from jaxhfc import train
+        from jaxhfc.fit import fit
+        from jaxhfc.runs import load_run
 
         run_dir = self.run_dir(name, config)
         if run_dir in self._trained:
             return self._trained[run_dir]
         done = run_dir / "done.json"
         if done.exists():
-            _, state, model = train.load_run(run_dir, mesh=self.mesh())
+            _, state, model = load_run(run_dir, mesh=self.mesh())
             history = R.read_jsonl(run_dir / "metrics.jsonl")
             result = Trained(name, config, state, model, history, run_dir, trained_now=False)
             log.info("%s: loaded finished run %s", name, run_dir)
         else:
             log.info("%s: training -> %s", name, run_dir)
             t0 = time.perf_counter()
-            res = train.fit(config, run_dir, resume=True, progress=self.progress, datasets=self.datasets(config))
+            res = fit(config, run_dir, resume=True, progress=self.progress, datasets=self.datasets(config))
             self.trainings += 1
             R.write_json(done, {"name": name, "config_hash": config.config_hash(),
                                 "seconds": time.perf_counter() - t0, "final": res.history[-1] if res.history else None})
@@ -355,7 +356,7 @@ class Context:
         trained together as a population (:func:`jaxhfc.train.fit_population`) when
         :attr:`populations` is on; each keeps its own run folder and resumes on its own.
         """
-        from jaxhfc import train
+        from jaxhfc.fit import population_key
 
         named_configs = list(named_configs)
         pending: dict[Any, list] = {}
@@ -363,7 +364,7 @@ class Context:
             run_dir = self.run_dir(name, cfg)
             if run_dir in self._trained or (run_dir / "done.json").exists():
                 continue
-            key = train.population_key(cfg) if self.populations and hasattr(train, "population_key") else run_dir
+            key = population_key(cfg) if self.populations else run_dir
             pending.setdefault(key, [])
             if all(self.run_dir(n, c) != run_dir for n, c in pending[key]):
                 pending[key].append((name, cfg))
@@ -377,13 +378,13 @@ class Context:
         return [self.train(name, cfg) for name, cfg in named_configs]
 
     def _train_population(self, group) -> None:
-        from jaxhfc import train
+        from jaxhfc.fit import fit_population
 
         dirs = [self.run_dir(n, c) for n, c in group]
         log.info("population of %d: %s", len(group), ", ".join(d.name for d in dirs))
         t0 = time.perf_counter()
         splits = {id(self.datasets(c)): self.datasets(c) for _, c in group}
-        results = train.fit_population([c for _, c in group], dirs, resume=True, progress=self.progress,
+        results = fit_population([c for _, c in group], dirs, resume=True, progress=self.progress,
                                        datasets=next(iter(splits.values())) if len(splits) == 1 else None)
         seconds = (time.perf_counter() - t0) / len(group)
         for (name, cfg), run_dir, res in zip(group, dirs, results):

@@ -58,7 +58,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, fourier, plotting, train
+    from jaxhfc import analysis, fourier, plotting
+    from jaxhfc.evaluation import evaluate
 
     st = dict(SETTINGS[ctx.scale])
     st["cut"] = ctx.radius(st["cut"])
@@ -79,7 +80,7 @@ def run(ctx: Context) -> dict:
             if i == 0:
                 first_maps[name] = m
                 np.save(ctx.artefact_dir(NAME) / f"heatmap_{name}.npy", m)
-            clean = 1.0 - train.evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
+            clean = 1.0 - evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
             lo, hi = float(m[dist < st["cut"]].mean()), float(m[dist >= st["cut"]].mean())
             metrics[name] = {"clean": clean, "low": lo, "high": hi}
             rows.append({"model": name, "mean error": float(m.mean()), f"error, low freq (d < {st['cut']})": lo,

@@ -19,7 +19,7 @@ import numpy as np
 from experiments.common import (Context, claim, combine_seeds, final, main_for, save_figure, seed_curve,
                                 write_artefact)
 from jaxhfc import evidence as E
-from jaxhfc.train import eval_set_name
+from jaxhfc.evaluation import eval_set_name
 
 NAME = "heuristics"
 #: Everything this artefact changes by scale (base recipes: experiments/recipes.py).

@@ -15,7 +15,7 @@ import numpy as np
 from experiments.common import (Context, claim, combine_seeds, curve, final, main_for, save_figure, seed_curve,
                                 write_artefact)
 from jaxhfc import evidence as E
-from jaxhfc.train import eval_set_name
+from jaxhfc.evaluation import eval_set_name
 
 NAME = "label_shuffle"
 #: Everything this artefact changes by scale. Both models see the same training images; at

@@ -56,7 +56,8 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, plotting, train
+    from jaxhfc import analysis, plotting
+    from jaxhfc.evaluation import predict
 
     st = ctx.scaled(SETTINGS[ctx.scale])
     st["radius"] = max(1, round(ctx.radius(st["radius"])))  # the energy shares are per whole radius
@@ -70,7 +71,7 @@ def run(ctx: Context) -> dict:
         metrics, rows = {}, []
         for name, ts in models.items():
             t = ts[i]
-            clean_ok = train.predict(t.state, t.model, ctx.mesh(), x) == y
+            clean_ok = predict(t.state, t.model, ctx.mesh(), x) == y
             delta, success = analysis.pgd_perturbations(t.logits_fn(), x, y, jax.random.key(seed + 5), eps=eps,
                                                         step_size=2.5 * eps / steps, steps=steps, mesh=ctx.mesh(),
                                                         batch_size=st["batch_size"])

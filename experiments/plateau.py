@@ -29,7 +29,11 @@ from tqdm.auto import tqdm
 
 from benchmarks.common import hardware
 from experiments import recipes
-from jaxhfc import datasets, parallel, pipeline, train
+from jaxhfc import datasets, parallel, pipeline
+from jaxhfc.config import TrainConfig
+from jaxhfc.evaluation import evaluate
+from jaxhfc.prepare import load_splits
+from jaxhfc.step import build_model, create_train_state, make_optimizer, make_train_step, named_keys
 
 PLATEAU = math.log(10.0)
 
@@ -48,24 +52,24 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
     from jaxhfc.config import merge_sections
 
     full = recipes.BASE["full"]
-    config = train.TrainConfig(**merge_sections(full, {
+    config = TrainConfig(**merge_sections(full, {
         "net": {"name": model}, "data": {"name": "synthetic", "num_train": steps * full["optim"]["batch_size"],
                                          "num_test": num_test},
         "optim": {"epochs": 1}, "run": {"seed": seed, "num_devices": 1}}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
     t0 = time.perf_counter()
-    train_ds, test_ds = train.load_splits(config)
+    train_ds, test_ds = load_splits(config)
     x = np.asarray(datasets.to_model_input(train_ds, scaling=config.data.scaling), np.float32)
     y = np.asarray(train_ds.labels, np.int32)
     xt = np.asarray(datasets.to_model_input(test_ds, scaling=config.data.scaling), np.float32)
     yt = np.asarray(test_ds.labels, np.int32)
     mesh = parallel.make_mesh(1)
-    net = train.build_model(config, int(train_ds.num_classes))
-    tx = train.make_optimizer(optimizer=config.optim.name, learning_rate=config.optim.learning_rate, total_steps=steps)
-    keys = train.named_keys(seed)
-    state = train.create_train_state(net, tx, keys["init"], x.shape[1:], mesh=mesh)
-    step = train.make_train_step(net, tx, mesh, global_batch=config.optim.batch_size, num_classes=int(train_ds.num_classes))
+    net = build_model(config, int(train_ds.num_classes))
+    tx = make_optimizer(optimizer=config.optim.name, learning_rate=config.optim.learning_rate, total_steps=steps)
+    keys = named_keys(seed)
+    state = create_train_state(net, tx, keys["init"], x.shape[1:], mesh=mesh)
+    step = make_train_step(net, tx, mesh, global_batch=config.optim.batch_size, num_classes=int(train_ds.num_classes))
     images = parallel.global_from_full(mesh, x)
     labels = parallel.global_from_full(mesh, y)
     order = np.asarray(pipeline.epoch_indices(keys["data"], len(y), config.optim.batch_size))
@@ -83,7 +87,7 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
             row = {"step": i + 1, "loss": loss, "train_accuracy": int(m["correct"]) / int(m["count"]),
                    "seconds": time.perf_counter() - t0}
             if (i + 1) % eval_every == 0 or i + 1 == steps:
-                row["test_accuracy"] = float(train.evaluate(state, net, mesh, xt, yt, batch_size=num_test)["accuracy"])
+                row["test_accuracy"] = float(evaluate(state, net, mesh, xt, yt, batch_size=num_test)["accuracy"])
             rows.append(row)
             f.write(json.dumps(row) + "\n")
             f.flush()

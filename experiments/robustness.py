@@ -114,7 +114,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import kernels, plotting, train
+    from jaxhfc import kernels, plotting
+    from jaxhfc.evaluation import evaluate, logits_fn
 
     s = attack_settings(ctx)
     rhos = s["rhos"]
@@ -147,7 +148,7 @@ def run(ctx: Context) -> dict:
                              for r in s["kernel_radii"]]
             for dname, params in defences:
                 v = dict(variables, params=params)
-                res = eval_robust(ctx, train.logits_fn(v, t.model), x, y, eps=s["eps"] if dname == "none" else
+                res = eval_robust(ctx, logits_fn(v, t.model), x, y, eps=s["eps"] if dname == "none" else
                                   s["defended_eps"], steps=s["pgd_steps"], apgd_steps=s["apgd_steps"],
                                   check_n=s["check_n"], batch_size=s["batch_size"], key=key,
                                   model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
@@ -162,7 +163,7 @@ def run(ctx: Context) -> dict:
         fill_success_on_undefended(rows, eps=s["eps"][0])
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]), ("twin", twins[i])):
             metrics["rough"][mname] = float(kernels.smoothness(kernels.first_conv_kernel(t.state.params)))
-            metrics["test"][mname] = train.evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
+            metrics["test"][mname] = evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
         if i == 0:

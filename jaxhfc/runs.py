@@ -91,7 +91,7 @@ def load_run(run_dir: str | os.PathLike[str], *, step: int | None = None,
     run_dir = pathlib.Path(run_dir)
     info_path = run_dir / "config.json"
     if not info_path.exists():
-        raise FileNotFoundError(f"{info_path} not found: expected a run folder written by jaxhfc.train.fit")
+        raise FileNotFoundError(f"{info_path} not found: expected a run folder written by jaxhfc.fit.fit")
     info = json.loads(info_path.read_text())
     config = TrainConfig.from_dict(info["config"])
     mesh = mesh or parallel.make_mesh(None)

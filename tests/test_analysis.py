@@ -1,7 +1,7 @@
 """Tests of jaxhfc.analysis against numpy references, identities and hand-derived values.
 
 Models are tiny hand-written jax functions (linear, constant, a small flax conv), so the
-tests do not depend on jaxhfc.models / jaxhfc.train.
+tests do not depend on jaxhfc.models / jaxhfc.fit.
 """
 import flax.linen as nn
 import jax

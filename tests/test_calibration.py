@@ -169,18 +169,18 @@ def test_batch_stat_norm_statistics_are_global_over_devices():
 
 
 def _fit(config, tmp_path, ntr, nte, seed=0):
-    from jaxhfc import train
+    from jaxhfc.fit import fit
 
     tr, te = synthetic.make_synthetic(num_train=ntr, num_test=nte, seed=seed)
-    return train.fit(config, tmp_path, datasets=(tr, te), progress=False).history[-1]
+    return fit(config, tmp_path, datasets=(tr, te), progress=False).history[-1]
 
 
 def test_tiny_batchnorm_model_learns_the_high_frequency_cue(tmp_path):
     """768 images, 4 epochs, width 8, the paper code's BatchNorm: HFC (r=12) test accuracy far
     above chance (measured 0.74-0.91 over seeds 0-2), so the cue is learnable in seconds."""
-    from jaxhfc import train
+    from jaxhfc.config import TrainConfig
 
-    cfg = train.TrainConfig(model="small_cnn", width=8, norm="batch", bn_eval="batch", dataset="synthetic",
+    cfg = TrainConfig(model="small_cnn", width=8, norm="batch", bn_eval="batch", dataset="synthetic",
                             num_train=768, num_test=512, epochs=4, batch_size=32, learning_rate=3e-3,
                             eval_batch_size=512, eval_every=0, eval_radii=(12,), checkpoint_every=100)
     acc = _fit(cfg, tmp_path, 768, 512)["accuracy"]

@@ -1,6 +1,6 @@
 """`jaxhfc analyze` on a run folder and on params files, for a model trained by `jaxhfc train`
 on real digit images (an .npz, not jaxhfc's data). Its accuracies must equal the ones the
-training run logged through a different path (datasets.filter_dataset + train.evaluate); a
+training run logged through a different path (datasets.filter_dataset + evaluate); a
 missing dataset, a corrupt checkpoint or params that do not fit are one line and exit 2."""
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def test_analyze_params_files(run_dir, digits_npz, tmp_path):
     from flax import serialization
     import jax
 
-    from jaxhfc import train
+    from jaxhfc.runs import load_run
 
-    _, state, _ = train.load_run(run_dir)
+    _, state, _ = load_run(run_dir)
     variables = jax.device_get(state.variables())
     msgpack = tmp_path / "vars.msgpack"
     msgpack.write_bytes(serialization.to_bytes(variables))
@@ -111,9 +111,9 @@ def test_errors_are_one_line_exit_2(run_dir, digits_npz, tmp_path, capsys):
     from flax import serialization
     import jax
 
-    from jaxhfc import train
+    from jaxhfc.runs import load_run
 
-    wrong.write_bytes(serialization.to_bytes(jax.device_get(train.load_run(run_dir)[1].variables())))
+    wrong.write_bytes(serialization.to_bytes(jax.device_get(load_run(run_dir)[1].variables())))
     fails(["analyze", str(wrong), "--width", "16", "--dataset", f"npz:{digits_npz}"], str(wrong), "--width")
     broken = tmp_path / "broken_run"
     shutil.copytree(run_dir, broken)

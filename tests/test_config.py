@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from jaxhfc import config as C
-from jaxhfc import fit as fit_module
 from jaxhfc import step as step_module
-from jaxhfc import models, parallel, train
+from jaxhfc import models, parallel
+from jaxhfc.config import DATA_FIELDS, EVAL_FIELDS
+from jaxhfc.fit import fit_population, population_key
+from jaxhfc.runs import load_run
+from jaxhfc.step import create_train_state, make_optimizer
 from jaxhfc.cli import build_parser, train_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -231,8 +234,8 @@ def test_load_run_reads_a_flat_config_json(tmp_path):
     mesh = parallel.make_mesh()
     model = models.get_model("small_cnn", width=4, norm=flat["norm"], bn_eval=flat["bn_eval"],
                              normalize=flat["normalize"])
-    tx = train.make_optimizer(optimizer=flat["optimizer"], learning_rate=flat["learning_rate"])
-    state = train.create_train_state(model, tx, jax.random.key(5), (32, 32, 3), mesh=mesh)
+    tx = make_optimizer(optimizer=flat["optimizer"], learning_rate=flat["learning_rate"])
+    state = create_train_state(model, tx, jax.random.key(5), (32, 32, 3), mesh=mesh)
     import orbax.checkpoint as ocp
 
     with ocp.CheckpointManager((tmp_path / "checkpoints").resolve()) as manager:
@@ -240,7 +243,7 @@ def test_load_run_reads_a_flat_config_json(tmp_path):
         manager.wait_until_finished()
     (tmp_path / "config.json").write_text(json.dumps({"config": flat, "config_hash": "x", "num_classes": 10,
                                                       "input_shape": [32, 32, 3]}))
-    loaded, restored, loaded_model = train.load_run(tmp_path, mesh=mesh)
+    loaded, restored, loaded_model = load_run(tmp_path, mesh=mesh)
     assert loaded == config and loaded_model == model
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state)), jax.tree_util.tree_leaves(
             jax.device_get(restored))):
@@ -256,7 +259,7 @@ def test_load_run_reads_a_local_result_run():
     run = runs[0].parent
     info = json.loads((run / "config.json").read_text())
     name = info["config"]["model"] if "model" in info["config"] else info["config"]["net"]["name"]
-    config, state, _ = train.load_run(run)
+    config, state, _ = load_run(run)
     assert config.config_hash() == info["config_hash"] and config.model == name
     assert int(state.step) == max(int(p.name) for p in runs[0].iterdir() if p.name.isdigit())
 
@@ -273,16 +276,16 @@ def test_population_key_per_field():
     base = C.TrainConfig(model="small_cnn", dataset="synthetic", num_train=512, batch_size=32)
     changes = dict(ALL_CHANGED, model="resnet18", dataset="cifar10", num_train=1024, batch_size=64, mixup_alpha=0.5)
     assert set(changes) == set(C.FLAT_FIELDS)
-    key = train.population_key(base)
+    key = population_key(base)
     hash(key)
     for name, value in changes.items():
         other = base.replace(**{name: value})
         assert getattr(other, name) != getattr(base, name), name
-        assert (train.population_key(other) == key) == (name in OUTSIDE_THE_PROGRAM), name
+        assert (population_key(other) == key) == (name in OUTSIDE_THE_PROGRAM), name
     # the derived constants say the same
     assert set(C.DATA_FIELDS) | set(C.EVAL_FIELDS) | set(C.HPARAM_FIELDS) == OUTSIDE_THE_PROGRAM
     assert C.HPARAM_FIELDS == ("learning_rate",) and set(C.PROGRAM_FIELDS) == set(C.FLAT_FIELDS) - OUTSIDE_THE_PROGRAM
-    assert train.DATA_FIELDS is C.DATA_FIELDS and train.EVAL_FIELDS is C.EVAL_FIELDS
+    assert DATA_FIELDS is C.DATA_FIELDS and EVAL_FIELDS is C.EVAL_FIELDS
 
 
 def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
@@ -296,7 +299,7 @@ def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
     for name, cls in extra.items():
         changed = base.replace(**{name: cls(extra=1)})
         in_program = C.SECTIONS[name].ROLE == C.PROGRAM
-        assert (train.population_key(changed) != train.population_key(base)) == in_program, name
+        assert (population_key(changed) != population_key(base)) == in_program, name
         assert changed.config_hash() != base.config_hash(), name
     assert {n for n, cls in C.SECTIONS.items() if cls.ROLE == C.PROGRAM} == {"net", "optim", "augment", "adversary"}
 
@@ -320,7 +323,7 @@ def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
 def test_fit_population_names_the_differing_fields():
     a = C.TrainConfig(model="small_cnn", dataset="synthetic", batch_size=32)
     with pytest.raises(ValueError, match=r"momentum \(optim.momentum\)") as err:
-        train.fit_population([a, a.replace(momentum=0.5, seed=3)], ["x", "y"])
+        fit_population([a, a.replace(momentum=0.5, seed=3)], ["x", "y"])
     assert "seed" not in str(err.value).split("differ in")[1]
 
 
@@ -337,20 +340,6 @@ def test_cli_flags_are_the_flat_names():
                                 eval_radii=(4.0, 8.0), train_radius=12.0, num_val=64, learning_rate=0.01, width=8)
     quick = train_cmd.config_from_args(parser.parse_args(["train", "--quick", "--epochs", "2"]))
     assert quick == C.TrainConfig().quick().replace(epochs=2)
-
-
-def test_train_facade_keeps_the_names_of_the_single_module():
-    """Every name jaxhfc.train exported before the split (its __all__ then) is still there."""
-    before = ["TrainConfig", "TrainState", "RunResult", "CheckpointError", "named_keys", "make_optimizer",
-              "build_model", "create_train_state", "make_train_step", "make_train_loop", "DATA_FIELDS", "EVAL_FIELDS",
-              "HPARAM_FIELDS", "EVAL_KINDS", "population_key", "eval_set_name", "fit_population", "evaluate",
-              "predict", "logits_fn", "load_splits", "load_validation", "holdout_split", "prepare_data", "fit",
-              "load_run"]
-    assert set(before) <= set(train.__all__)
-    namespace = {}
-    exec("from jaxhfc.train import *", namespace)
-    assert all(callable(namespace[name]) or name.endswith(("FIELDS", "KINDS")) for name in before)
-    assert train.fit is fit_module.fit and train.TrainConfig is C.TrainConfig
 
 
 def test_flat_aliases_are_declared_for_type_checkers_with_their_section_types():

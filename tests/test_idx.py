@@ -172,15 +172,15 @@ def test_seeds_draw_their_own_training_data(tmp_path):
     seeds share one test subset; eps is on the dataset's scale."""
     _fake(tmp_path, n_train=200, n_test=60)
     from experiments.common import Context
-    from jaxhfc import train
+    from jaxhfc.prepare import load_splits, load_validation
 
     ctx = Context(dataset="fashion_mnist", scale="tiny", out=tmp_path / "out", data_dir=str(tmp_path), seeds=2)
     cfgs = [ctx.config(seed=s, data={"num_train": 100, "num_val": 20, "num_test": 30}) for s in ctx.seed_list]
     assert [c.data.seed for c in cfgs] == list(ctx.seed_list) and {c.data.test_seed for c in cfgs} == {0}
-    (tr0, te0), (tr1, te1) = (train.load_splits(c) for c in cfgs)
+    (tr0, te0), (tr1, te1) = (load_splits(c) for c in cfgs)
     assert not np.array_equal(tr0.images, tr1.images)
     np.testing.assert_array_equal(te0.images, te1.images)
-    v0, v1 = (train.load_validation(c) for c in cfgs)
+    v0, v1 = (load_validation(c) for c in cfgs)
     assert not np.array_equal(v0.images, v1.images)
     assert ctx.eps(0.03) == pytest.approx(0.1) and ctx.eps(0.09) == pytest.approx(0.3)
     adv = ctx.adversarial_overrides()

@@ -92,7 +92,9 @@ _WORKER = textwrap.dedent(
 _COMMON = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
-    from jaxhfc import models, parallel, train
+    from jaxhfc import models, parallel
+    from jaxhfc.evaluation import evaluate, predict
+    from jaxhfc.step import TrainState, make_optimizer, make_train_step, named_keys
 
     def rows(w, key, xb, yb, index):
         noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), ()))(index)
@@ -105,17 +107,17 @@ _COMMON = textwrap.dedent(
         y = rng.integers(0, 10, 48).astype(np.int32)
         idx = [rng.permutation(48)[:16].astype(np.int32) for _ in range(4)]
         model = models.get_model("small_cnn", width=4)
-        tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9)
+        tx = make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9)
         mesh = parallel.make_mesh()
         abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
         prng = np.random.default_rng(1)
         v = jax.tree_util.tree_map(lambda a: prng.normal(0, 0.3, a.shape).astype(np.float32), abstract)
         v["batch_stats"] = jax.tree_util.tree_map(np.abs, v["batch_stats"])
-        state = train.TrainState(step=np.zeros((), np.int32), params=v["params"], batch_stats=v["batch_stats"],
+        state = TrainState(step=np.zeros((), np.int32), params=v["params"], batch_stats=v["batch_stats"],
                                  opt_state=tx.init(v["params"]))
         state = parallel.global_from_full(mesh, jax.tree_util.tree_map(np.asarray, state))
-        step = train.make_train_step(model, tx, mesh, global_batch=16, num_classes=10, crop_pad=4, flip=True)
-        keys = parallel.global_from_full(mesh, {k: v for k, v in train.named_keys(0).items() if k != "init"})
+        step = make_train_step(model, tx, mesh, global_batch=16, num_classes=10, crop_pad=4, flip=True)
+        keys = parallel.global_from_full(mesh, {k: v for k, v in named_keys(0).items() if k != "init"})
         images, labels = parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y)
         n_local = jax.local_device_count()
         for i in idx:
@@ -125,11 +127,11 @@ _COMMON = textwrap.dedent(
             batch_idx = parallel.global_from_local(mesh, local_rows)
             state, m = step(state, (images, labels, batch_idx), keys)
             parallel.to_host(m)
-        evaluation = train.evaluate(state, model, mesh, x, y, batch_size=24)
+        evaluation = evaluate(state, model, mesh, x, y, batch_size=24)
         host = parallel.to_host(state)
         # the sweep helper: host inputs and device inputs (global arrays), 48 rows in calls of 20
         w = np.linspace(-1, 1, 30, dtype=np.float32).reshape(3, 10)
-        swept = {"pred": train.predict(state, model, mesh, images, batch_size=20)}
+        swept = {"pred": predict(state, model, mesh, images, batch_size=20)}
         for name, inputs in (("host", (x, y)), ("device", (images, labels))):
             out = parallel.sweep(rows, inputs, (w, jax.random.key(5)), batch_size=20, mesh=mesh, with_index=True)
             swept.update({f"{name}_{k}": v for k, v in out.items()})

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from test_train import _assert_tree_close, _batch_data, _np_variables, _reference
 
-from jaxhfc import datasets, models, parallel, train
+from jaxhfc import datasets, models, parallel
+from jaxhfc.config import DATA_FIELDS, EVAL_FIELDS, FLAT_FIELDS, HPARAM_FIELDS, TrainConfig
+from jaxhfc.evaluation import eval_set_name
+from jaxhfc.fit import fit, fit_population, population_key
+from jaxhfc.prepare import prepare_data
+from jaxhfc.runs import load_run
+from jaxhfc.step import TrainState, make_optimizer, make_train_loop, named_keys
 
 
 class _Kill(Exception):
@@ -27,7 +33,7 @@ def _config(**kw):
                 eval_radii=(8,), eval_batch_size=48, checkpoint_every=1, augment_crop=True, augment_flip=True,
                 dropout=0.1)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 def _leaves(state):
@@ -43,33 +49,33 @@ def _members():
 
 def test_population_key_groups_configs():
     a = _config()
-    assert train.population_key(a) == train.population_key(dataclasses.replace(
+    assert population_key(a) == population_key(dataclasses.replace(
         a, seed=4, data_seed=1, train_filter="high", train_radius=4.0, shuffle_labels=0.5, eval_every=3,
         eval_radii=(2, 4), checkpoint_every=7, learning_rate=1e-3))
     for change in ({"momentum": 0.5}, {"optimizer": "sgd"}, {"batch_size": 64}, {"epochs": 3}, {"width": 8}, {"num_train": 64}):
-        assert train.population_key(a) != train.population_key(dataclasses.replace(a, **change)), change
-    hash(train.population_key(a))
+        assert population_key(a) != population_key(dataclasses.replace(a, **change)), change
+    hash(population_key(a))
     # every field is either in the key (as "section.field") or outside the program: none is forgotten
-    in_key = {tuple(k.split(".")) for k, _ in train.population_key(a)}
-    declared = {train.FLAT_FIELDS[n] for n in train.DATA_FIELDS + train.EVAL_FIELDS + train.HPARAM_FIELDS}
-    assert len(declared) == len(train.DATA_FIELDS) + len(train.EVAL_FIELDS) + len(train.HPARAM_FIELDS)
-    assert in_key | declared == set(train.FLAT_FIELDS.values()) and not in_key & declared
+    in_key = {tuple(k.split(".")) for k, _ in population_key(a)}
+    declared = {FLAT_FIELDS[n] for n in DATA_FIELDS + EVAL_FIELDS + HPARAM_FIELDS}
+    assert len(declared) == len(DATA_FIELDS) + len(EVAL_FIELDS) + len(HPARAM_FIELDS)
+    assert in_key | declared == set(FLAT_FIELDS.values()) and not in_key & declared
     with pytest.raises(ValueError, match="momentum"):
-        train.fit_population([a, dataclasses.replace(a, momentum=0.5)], ["x", "y"])
+        fit_population([a, dataclasses.replace(a, momentum=0.5)], ["x", "y"])
     with pytest.raises(ValueError, match="one run folder"):
-        train.fit_population([a, a], ["x", "x"])
+        fit_population([a, a], ["x", "x"])
 
 
 def test_eval_set_name(tiny_data):
-    assert train.eval_set_name("test_low", 12.0) == "test_low_12"
-    assert train.eval_set_name("test_low", 12) == "test_low_12"
-    assert train.eval_set_name("test_high", 12.5) == "test_high_12p5"
-    assert train.eval_set_name("train_low", np.float64(4.0)) == "train_low_4"
+    assert eval_set_name("test_low", 12.0) == "test_low_12"
+    assert eval_set_name("test_low", 12) == "test_low_12"
+    assert eval_set_name("test_high", 12.5) == "test_high_12p5"
+    assert eval_set_name("train_low", np.float64(4.0)) == "train_low_4"
     with pytest.raises(ValueError, match="kind"):
-        train.eval_set_name("val_low", 4)
+        eval_set_name("val_low", 4)
     with pytest.raises(ValueError, match="radius"):
-        train.eval_set_name("test_low", -1)
-    sets = train.prepare_data(_config(eval_radii=(4.0, 12.5)), tiny_data)
+        eval_set_name("test_low", -1)
+    sets = prepare_data(_config(eval_radii=(4.0, 12.5)), tiny_data)
     assert set(sets["eval"]) == {"test", "test_low_4", "test_high_4", "test_low_12p5", "test_high_12p5"}
 
 
@@ -77,21 +83,21 @@ def test_population_scanned_loop_equals_plain_reference():
     """Two models (own data, batch order and learning rate) in one program, 2 steps scanned
     per call on 8 devices == each model's plain single-device steps (no shard_map, vmap or scan)."""
     model = models.get_model("small_cnn", width=4)  # with BatchNorm (synchronised over "data")
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=1.0, momentum=0.9)  # rates below
+    tx = make_optimizer(optimizer="sgd", learning_rate=1.0, momentum=0.9)  # rates below
     rates = [0.1, 0.05]
     mesh = parallel.make_mesh()
     x, y = _batch_data(48, seed=0)
     xs, ys = np.stack([x, 1.0 - x]), np.stack([y, (y + 3) % 10])
     rng = np.random.default_rng(2)
     idx = rng.integers(0, 48, (4, 2, 16)).astype(np.int32)  # (steps, K, B)
-    loop = train.make_train_loop(model, tx, mesh, global_batch=16, num_classes=10, population=2,
+    loop = make_train_loop(model, tx, mesh, global_batch=16, num_classes=10, population=2,
                                  shared_images=False, shared_labels=False)
     v = _np_variables(model)
-    one = train.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v["batch_stats"],
+    one = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v["batch_stats"],
                            opt_state=tx.init(v["params"]))
     state = parallel.global_from_full(mesh, jax.tree_util.tree_map(lambda a: np.stack([a, a]), one))
     keys = {k: jax.random.wrap_key_data(jnp.stack([jax.random.key_data(v)] * 2))
-            for k, v in train.named_keys(0).items() if k != "init"}
+            for k, v in named_keys(0).items() if k != "init"}
     keys = parallel.global_from_full(mesh, keys)
     images, labels = parallel.global_from_full(mesh, xs), parallel.global_from_full(mesh, ys)
     losses = []
@@ -103,7 +109,7 @@ def test_population_scanned_loop_equals_plain_reference():
     state = jax.device_get(state)
     assert losses.shape == (4, 2) and state.step.tolist() == [4, 4]
     for k in range(2):
-        tx_k = train.make_optimizer(optimizer="sgd", learning_rate=rates[k], momentum=0.9)
+        tx_k = make_optimizer(optimizer="sgd", learning_rate=rates[k], momentum=0.9)
         params, bs, ref_losses = _reference(model, tx_k, xs[k], ys[k], list(idx[:, k]))
         _assert_tree_close(jax.tree_util.tree_map(lambda a: a[k], state.params), params)
         _assert_tree_close(jax.tree_util.tree_map(lambda a: a[k], state.batch_stats), bs)
@@ -113,8 +119,8 @@ def test_population_scanned_loop_equals_plain_reference():
 @pytest.mark.slow
 def test_population_equals_models_trained_alone(tmp_path, tiny_data):
     configs = _members()
-    alone = [train.fit(c, tmp_path / f"alone{i}", datasets=tiny_data, progress=False) for i, c in enumerate(configs)]
-    pop = train.fit_population(configs, [tmp_path / f"pop{i}" for i in range(3)], datasets=tiny_data,
+    alone = [fit(c, tmp_path / f"alone{i}", datasets=tiny_data, progress=False) for i, c in enumerate(configs)]
+    pop = fit_population(configs, [tmp_path / f"pop{i}" for i in range(3)], datasets=tiny_data,
                                progress=False, vmap=True)
     assert [int(r.state.step) for r in pop] == [8, 8, 8]
     for a, p in zip(alone, pop):
@@ -129,12 +135,12 @@ def test_population_equals_models_trained_alone(tmp_path, tiny_data):
     for i, c in enumerate(configs):
         info = json.loads((tmp_path / f"pop{i}" / "config.json").read_text())
         assert info["config_hash"] == c.config_hash()
-        loaded_config, state, _ = train.load_run(tmp_path / f"pop{i}")
+        loaded_config, state, _ = load_run(tmp_path / f"pop{i}")
         assert loaded_config == c
         for x, y in zip(_leaves(pop[i].state), _leaves(state)):
             np.testing.assert_array_equal(x, y)
     # one after the other (the CPU default): each model exactly as fit trains it
-    seq = train.fit_population(configs, [tmp_path / f"seq{i}" for i in range(3)], datasets=tiny_data,
+    seq = fit_population(configs, [tmp_path / f"seq{i}" for i in range(3)], datasets=tiny_data,
                                progress=False, vmap=False)
     for a, q in zip(alone, seq):
         for x, y in zip(_leaves(a.state), _leaves(q.state)):
@@ -143,7 +149,7 @@ def test_population_equals_models_trained_alone(tmp_path, tiny_data):
 
 def test_population_resume_is_bit_exact(tmp_path, tiny_data):
     configs = _members()  # the program of the test above (same K and settings): no recompilation
-    full = train.fit_population(configs, [tmp_path / f"full{i}" for i in range(3)], datasets=tiny_data,
+    full = fit_population(configs, [tmp_path / f"full{i}" for i in range(3)], datasets=tiny_data,
                                 progress=False, vmap=True)
 
     def kill(step, metrics):
@@ -153,27 +159,27 @@ def test_population_resume_is_bit_exact(tmp_path, tiny_data):
 
     dirs = [tmp_path / f"killed{i}" for i in range(3)]
     with pytest.raises(_Kill):
-        train.fit_population(configs, dirs, datasets=tiny_data, progress=False, step_callback=kill, vmap=True)
-    resumed = train.fit_population(configs, dirs, datasets=tiny_data, progress=False, vmap=True)
+        fit_population(configs, dirs, datasets=tiny_data, progress=False, step_callback=kill, vmap=True)
+    resumed = fit_population(configs, dirs, datasets=tiny_data, progress=False, vmap=True)
     for f, r in zip(full, resumed):
         for x, y in zip(_leaves(f.state), _leaves(r.state)):
             np.testing.assert_array_equal(x, y)
         assert [h["accuracy"] for h in r.history] == [h["accuracy"] for h in f.history]
     # a member can be resumed alone by fit (its run folder is an ordinary one)
-    alone = train.fit(configs[1], dirs[1], datasets=tiny_data, progress=False, resume=True)
+    alone = fit(configs[1], dirs[1], datasets=tiny_data, progress=False, resume=True)
     assert int(alone.state.step) == 8
 
 
 @pytest.mark.slow  # scanned programs compile and run slowly on CPU; quick variant: ..._plain_reference above
 def test_scanned_loop_equals_per_step_loop(tmp_path, tiny_data):
     cfg = _config(epochs=1, checkpoint_every=0, eval_radii=())
-    per_step = train.fit(cfg, tmp_path / "a", datasets=tiny_data, progress=False, steps_per_call=1)
-    scanned = train.fit(cfg, tmp_path / "b", datasets=tiny_data, progress=False, steps_per_call=3)  # 3 + 1 steps
+    per_step = fit(cfg, tmp_path / "a", datasets=tiny_data, progress=False, steps_per_call=1)
+    scanned = fit(cfg, tmp_path / "b", datasets=tiny_data, progress=False, steps_per_call=3)  # 3 + 1 steps
     for x, y in zip(_leaves(per_step.state), _leaves(scanned.state)):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
     assert scanned.history[-1]["train_loss"] == pytest.approx(per_step.history[-1]["train_loss"], rel=1e-5)
     bad = _config(epochs=1, optimizer="sgd", learning_rate=float("inf"), eval_radii=())
     with pytest.raises(FloatingPointError, match="at step 2 "):
-        train.fit(bad, tmp_path / "nan", datasets=tiny_data, progress=False, steps_per_call=4)
+        fit(bad, tmp_path / "nan", datasets=tiny_data, progress=False, steps_per_call=4)
     with pytest.raises(ValueError, match="steps_per_call"):
-        train.fit(cfg, tmp_path / "c", datasets=tiny_data, progress=False, steps_per_call=0)
+        fit(cfg, tmp_path / "c", datasets=tiny_data, progress=False, steps_per_call=0)

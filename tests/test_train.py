@@ -17,7 +17,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxhfc import datasets, models, parallel, train
+from jaxhfc import datasets, models, parallel
+from jaxhfc.config import TrainConfig
+from jaxhfc.evaluation import evaluate, logits_fn, predict
+from jaxhfc.fit import fit
+from jaxhfc.runs import CheckpointError, load_run
+from jaxhfc.step import STEP_OPTIONS, TrainState, create_train_state, make_optimizer, make_train_loop, make_train_step, named_keys
 from jaxhfc import step as step_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,7 +45,7 @@ def _np_variables(model, seed=0, shape=(2, 32, 32, 3)):
 
 def _state(model, tx, mesh, seed=0):
     v = _np_variables(model, seed)
-    st = train.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+    st = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
                           batch_stats=v.get("batch_stats", {}), opt_state=tx.init(v["params"]))
     return parallel.global_from_full(mesh, st)
 
@@ -52,9 +57,9 @@ def _batch_data(n=64, seed=0):
 
 def _run_mapped(model, tx, n_dev, x, y, idx_list, **kw):
     mesh = parallel.make_mesh(n_dev)
-    step = train.make_train_step(model, tx, mesh, global_batch=len(idx_list[0]), num_classes=10, **kw)
+    step = make_train_step(model, tx, mesh, global_batch=len(idx_list[0]), num_classes=10, **kw)
     state = _state(model, tx, mesh)
-    keys = parallel.global_from_full(mesh, {k: v for k, v in train.named_keys(0).items() if k != "init"})
+    keys = parallel.global_from_full(mesh, {k: v for k, v in named_keys(0).items() if k != "init"})
     images, labels = parallel.global_from_full(mesh, x), parallel.global_from_full(mesh, y)
     metrics = []
     for idx in idx_list:
@@ -100,7 +105,7 @@ def _assert_tree_close(a, b, rtol=2e-4, atol=2e-5):
 def test_eight_device_step_equals_single_device_reference(n_devices):
     assert n_devices == 8
     model = models.get_model("small_cnn", width=4)  # with BatchNorm
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = _batch_data()
     rng = np.random.default_rng(1)
     idx_list = [rng.permutation(64)[:32].astype(np.int32) for _ in range(3)]
@@ -122,7 +127,7 @@ def test_eight_device_step_equals_single_device_reference(n_devices):
 
 def test_adam_no_bn_paper_resnet_step_and_adversary_hook():
     model = models.get_model("paper_resnet", width=2)
-    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-3)
+    tx = make_optimizer(optimizer="adam", learning_rate=1e-3)
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32), np.arange(16, 32, dtype=np.int32)]
     # adversary hook: trains on adversary(x) only; here a fixed transform 1 - x.
@@ -135,7 +140,7 @@ def test_adam_no_bn_paper_resnet_step_and_adversary_hook():
 
 def test_augmentation_is_independent_of_device_count():
     model = models.get_model("small_cnn", width=4)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.0)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.0)
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32)]
     s8, m8 = _run_mapped(model, tx, 8, x, y, idx_list, crop_pad=4, flip=True)
@@ -148,7 +153,7 @@ def test_augmentation_is_independent_of_device_count():
 
 def test_mixup_step_runs_and_changes_loss():
     model = models.get_model("small_cnn", width=4)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.0)
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32)]
     ref_params, _, ref_losses = _reference(model, tx, x, y, idx_list)
@@ -159,17 +164,17 @@ def test_mixup_step_runs_and_changes_loss():
 
 def test_make_train_step_rejects_unknown_options():
     model = models.get_model("small_cnn", width=4)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.0)
     with pytest.raises(TypeError, match=r"unknown options \['mixup'\]"):
-        train.make_train_step(model, tx, parallel.make_mesh(1), global_batch=4, num_classes=10, mixup=1.0)
-    assert set(train.STEP_OPTIONS) <= set(inspect.signature(train.make_train_loop).parameters)
+        make_train_step(model, tx, parallel.make_mesh(1), global_batch=4, num_classes=10, mixup=1.0)
+    assert set(STEP_OPTIONS) <= set(inspect.signature(make_train_loop).parameters)
 
 
 @pytest.mark.slow
 def test_real_pgd_adversary_raises_training_loss():
-    cfg = train.TrainConfig(adv_eps=0.03, adv_steps=2, adv_step_size=0.01)
+    cfg = TrainConfig(adv_eps=0.03, adv_steps=2, adv_step_size=0.01)
     model = models.get_model("small_cnn", width=4)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.0)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.0)
     x, y = _batch_data(32)
     idx_list = [np.arange(16, dtype=np.int32)]
     _, clean = _run_mapped(model, tx, 8, x, y, idx_list)
@@ -181,8 +186,8 @@ def test_real_pgd_adversary_raises_training_loss():
 def test_kernel_penalty_maps_to_kernels_module():
     from jaxhfc import kernels
 
-    assert step_module._regularizer(train.TrainConfig().optim) is None
-    assert step_module._regularizer(train.TrainConfig(kernel_penalty=0.1).optim) is kernels.smoothness_penalty
+    assert step_module._regularizer(TrainConfig().optim) is None
+    assert step_module._regularizer(TrainConfig(kernel_penalty=0.1).optim) is kernels.smoothness_penalty
 
 
 def test_evaluate_and_predict_count_each_example_once():
@@ -195,14 +200,14 @@ def test_evaluate_and_predict_count_each_example_once():
     ref_acc = np.mean(logits.argmax(1) == y)
     for n_dev, bs in ((8, 16), (8, 5), (1, 1000)):
         mesh = parallel.make_mesh(n_dev)
-        r = train.evaluate(v, model, mesh, x, y, batch_size=bs)
+        r = evaluate(v, model, mesh, x, y, batch_size=bs)
         assert r["n"] == 37
         np.testing.assert_allclose(r["loss"], ref_loss, rtol=1e-5)
         assert r["accuracy"] == pytest.approx(ref_acc)
-        pred, lg = train.predict(v, model, mesh, x, batch_size=bs, return_logits=True)
+        pred, lg = predict(v, model, mesh, x, batch_size=bs, return_logits=True)
         np.testing.assert_array_equal(pred, logits.argmax(1))
         np.testing.assert_allclose(lg, logits, rtol=1e-4, atol=1e-5)
-    f = train.logits_fn(v, model)
+    f = logits_fn(v, model)
     np.testing.assert_allclose(np.asarray(jax.jit(f)(jnp.asarray(x[:4]))), logits[:4], rtol=1e-4, atol=1e-5)
 
 
@@ -214,8 +219,8 @@ def test_train_state_per_key_and_abstract_template():
 
     mesh = parallel.make_mesh(None)
     model = models.get_model("small_cnn", num_classes=10, width=8, norm="batch")
-    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-3)
-    states = [train.create_train_state(model, tx, jax.random.key(k), (32, 32, 3), mesh=mesh) for k in (1, 2)]
+    tx = make_optimizer(optimizer="adam", learning_rate=1e-3)
+    states = [create_train_state(model, tx, jax.random.key(k), (32, 32, 3), mesh=mesh) for k in (1, 2)]
     for k, state in zip((1, 2), states):
         ref = model.init({"params": jax.random.key(k)}, jnp.zeros((1, 32, 32, 3)), train=False)
         # (to float rounding: a jitted initialiser and flax's op-by-op init round apart by an ulp)
@@ -236,17 +241,17 @@ def test_make_optimizer_numbers():
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, 0.25])}
     # SGD + momentum + weight decay (PyTorch style): first step p - lr * (g + wd * p)
-    tx = train.make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.01)
+    tx = make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.01)
     u, _ = tx.update(g, tx.init(p), p)
     np.testing.assert_allclose(optax.apply_updates(p, u)["w"], [1 - 0.1 * (0.5 + 0.01), -2 - 0.1 * (0.25 - 0.02)],
                                rtol=1e-6)
     # Adam: first step moves each weight by lr * g / (|g| + eps) ~ lr * sign(g)
-    tx = train.make_optimizer(optimizer="adam", learning_rate=1e-4)
+    tx = make_optimizer(optimizer="adam", learning_rate=1e-4)
     u, _ = tx.update(g, tx.init(p), p)
     np.testing.assert_allclose(u["w"], [-1e-4, -1e-4], rtol=1e-5)
     # schedules: value of the learning rate seen by SGD (momentum 0) at step t
     def lr_at(schedule, t, total=100):
-        tx = train.make_optimizer(optimizer="sgd", learning_rate=1.0, momentum=0.0, schedule=schedule,
+        tx = make_optimizer(optimizer="sgd", learning_rate=1.0, momentum=0.0, schedule=schedule,
                                   total_steps=total)
         s = tx.init(p)
         for _ in range(t):
@@ -262,29 +267,29 @@ def test_make_optimizer_numbers():
     assert lr_at("step", 60) == pytest.approx(0.1)
     assert lr_at("step", 80) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="schedule"):
-        train.make_optimizer(schedule="linear")
+        make_optimizer(schedule="linear")
 
 
 def test_config_validation_hash_and_roundtrip():
-    c = train.TrainConfig(model="small_cnn", eval_radii=[4, 8])
+    c = TrainConfig(model="small_cnn", eval_radii=[4, 8])
     assert c.eval_radii == (4, 8)
-    assert train.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    assert c.config_hash() == train.TrainConfig(model="small_cnn", eval_radii=(4, 8)).config_hash()
-    assert c.config_hash() != train.TrainConfig(model="small_cnn", eval_radii=(4, 8), seed=1).config_hash()
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.config_hash() == TrainConfig(model="small_cnn", eval_radii=(4, 8)).config_hash()
+    assert c.config_hash() != TrainConfig(model="small_cnn", eval_radii=(4, 8), seed=1).config_hash()
     q = c.quick()
     assert q.dataset == "synthetic" and q.model == "small_cnn" and q.epochs <= 8
     # stable across interpreters (no dependence on Python's hash randomisation)
-    code = ("from jaxhfc.train import TrainConfig; "
-            "print(TrainConfig(model='small_cnn', eval_radii=(4, 8)).config_hash())")
+    code = ("from jaxhfc.config import TrainConfig; "
+            "print(TrainConfig(net={'name': 'small_cnn'}, evaluation={'radii': (4, 8)}).config_hash())")
     env = dict(os.environ, PYTHONHASHSEED="123", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert out.stdout.strip() == c.config_hash(), out.stderr
     for bad in (dict(model="vgg"), dict(optimizer="lamb"), dict(train_filter="band"), dict(shuffle_labels=2.0),
                 dict(batch_size=0), dict(mixup_alpha=1.0, adv_eps=0.03), dict(dtype="int8")):
         with pytest.raises(ValueError):
-            train.TrainConfig(**bad)
+            TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
-        train.TrainConfig.from_dict({"modell": "x"})
+        TrainConfig.from_dict({"modell": "x"})
 
 
 # ------------------------------------------------------------------ fit
@@ -300,7 +305,7 @@ def _tiny_config(**kw):
                 eval_radii=(8,), eval_batch_size=64, checkpoint_every=1, augment_crop=True, augment_flip=True,
                 dropout=0.1, eval_train=True, eval_train_subset=40)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 def _flat(state):
@@ -313,7 +318,7 @@ class _Kill(Exception):
 
 def test_fit_writes_run_folder_and_resume_is_bit_exact(tmp_path, tiny_data):
     cfg = _tiny_config()
-    full = train.fit(cfg, tmp_path / "full", datasets=tiny_data, progress=False)
+    full = fit(cfg, tmp_path / "full", datasets=tiny_data, progress=False)
     steps_per_epoch = 256 // 32
     assert int(full.state.step) == 3 * steps_per_epoch
     # run folder contents
@@ -330,7 +335,7 @@ def test_fit_writes_run_folder_and_resume_is_bit_exact(tmp_path, tiny_data):
     assert sorted(int(p.name) for p in (tmp_path / "full" / "checkpoints").iterdir() if p.name.isdigit()) == [8, 16, 24]
 
     # same seed, same result
-    again = train.fit(cfg, tmp_path / "again", datasets=tiny_data, progress=False)
+    again = fit(cfg, tmp_path / "again", datasets=tiny_data, progress=False)
     for a, b in zip(_flat(full.state), _flat(again.state)):
         np.testing.assert_array_equal(a, b)
 
@@ -341,13 +346,13 @@ def test_fit_writes_run_folder_and_resume_is_bit_exact(tmp_path, tiny_data):
             raise _Kill()
 
     with pytest.raises(_Kill):
-        train.fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False, step_callback=kill)
+        fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False, step_callback=kill)
     assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 2
     with pytest.raises(FileExistsError, match="resume"):
-        train.fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False)
+        fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False)
     with pytest.raises(ValueError, match="hash"):
-        train.fit(_tiny_config(seed=5), tmp_path / "killed", datasets=tiny_data, progress=False, resume=True)
-    resumed = train.fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False, resume=True)
+        fit(_tiny_config(seed=5), tmp_path / "killed", datasets=tiny_data, progress=False, resume=True)
+    resumed = fit(cfg, tmp_path / "killed", datasets=tiny_data, progress=False, resume=True)
     assert int(resumed.state.step) == 3 * steps_per_epoch
     for a, b in zip(_flat(full.state), _flat(resumed.state)):
         np.testing.assert_array_equal(a, b)  # bit-identical
@@ -356,42 +361,42 @@ def test_fit_writes_run_folder_and_resume_is_bit_exact(tmp_path, tiny_data):
     assert [h["accuracy"] for h in res_lines] == [h["accuracy"] for h in lines]
 
     # load_run restores the final checkpoint; evaluation gives the logged test accuracy
-    config, state, model = train.load_run(tmp_path / "full")
+    config, state, model = load_run(tmp_path / "full")
     assert config == cfg and int(state.step) == 24
     for a, b in zip(_flat(full.state), _flat(state)):
         np.testing.assert_array_equal(a, b)
     xt = datasets.to_model_input(tiny_data[1])
-    r = train.evaluate(state, model, parallel.make_mesh(), xt, tiny_data[1].labels, batch_size=64)
+    r = evaluate(state, model, parallel.make_mesh(), xt, tiny_data[1].labels, batch_size=64)
     assert r["accuracy"] == pytest.approx(lines[-1]["accuracy"]["test"])
 
 
 def test_corrupt_checkpoint_clear_error_older_kept(tmp_path, tiny_data):
     cfg = _tiny_config(epochs=2)
-    train.fit(cfg, tmp_path, datasets=tiny_data, progress=False)
+    fit(cfg, tmp_path, datasets=tiny_data, progress=False)
     latest = tmp_path / "checkpoints" / "16"
     files = [p for p in latest.rglob("*") if p.is_file()]
     assert files
     for p in files:
         p.write_bytes(b"\x00garbage" * 3)
-    with pytest.raises(train.CheckpointError, match=r"step 16.*\[8\]"):
-        train.fit(cfg, tmp_path, datasets=tiny_data, progress=False, resume=True)
+    with pytest.raises(CheckpointError, match=r"step 16.*\[8\]"):
+        fit(cfg, tmp_path, datasets=tiny_data, progress=False, resume=True)
     assert (tmp_path / "checkpoints" / "8").is_dir() and latest.is_dir()
-    _, state, _ = train.load_run(tmp_path, step=8)
+    _, state, _ = load_run(tmp_path, step=8)
     assert int(state.step) == 8
 
 
 def test_nan_loss_stops_with_step(tmp_path, tiny_data):
     cfg = _tiny_config(optimizer="sgd", learning_rate=float("inf"), epochs=1, eval_train=False)
     with pytest.raises(FloatingPointError, match="at step 2 "):
-        train.fit(cfg, tmp_path, datasets=tiny_data, progress=False)
+        fit(cfg, tmp_path, datasets=tiny_data, progress=False)
 
 
 def test_quick_fit_learns_synthetic_data(tmp_path):
     """Small CNN on 1,024 synthetic images, 8 devices: > 35% test accuracy (chance 10%) in < 1 min."""
     ds = datasets.make_synthetic(num_train=1024, num_test=512, seed=0)
-    cfg = train.TrainConfig(model="small_cnn", width=16, dataset="synthetic", epochs=8, batch_size=32,
+    cfg = TrainConfig(model="small_cnn", width=16, dataset="synthetic", epochs=8, batch_size=32,
                             learning_rate=3e-3, eval_radii=(), eval_every=0, checkpoint_every=0)
-    r = train.fit(cfg, tmp_path, datasets=ds, progress=False)
+    r = fit(cfg, tmp_path, datasets=ds, progress=False)
     assert len(r.history) == 1
     assert r.history[-1]["accuracy"]["test"] > 0.35
     assert r.history[-1]["train_loss"] < 2.0

@@ -13,6 +13,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     TensorFlow to prepare TFDS data; the message says what to install). ``jaxhfc`` answers
     them with one line and exit status 2, as the experiment drivers do. Imported on use (only
     evaluated when an exception propagates)."""
-    from jaxhfc import datasets, train
+    from jaxhfc import datasets
+    from jaxhfc.runs import CheckpointError
 
-    return (CLIError, datasets.DatasetNotFoundError, datasets.CorruptDatasetError, train.CheckpointError, ImportError)
+    return (CLIError, datasets.DatasetNotFoundError, datasets.CorruptDatasetError, CheckpointError, ImportError)

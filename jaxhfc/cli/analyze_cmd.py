@@ -9,7 +9,7 @@ Runs, on the test split:
 * the Fourier sensitivity heat map (Yin et al. 2019), with the clean error beside it.
 
 Writes ``analysis.json`` (every number), ``heatmap.npy`` and three figures to ``--out``.
-The model comes from a run folder written by ``jaxhfc train`` / ``jaxhfc.train.fit``
+The model comes from a run folder written by ``jaxhfc train`` / ``jaxhfc.fit.fit``
 (config, checkpoint and dataset as recorded), or from a params file: a flax msgpack of the
 variables (``flax.serialization.to_bytes(variables)``, ``.msgpack``) or an ``.npz`` whose
 keys are the ``/``-joined variable paths (``params/conv_init/kernel``), with the model named
@@ -120,7 +120,8 @@ def _check_variables(path: pathlib.Path, variables: dict, model: Any, sample: np
 
 def _load_model(args: argparse.Namespace):
     """``(logits_fn, test Dataset, scaling, description)``."""
-    from jaxhfc import datasets, models, train
+    from jaxhfc import datasets, models
+    from jaxhfc.evaluation import logits_fn
     from jaxhfc.cli.train_cmd import load_run
 
     path = pathlib.Path(args.model_path)
@@ -133,7 +134,7 @@ def _load_model(args: argparse.Namespace):
         test = datasets.load_dataset(dataset, split="test", data_dir=data_dir, source=source, seed=d.seed,
                                  num_test=args.num_test or (d.num_test if dataset == d.name else None))
         scaling = args.scaling or d.scaling
-        fn = train.logits_fn(state, model)
+        fn = logits_fn(state, model)
         return fn, test, scaling, {"run": str(path), "model": config.net.name, "dataset": dataset}
     dataset = args.dataset or "synthetic"
     test = datasets.load_dataset(dataset, split="test", data_dir=args.data_dir, seed=args.seed,
@@ -141,7 +142,7 @@ def _load_model(args: argparse.Namespace):
     model = models.get_model(args.model, num_classes=test.num_classes, width=args.width, norm=args.norm,
                              normalize=args.normalize)
     variables = _check_variables(path, read_variables(path), model, np.zeros((1, *test.images.shape[1:]), np.float32))
-    return train.logits_fn(variables, model), test, args.scaling or "paper", {
+    return logits_fn(variables, model), test, args.scaling or "paper", {
         "params": str(path), "model": args.model, "dataset": dataset}
 
 

@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxhfc import parallel
 
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    from jaxhfc.train import fit
+    from jaxhfc.fit import fit
 
     try:
         config = config_from_args(args)
@@ -131,15 +131,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def load_run(run: pathlib.Path, *, step: int | None = None) -> tuple[Any, Any, Any]:
-    """``jaxhfc.train.load_run`` with a missing, unreadable or corrupt run folder or
+    """``jaxhfc.runs.load_run`` with a missing, unreadable or corrupt run folder or
     checkpoint as a one-line :class:`CLIError`."""
-    from jaxhfc import train
+    from jaxhfc import runs
 
     if not run.is_dir():
         raise CLIError(f"{run}: no such run folder (expected config.json and checkpoints/ from jaxhfc train)")
     try:
-        return train.load_run(run, step=step)
-    except (FileNotFoundError, train.CheckpointError) as err:
+        return runs.load_run(run, step=step)
+    except (FileNotFoundError, runs.CheckpointError) as err:
         raise CLIError(str(err)) from None
     except (ValueError, KeyError, TypeError) as err:  # config.json unreadable or from another version
         raise CLIError(f"{run / 'config.json'}: not a readable run config ({type(err).__name__}: {err})") from None
@@ -167,7 +167,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jaxhfc import parallel
 
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    from jaxhfc import train
+    from jaxhfc.evaluation import evaluate
+    from jaxhfc.prepare import prepare_data
 
     run = pathlib.Path(args.run)
     config, state, model = load_run(run, step=args.step)
@@ -175,12 +176,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.radii is not None:
         evaluation["radii"] = tuple(args.radii)
     config = config.merged(evaluation=evaluation, **({"data": {"dir": args.data_dir}} if args.data_dir is not None else {}))
-    prepared = train.prepare_data(config)
+    prepared = prepare_data(config)
     mesh = parallel.make_mesh(None)
     step = int(parallel.to_host(state.step))
     results = {}
     for name, (x, y) in prepared["eval"].items():
-        results[name] = train.evaluate(state, model, mesh, x, y, batch_size=args.batch_size or config.evaluation.batch_size)
+        results[name] = evaluate(state, model, mesh, x, y, batch_size=args.batch_size or config.evaluation.batch_size)
     print(f"{run} step {step}")
     print(f"{'set':<16} {'accuracy':>9} {'loss':>9} {'n':>7}")
     for name, r in results.items():
