@@ -218,7 +218,7 @@ def compact_claims(ctx) -> str:
             if "judgement" not in d:
                 continue
             c = Claim.from_dict(d)
-            text = c.claim.replace("|", "/")
+            text = ("(primary) " if c.primary else "") + c.claim.replace("|", "/")
             lines.append(f"| {m} | {text} | **{c.mark()}** | {c.effect_text()} | {c.judgement.effect.n} |")
     return "\n".join(lines) + "\n"
 
