@@ -245,11 +245,14 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     else:
         what = f"All numbers below come from **real `{ctx.dataset}` images** at `{ctx.scale}` scale on that CPU"
         table = compact_claims(ctx).rstrip("\n")
+    tally = next((line for line in ours.splitlines() if " claims in " in line and " families: " in line), "")
     body = "\n".join([
         run_line,
         "",
         f"{what}. {time_note.split(';')[0]}. Every table and figure, with preconditions, evidence and the "
         f"paper's values beside ours: [{rel}/README.md]({rel}/README.md).",
+        "",
+        (tally + " Each artefact's claims are one family under Holm's control (family-wise error 5%).").strip(),
         "",
         table,
         "",
