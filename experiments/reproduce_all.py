@@ -234,17 +234,15 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
         raise ValueError(f"{readme} has no {start} ... {end} section to fill")
     ours = (ctx.out / "README.md").read_text()
     run_line = ours.split("\n")[2]
-    claims = ours.split("## Claims\n\n", 1)[1].split("\n## ", 1)[0].strip()
     time_note = ours.split("## Time\n\n", 1)[1].split("\n\n", 1)[0]
     rel = ctx.out.resolve().relative_to(readme.resolve().parent) if ctx.out.resolve().is_relative_to(
         readme.resolve().parent) else ctx.out
     if ctx.dataset == "synthetic":
         what = (f"All numbers below come from the **built-in synthetic dataset** at `{ctx.scale}` scale on that CPU, "
                 "not from CIFAR-10: a verdict here says the code recovered an effect the generator planted")
-        table = claims
     else:
         what = f"All numbers below come from **real `{ctx.dataset}` images** at `{ctx.scale}` scale on that CPU"
-        table = compact_claims(ctx).rstrip("\n")
+    table = compact_claims(ctx).rstrip("\n")
     tally = next((line for line in ours.splitlines() if " claims in " in line and " families: " in line), "")
     body = "\n".join([
         run_line,
