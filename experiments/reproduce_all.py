@@ -70,42 +70,8 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
         lines += [f"Scale `{ctx.scale}`: a small CNN, a few thousand images and a few epochs instead of the paper's "
                   "ResNet and 100 epochs; the recipes are in `experiments/recipes.py` and each artefact's settings in "
                   "the `SETTINGS` dict at the top of its driver (also in its config.json).", ""]
-    all_found = []
-    for m, _, _ in ARTEFACTS:
-        if (ctx.out / m / "table.json").exists():
-            all_found.append([Claim.from_dict(c) for c in R.read_json(ctx.out / m / "table.json")["claims"]
-                              if "judgement" in c])
-    n_claims, n_families = sum(len(f) for f in all_found), sum(1 for f in all_found if f)
-    tally = {}
-    for f in all_found:
-        for c in f:
-            tally[c.mark()] = tally.get(c.mark(), 0) + 1
-    counts = ", ".join(f"{tally[v]} {v}" for v in ("holds", "contradicted", "inconclusive", "no power", "not tested")
-                       if v in tally) or "none"
-    lines += [
-        "## Claims",
-        "",
-        f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
-        "with an interval: Student t over seeds, combined in quadrature with the per-image binomial (add-one "
-        "smoothed) or delta-method error where the effect is measured on test images, and clipped to the range the "
-        "effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
-        "keeps its family-wise error at 5% (each claim's interval is shown at its Holm confidence); the first claim "
-        "of an artefact is its primary one. **holds**: the interval excludes 0 in the claimed direction; "
-        "**contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0 (or has zero width); "
-        "**no power**: it contains 0 and a floor or ceiling made the other sign impossible; **not tested**: a "
-        "precondition failed (named in the table). Selections (radii, recipes) are made on validation splits held "
-        "out from the training data, never on the test set.",
-        "",
-        f"{n_claims} claims in {n_families} families: {counts}.",
-        "",
-    ]
+    lines += claims_section(ctx)
     present = [m for m, _, _ in ARTEFACTS if (ctx.out / m / "table.json").exists()]
-    all_claims = []
-    for name in present:  # every artefact on disk, also those an --only run did not redo
-        for c in R.read_json(ctx.out / name / "table.json")["claims"]:
-            all_claims.append(Claim.from_dict(c) if "judgement" in c else None)
-    all_claims = [c for c in all_claims if c is not None]
-    lines.append(claims_table(all_claims).rstrip("\n"))
     try:
         from experiments import recipes
 
@@ -140,6 +106,74 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
 
 TIME_START, TIME_END = "<!-- repro-time:start -->", "<!-- repro-time:end -->"
 
+
+
+DEVIATIONS_START, DEVIATIONS_END = "<!-- deviations:start -->", "<!-- deviations:end -->"
+
+
+def update_deviations(doc: Path | None = None) -> bool:
+    """Fill ``docs/deviations.md``'s generated block from ``experiments/recipes.py``: the
+    deviations of every run, then those of each dataset (the same lines the results READMEs print)."""
+    from experiments import recipes
+
+    doc = Path(doc) if doc else Path(__file__).resolve().parent.parent / "docs" / "deviations.md"
+    lines = ["Every results README prints these (from `experiments/recipes.py: DEVIATIONS`):", ""]
+    lines += [f"- {d}" for d in recipes.DEVIATIONS]
+    for name, spec in recipes.DATASETS.items():
+        if spec.get("deviations"):
+            lines += ["", f"On `{name}` also:", ""] + [f"- {d}" for d in spec["deviations"]]
+    return fill_block(doc, DEVIATIONS_START, DEVIATIONS_END, "\n".join(lines) + "\n")
+
+
+def claims_section(ctx) -> list[str]:
+    """The results README's claims: the count and the rule in a few lines, a table a person can
+    scan (:func:`compact_claims`), then each claim's preconditions and evidence."""
+    seeds = list(ctx.seed_list)
+    all_found = []
+    for m, _, _ in ARTEFACTS:
+        if (ctx.out / m / "table.json").exists():
+            all_found.append([Claim.from_dict(c) for c in R.read_json(ctx.out / m / "table.json")["claims"]
+                              if "judgement" in c])
+    n_claims, n_families = sum(len(f) for f in all_found), sum(1 for f in all_found if f)
+    tally: dict[str, int] = {}
+    for f in all_found:
+        for c in f:
+            tally[c.mark()] = tally.get(c.mark(), 0) + 1
+    counts = ", ".join(f"{tally[v]} {v}" for v in ("holds", "contradicted", "inconclusive", "no power", "not tested")
+                       if v in tally) or "none"
+    return [
+        "## Claims",
+        "",
+        f"{n_claims} claims in {n_families} families: {counts}.",
+        "",
+        f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
+        "with an interval: Student t over seeds, combined in quadrature with the per-image binomial (add-one "
+        "smoothed) or delta-method error where the effect is measured on test images, and clipped to the range the "
+        "effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
+        "keeps its family-wise error at 5% (each claim's interval is shown at its Holm confidence); the first claim "
+        "of an artefact is its primary one. **holds**: the interval excludes 0 in the claimed direction; "
+        "**contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0 (or has zero width); "
+        "**no power**: it contains 0 and a floor or ceiling made the other sign impossible; **not tested**: a "
+        "precondition failed (named below). Selections (radii, recipes) are made on validation splits held "
+        "out from the training data, never on the test set.",
+        "",
+        compact_claims(ctx).rstrip("\n"),
+        "",
+        "## Preconditions and evidence",
+        "",
+        claims_table([c for f in all_found for c in f]).rstrip("\n"),
+    ]
+
+
+def rewrite_claims(ctx) -> Path:
+    """Rewrite the claims sections of ``<out>/README.md`` from the artefacts' table.json files,
+    leaving the rest of it (the run line, the deviations, the time) as that run wrote it."""
+    path = ctx.out / "README.md"
+    text = path.read_text()
+    head, rest = text.split("## Claims\n", 1)
+    tail = rest[rest.index("\n## Where we differ"):] if "\n## Where we differ" in rest else ""
+    path.write_text(head + "\n".join(claims_section(ctx)) + "\n" + tail)
+    return path
 
 def fill_block(readme: Path, start: str, end: str, body: str) -> bool:
     """Replace what stands between the markers ``start`` and ``end`` of ``readme`` with ``body``
@@ -259,6 +293,8 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     ])
     fill_block(readme, start, end, body)
     update_time_section(readme, ctx.out, dataset=ctx.dataset)
+    if readme.parent == Path(__file__).resolve().parent.parent:  # the project's own README
+        update_deviations()
     return readme
 
 
@@ -296,8 +332,14 @@ def main(argv=None):
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=[a[0] for a in ARTEFACTS], help="run only these artefacts")
     p.add_argument("--update-readme", action="store_true", help="fill the project README's results section")
+    p.add_argument("--rewrite-claims", action="store_true",
+                   help="only rewrite the claims sections of <out>/README.md from the artefacts' table.json files "
+                        "(no training, no evaluation)")
     args = p.parse_args(argv)
     ctx = context_from_args(args)
+    if args.rewrite_claims:
+        print(f"rewrote {rewrite_claims(ctx)}")
+        return None
     out = run_cli(lambda: run(ctx, only=args.only))
     if args.update_readme:
         examples = "prediction_counts/examples_hfc_right_lfc_wrong.png"

@@ -210,6 +210,11 @@ def test_null_false_holds_and_power_by_simulation():
     reps, seeds = 4000, 5
     null = _simulate(0.0, reps=reps, seeds=seeds, rng=rng)
     mc = 3 * math.sqrt(0.025 * 0.975 / reps)
+    # coverage: the 95% interval contains the true effect (0 here, 1.5 below) 95% of the time
+    for true in (0.0, 1.5):
+        ivs = [E.interval(rng.normal(true, 1.0, seeds)) for _ in range(reps)]
+        cover = np.mean([iv.low <= true <= iv.high for iv in ivs])
+        assert abs(cover - 0.95) < 3 * math.sqrt(0.95 * 0.05 / reps), (true, cover)
     assert np.mean(null == "holds") <= 0.025 + mc
     assert np.mean(null == "contradicted") <= 0.025 + mc
     t = stats.t.ppf(0.975, seeds - 1)
