@@ -204,9 +204,7 @@ class Context:
         model and epochs but keep every other setting.
         """
         from experiments import recipes
-        from jaxhfc.config import TrainConfig
-
-        from jaxhfc.config import merge_sections
+        from jaxhfc.config import TrainConfig, merge_sections
 
         seed = self.seed if seed is None else seed
         own = recipes.DATASETS.get(self.dataset, {}).get("base", {}).get(self.scale, {})
@@ -297,20 +295,18 @@ class Context:
 
     def datasets(self, config):
         """``(train, test)`` for a config, loaded once per (dataset, sizes, seed)."""
-        from jaxhfc.prepare import load_splits
+        from jaxhfc.prepare import load_splits, split_key
 
-        key = (config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train, config.data.num_test,
-               config.data.num_val)
+        key = split_key(config.data)  # the fields load_splits reads (test_seed included)
         if key not in self._datasets:
             self._datasets[key] = load_splits(config)
         return self._datasets[key]
 
     def validation(self, config):
         """The validation split of ``config`` (held out from its training data; never trained on)."""
-        from jaxhfc.prepare import load_validation
+        from jaxhfc.prepare import split_key, load_validation
 
-        key = ("val", config.data.name, config.data.dir, config.data.source, config.data.seed, config.data.num_train,
-               config.data.num_val)
+        key = ("val", split_key(config.data))
         if key not in self._datasets:
             self._datasets[key] = load_validation(config)
         return self._datasets[key]

@@ -211,7 +211,7 @@ class TrainConfig:
         num_test: int | None  # data.num_test
         train_subset: int | None  # data.train_subset
         num_val: int  # data.num_val
-        shuffle_labels: float  # datasets.shuffle_labels
+        shuffle_labels: float  # data.shuffle_labels
         train_filter: str  # data.train_filter
         train_radius: float  # data.train_radius
         scaling: str  # data.scaling

@@ -50,7 +50,7 @@ from jaxhfc.config import (
     TrainConfig,
 )
 from jaxhfc.evaluation import evaluate
-from jaxhfc.prepare import _split_key, load_splits, prepare_data
+from jaxhfc.prepare import load_splits, prepare_data, split_key
 from jaxhfc.runs import CheckpointError, checkpoint_manager, restore_checkpoint, run_info
 from jaxhfc.step import TrainState, _cached_loop, _loop_plan, build_model, create_train_state, named_keys
 
@@ -115,7 +115,7 @@ def _prepare_members(configs: Sequence[TrainConfig], workdirs: Sequence[Any],
     """Members with their data; configs with the same data share the prepared arrays.
 
     :func:`prepare_data` reads the ``data`` and ``evaluation`` sections, so those (but the
-    evaluation period and batch) are the key of the prepared arrays; :func:`_split_key` that
+    evaluation period and batch) are the key of the prepared arrays; :func:`split_key` that
     of the loaded splits."""
     splits: dict[DataConfig, tuple[Any, Any]] = {}
     prepared: dict[Any, dict[str, Any]] = {}
@@ -125,7 +125,7 @@ def _prepare_members(configs: Sequence[TrainConfig], workdirs: Sequence[Any],
         if data_key not in prepared:
             ds = datasets
             if ds is None:
-                load_key = _split_key(config.data)
+                load_key = split_key(config.data)
                 if load_key not in splits:
                     splits[load_key] = load_splits(config)
                 ds = splits[load_key]

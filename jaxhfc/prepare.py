@@ -13,16 +13,16 @@ from jaxhfc.config import DataConfig, TrainConfig
 from jaxhfc.datasets import balanced_indices, balanced_subset, filter_dataset, load_dataset, shuffle_labels, to_model_input
 from jaxhfc.evaluation import eval_set_name
 
-__all__ = ["holdout_split", "load_splits", "load_validation", "prepare_data"]
+__all__ = ["holdout_split", "load_splits", "load_validation", "prepare_data", "split_key"]
 
 
 def load_splits(config: TrainConfig) -> tuple[Any, Any]:
     """``(train, test)`` :class:`jaxhfc.datasets.Dataset` of a config (dataset, data dir, source, sizes, seed).
 
     With ``config.data.num_val > 0`` the returned training split excludes the validation
-    examples (see :func:`load_validation`). Reads only the fields that :func:`_split_key`
+    examples (see :func:`load_validation`). Reads only the fields that :func:`split_key`
     keeps."""
-    d = _split_key(config.data)
+    d = split_key(config.data)
     common = dict(data_dir=d.dir, source=d.source, seed=d.seed, num_train=d.num_train, num_test=d.num_test)
     train = load_dataset(d.name, split="train", **common)
     if d.num_val:
@@ -33,11 +33,11 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any]:
 
 
 #: Fields of :class:`DataConfig` that :func:`load_splits` does not read (they transform the
-#: loaded training split): :func:`_split_key` resets them.
+#: loaded training split): :func:`split_key` resets them.
 _NOT_LOADED = ("train_subset", "shuffle_labels", "train_filter", "train_radius", "scaling")
 
 
-def _split_key(d: DataConfig) -> DataConfig:
+def split_key(d: DataConfig) -> DataConfig:
     """The data section with the fields :func:`load_splits` does not read reset to defaults:
     configs with equal keys load the same splits (a field added to the section is part of
     the key unless listed in :data:`_NOT_LOADED`)."""
