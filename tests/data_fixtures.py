@@ -15,9 +15,6 @@
 from __future__ import annotations
 
 import io
-import os
-import pickle
-import tarfile
 
 import numpy as np
 
@@ -37,35 +34,19 @@ def make_cifar_arrays(*, n_per_batch: int = 6, n_test: int = 7, seed: int = 0) -
     }
 
 
-def _batch_dict(images: np.ndarray, labels: np.ndarray, label: str) -> dict:
-    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # channel-first rows
-    return {
-        b"batch_label": label.encode(),
-        b"labels": [int(v) for v in labels],
-        b"data": np.ascontiguousarray(data, dtype=np.uint8),
-        b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(images))],
-    }
+def _datasets(arrays: dict):
+    from jaxhfc.datasets import Dataset
+
+    return (Dataset(arrays["train_images"], arrays["train_labels"], 10, "cifar10", tuple(arrays["class_names"])),
+            Dataset(arrays["test_images"], arrays["test_labels"], 10, "cifar10", tuple(arrays["class_names"])))
 
 
 def cifar_pickles(arrays: dict) -> dict[str, bytes]:
-    """The pickled files of the real archive, as ``{filename: bytes}``."""
-    n = len(arrays["train_labels"]) // 5
-    files = {}
-    for b in range(5):
-        sl = slice(b * n, (b + 1) * n)
-        d = _batch_dict(arrays["train_images"][sl], arrays["train_labels"][sl],
-                        f"training batch {b + 1} of 5")
-        files[f"data_batch_{b + 1}"] = pickle.dumps(d, protocol=2)
-    files["test_batch"] = pickle.dumps(
-        _batch_dict(arrays["test_images"], arrays["test_labels"], "testing batch 1 of 1"), protocol=2
-    )
-    meta = {
-        b"num_cases_per_batch": n,
-        b"label_names": [c.encode() for c in arrays["class_names"]],
-        b"num_vis": 3072,
-    }
-    files["batches.meta"] = pickle.dumps(meta, protocol=2)
-    return files
+    """The pickled files of the real archive, as ``{filename: bytes}`` (the library's writer,
+    ``jaxhfc.datasets.cifar10.archive_files``; tests/test_sources.py checks its bytes by hand)."""
+    from jaxhfc.datasets import cifar10
+
+    return cifar10.archive_files(*_datasets(arrays))
 
 
 def write_cifar10_archive(data_dir, arrays: dict, *, extracted: bool = False, files=None) -> str:
@@ -74,26 +55,10 @@ def write_cifar10_archive(data_dir, arrays: dict, *, extracted: bool = False, fi
     ``files`` (``{name: bytes}``) overrides the pickles, to build malformed archives.
     Returns the path written.
     """
-    files = cifar_pickles(arrays) if files is None else files
-    os.makedirs(data_dir, exist_ok=True)
-    if extracted:
-        folder = os.path.join(data_dir, "cifar-10-batches-py")
-        os.makedirs(folder, exist_ok=True)
-        for name, data in files.items():
-            with open(os.path.join(folder, name), "wb") as f:
-                f.write(data)
-        return folder
-    path = os.path.join(data_dir, "cifar-10-python.tar.gz")
-    with tarfile.open(path, "w:gz") as tar:
-        dir_info = tarfile.TarInfo("cifar-10-batches-py")
-        dir_info.type = tarfile.DIRTYPE
-        dir_info.mode = 0o755
-        tar.addfile(dir_info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    from jaxhfc.datasets import cifar10
+
+    return cifar10.write_archive_files(str(data_dir), cifar_pickles(arrays) if files is None else files,
+                                       extracted=extracted)
 
 
 def write_tfds_cifar10(data_dir, arrays: dict) -> str:

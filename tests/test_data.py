@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tarfile
 import time
 
 import jax
@@ -121,6 +122,39 @@ def test_archive_pixel_layout_is_channel_first_rows(tmp_path, cifar_arrays):
     raw = pickle.loads(files["test_batch"], encoding="bytes")[b"data"]
     y, x, c = 5, 17, 2
     assert ds.images[3, y, x, c] == raw[3, c * 1024 + y * 32 + x]
+    # every pixel of the written rows, indexed by hand from the source arrays
+    src = cifar_arrays["test_images"]
+    n, h, w, ch = np.meshgrid(np.arange(len(src)), np.arange(32), np.arange(32), np.arange(3), indexing="ij")
+    np.testing.assert_array_equal(raw[n, ch * 1024 + h * 32 + w], src)
+    meta = pickle.loads(files["batches.meta"], encoding="bytes")
+    assert meta[b"num_cases_per_batch"] == len(cifar_arrays["train_labels"]) // 5 and meta[b"num_vis"] == 3072
+    assert pickle.loads(files["data_batch_2"], encoding="bytes")[b"labels"] == [
+        int(v) for v in cifar_arrays["train_labels"][6:12]]
+
+
+def test_generated_archive_is_standard_and_never_overwrites(tmp_path):
+    from jaxhfc.datasets import cifar10
+
+    path = cifar10.write_generated_archive(str(tmp_path), num_train=50, num_test=20, seed=1)
+    assert sorted(os.listdir(tmp_path)) == ["cifar-10-python.tar.gz", "generated.json"]  # no partial file left
+    with tarfile.open(path) as tar:
+        assert sorted(tar.getnames()) == ["cifar-10-batches-py"] + sorted(
+            f"cifar-10-batches-py/{n}" for n in ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
+                                                 "data_batch_4", "data_batch_5", "test_batch"))
+    train = datasets.load_dataset("cifar10", split="train", data_dir=str(tmp_path), source="archive")
+    test = datasets.load_dataset("cifar10", split="test", data_dir=str(tmp_path), source="archive")
+    synth_train, synth_test = datasets.make_synthetic(num_train=50, num_test=20, seed=1)
+    np.testing.assert_array_equal(train.images, synth_train.images)
+    np.testing.assert_array_equal(test.labels, synth_test.labels)
+    assert train.class_names == datasets.CIFAR10_CLASSES
+    mtime = os.path.getmtime(path)
+    assert cifar10.write_generated_archive(str(tmp_path), num_train=50, num_test=20, seed=1) == path  # reused
+    assert os.path.getmtime(path) == mtime
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        cifar10.write_generated_archive(str(tmp_path), num_train=50, num_test=20, seed=2)
+    with pytest.raises(ValueError, match="multiple of 5"):
+        cifar10.archive_files(datasets.Dataset(synth_train.images[:7], synth_train.labels[:7], 10, "x", synth_train.class_names),
+                              synth_test)
 
 
 def test_archive_subset_is_balanced(tmp_path):

@@ -2,11 +2,19 @@
 ``cifar-10-batches-py`` folder (standard library ``tarfile``/``pickle`` and numpy only; the
 pickles are read with a restricted unpickler that only rebuilds numpy arrays), or from a
 prepared TFDS data dir (:mod:`jaxhfc.datasets.tfds`). Both routes give identical arrays.
+
+The archive's layout: pickled dicts ``data_batch_1..5`` and ``test_batch`` (``b'data'`` an
+``(N, 3072)`` uint8 array, each row channel-first and row-major; ``b'labels'`` a list of ints;
+``b'batch_label'``; ``b'filenames'``) and ``batches.meta`` (``b'label_names'``,
+``b'num_cases_per_batch'``, ``b'num_vis'``). :func:`write_archive` writes that layout from
+arrays, and :func:`write_generated_archive` a full-size one of generated images (smoke runs
+and benchmarks of the full-scale path where the real archive is absent).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
@@ -179,3 +187,102 @@ def _load_cifar10_archive(data_dir: str, split: str) -> Dataset:
         labels.append(y)
     logger.info("read CIFAR-10 %s split (%d images) from %s", split, sum(map(len, labels)), path)
     return Dataset(np.concatenate(images), np.concatenate(labels), 10, "cifar10", class_names)
+
+
+def _batch_dict(images: np.ndarray, labels: np.ndarray, label: str) -> dict:
+    data = np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)
+    return {
+        b"batch_label": label.encode(),
+        b"labels": [int(v) for v in labels],
+        b"data": np.ascontiguousarray(data),
+        b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(images))],
+    }
+
+
+def archive_files(train: Dataset, test: Dataset) -> dict[str, bytes]:
+    """The pickled files of the standard archive holding ``train`` (split into 5 equal batches)
+    and ``test``, as ``{file name: bytes}``. Images must be uint8 ``(N, 32, 32, 3)``."""
+    for what, ds in (("train", train), ("test", test)):
+        if ds.images.dtype != np.uint8 or ds.images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"CIFAR-10 {what} images must be uint8 (N, 32, 32, 3), got {ds.images.dtype} "
+                             f"{ds.images.shape}")
+    if len(train) % 5:
+        raise ValueError(f"the training images are split into 5 equal batches; got {len(train)}, not a multiple of 5")
+    n = len(train) // 5
+    files = {f"data_batch_{b + 1}": pickle.dumps(
+        _batch_dict(train.images[b * n:(b + 1) * n], train.labels[b * n:(b + 1) * n], f"training batch {b + 1} of 5"),
+        protocol=2) for b in range(5)}
+    files["test_batch"] = pickle.dumps(_batch_dict(test.images, test.labels, "testing batch 1 of 1"), protocol=2)
+    files["batches.meta"] = pickle.dumps({b"num_cases_per_batch": n, b"num_vis": 3 * 32 * 32,
+                                          b"label_names": [c.encode() for c in train.class_names]}, protocol=2)
+    return files
+
+
+def write_archive_files(data_dir: str, files: dict[str, bytes], *, extracted: bool = False,
+                        compresslevel: int = 9) -> str:
+    """Write ``files`` as ``<data_dir>/cifar-10-python.tar.gz`` (or the extracted
+    ``cifar-10-batches-py`` folder); returns the path written. The archive is written to a
+    temporary name and renamed, so a killed write leaves no partial archive behind."""
+    os.makedirs(data_dir, exist_ok=True)
+    if extracted:
+        folder = os.path.join(data_dir, CIFAR10_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+        return folder
+    path = os.path.join(data_dir, CIFAR10_ARCHIVE)
+    tmp = path + ".partial"
+    with tarfile.open(tmp, "w:gz", compresslevel=compresslevel) as tar:
+        info = tarfile.TarInfo(CIFAR10_FOLDER)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{CIFAR10_FOLDER}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
+    return path
+
+
+def write_archive(data_dir: str, train: Dataset, test: Dataset, *, extracted: bool = False) -> str:
+    """``train`` and ``test`` as the standard archive in ``data_dir`` (:func:`archive_files`)."""
+    return write_archive_files(data_dir, archive_files(train, test), extracted=extracted)
+
+
+GENERATED_MARKER = "generated.json"
+
+
+def write_generated_archive(data_dir: str, *, num_train: int = 50_000, num_test: int = 10_000,
+                            seed: int = 0) -> str:
+    """A CIFAR-10 archive of generated images in ``data_dir`` (default: full size, 50,000 +
+    10,000): the built-in synthetic data (:func:`jaxhfc.datasets.make_synthetic`), 32x32 RGB with
+    10 classes, under CIFAR-10's class names, in the standard format. For runs that exercise the
+    full-scale shapes and code paths without the real archive; its numbers mean nothing about
+    CIFAR-10. An archive this function wrote with the same sizes and seed (``generated.json``
+    beside it) is reused; any other archive in ``data_dir`` is never overwritten.
+
+    Returns:
+      The archive's path.
+    """
+    from jaxhfc.datasets.core import CIFAR10_CLASSES
+    from jaxhfc.datasets.synthetic import make_synthetic
+
+    want = {"num_train": int(num_train), "num_test": int(num_test), "seed": int(seed), "images": "synthetic"}
+    path, marker = os.path.join(data_dir, CIFAR10_ARCHIVE), os.path.join(data_dir, GENERATED_MARKER)
+    if os.path.exists(path):
+        try:
+            with open(marker) as f:
+                same = json.load(f) == want
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return path
+        raise FileExistsError(f"{path} exists and was not generated with {want}; pass another folder "
+                              "(a real or other archive is never overwritten)")
+    train, test = make_synthetic(num_train=num_train, num_test=num_test, seed=seed)
+    named = [Dataset(d.images, d.labels, 10, "cifar10", CIFAR10_CLASSES) for d in (train, test)]
+    out = write_archive_files(data_dir, archive_files(*named), compresslevel=1)
+    with open(marker, "w") as f:
+        json.dump(want, f)
+    return out
