@@ -4,7 +4,6 @@ escalation (:func:`eval_robust`), and the checks a claim needs at an eps."""
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from experiments.common import Context
@@ -32,8 +31,11 @@ ATTACKS = {
 
 
 def UNROLL() -> bool:  # noqa: N802
-    """Unroll attack loops on a CPU (XLA:CPU runs convolutions in while loops several times slower)."""
-    return jax.default_backend() == "cpu"
+    """Unroll attack loops in the CPU form of the loops (XLA:CPU runs convolutions in while loops
+    several times slower; :func:`jaxhfc.parallel.accelerator_loops`)."""
+    from jaxhfc import parallel
+
+    return not parallel.accelerator_loops()
 
 
 def attack_seed(seed: int) -> int:

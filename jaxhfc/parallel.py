@@ -40,6 +40,8 @@ __all__ = [
     "split_callable",
     "join_callable",
     "sweep",
+    "accelerator_loops",
+    "LOOPS_ENV",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,32 @@ DATA_AXIS = "data"
 
 
 CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+#: Environment variable choosing the form of the loops (:func:`accelerator_loops`).
+LOOPS_ENV = "JAXHFC_LOOPS"
+LOOP_FORMS = ("auto", "accelerator", "cpu")
+
+
+def accelerator_loops() -> bool:
+    """Whether the loops take the form an accelerator runs: training steps scanned on the device
+    (up to 100 per call), a population's models ``vmap``-ed over a model axis, and the PGD loops
+    of adversarial training and attacks rolled (``lax.fori_loop``) rather than unrolled.
+
+    ``JAXHFC_LOOPS=auto`` (or unset) follows the backend: the accelerator form on GPU/TPU, the
+    CPU form on a CPU, where XLA runs convolutions inside loops several times slower.
+    ``JAXHFC_LOOPS=accelerator`` forces the accelerator form on a CPU, so the code a GPU runs is
+    run and tested here (``reproduce_all --loops accelerator``); ``cpu`` forces the CPU form. Read
+    at each call (programs built under one form are cached apart from the other's).
+
+    Raises:
+      ValueError: ``JAXHFC_LOOPS`` is set to something else.
+    """
+    form = (os.environ.get(LOOPS_ENV) or "auto").strip().lower()
+    if form not in LOOP_FORMS:
+        raise ValueError(f"{LOOPS_ENV} must be one of {LOOP_FORMS}, got {form!r}")
+    if form == "auto":
+        return jax.default_backend() != "cpu"
+    return form == "accelerator"
 
 
 def request_cpu_devices(value: str | int = "auto", *, environ: Any = None, cores: int | None = None) -> int | None:
@@ -460,4 +488,27 @@ def sweep(
             fetch_one()
     while pending:
         fetch_one()
+    from jaxhfc import costs
+
+    if costs.active() is not None:  # metering (opt-in): XLA's cost of this program, once per shape
+        calls = -(-n // b)
+        abstract = _abstract((broadcast_dev, args, put(src, sharded=True), put(index, sharded=True)))
+        costs.report("sweep", program, abstract, calls=calls, rows=calls * b, devices=n_dev,
+                     name=getattr(fn, "__name__", "sweep"), key=(program, _shapes_of(abstract)), batch=b, images=n)
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *parts)
+
+
+def _abstract(tree: Any) -> Any:
+    """Shape, dtype and sharding of every array leaf (to lower a program without its buffers)."""
+    def one(a: Any) -> Any:
+        if isinstance(a, jax.Array):
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
+        return a
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _shapes_of(tree: Any) -> tuple:
+    """``(shape, dtype)`` of every leaf (a hashable key of a program's input layout)."""
+    return tuple((tuple(getattr(a, "shape", ())), str(getattr(a, "dtype", type(a).__name__)))
+                 for a in jax.tree_util.tree_leaves(tree))

@@ -454,17 +454,16 @@ def make_train_step(
 # ----------------------------------------------------------------------------- the compiled loop of a config
 
 
-def _adversary(adversary: AdversaryConfig) -> Callable[..., jax.Array] | None:
-    """The step's adversary of an ``adversary`` section (None: no adversarial training)."""
+def _adversary(adversary: AdversaryConfig, unroll: bool) -> Callable[..., jax.Array] | None:
+    """The step's adversary of an ``adversary`` section (None: no adversarial training), its PGD
+    loop unrolled when ``unroll`` (the CPU form: XLA:CPU runs convolutions inside a while loop
+    several times slower, benchmarks/attacks.py; :func:`jaxhfc.parallel.accelerator_loops`)."""
     if adversary.eps <= 0:
         return None
     from jaxhfc import attacks  # only for adversarial training
 
-    # XLA:CPU runs convolutions inside a while loop several times slower than unrolled
-    # (measured in benchmarks/attacks.py), so the PGD loop is unrolled on CPU only.
     return attacks.madry_adversary(eps=adversary.eps, step_size=adversary.step_size, steps=adversary.steps,
-                                   norm=adversary.norm, random_start=adversary.random_start,
-                                   unroll=jax.default_backend() == "cpu")
+                                   norm=adversary.norm, random_start=adversary.random_start, unroll=unroll)
 
 
 def _regularizer(optim: OptimConfig) -> Callable[[Any], jax.Array] | None:
@@ -477,7 +476,8 @@ def _regularizer(optim: OptimConfig) -> Callable[[Any], jax.Array] | None:
 @functools.lru_cache(maxsize=16)
 def _cached_loop(model: nn.Module, mesh: Mesh, optim: OptimConfig, augment: AugmentConfig,
                  adversary: AdversaryConfig, total_steps: int, num_classes: int, population: int | None,
-                 shared_images: bool, shared_labels: bool) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+                 shared_images: bool, shared_labels: bool,
+                 unroll_adversary: bool) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
     """Optimizer and jitted training loop, cached so repeated fits reuse the compilation.
 
     The cache key is the arguments: the model (the ``net`` section and the number of
@@ -485,13 +485,14 @@ def _cached_loop(model: nn.Module, mesh: Mesh, optim: OptimConfig, augment: Augm
     ``adversary`` sections whole, the only parts of a config the step reads; a field added to
     one of them is in the key without being listed. A population passes ``optim`` with
     learning rate 1 (each model's update is scaled by its own rate: :func:`make_train_loop`).
+    ``unroll_adversary``: the form of adversarial training's PGD loop (:func:`_adversary`).
     """
     tx = optimizer_from_config(optim, total_steps)
     loop = make_train_loop(
         model, tx, mesh, global_batch=optim.batch_size, num_classes=num_classes,
         label_smoothing=optim.label_smoothing, mixup_alpha=augment.mixup_alpha,
         crop_pad=4 if augment.crop else 0, flip=augment.flip,
-        regularizer=_regularizer(optim), regularizer_weight=optim.kernel_penalty, adversary=_adversary(adversary),
+        regularizer=_regularizer(optim), regularizer_weight=optim.kernel_penalty, adversary=_adversary(adversary, unroll_adversary),
         population=population, shared_images=shared_images, shared_labels=shared_labels,
     )
     return tx, loop
@@ -500,14 +501,15 @@ def _cached_loop(model: nn.Module, mesh: Mesh, optim: OptimConfig, augment: Augm
 def _loop_plan(steps_per_epoch: int, steps_per_call: int | None) -> tuple[int, int]:
     """``(S, calls in flight)``: steps per compiled call and calls sent before the oldest is fetched.
 
-    On CPU one step per call (XLA:CPU runs convolutions inside while loops several times
-    slower: benchmarks/train_loop.py) and at most 8 steps in flight (fake CPU devices
-    deadlock with ~50 collective steps in flight); elsewhere up to 100 steps scanned on the
-    device per call, the next call queued behind the running one.
+    By default (``steps_per_call`` None) the form of :func:`jaxhfc.parallel.accelerator_loops`:
+    up to 100 steps scanned on the device per call on an accelerator, one step per call on a CPU
+    (XLA:CPU runs convolutions inside while loops several times slower: benchmarks/train_loop.py).
+    On a CPU at most 8 steps are in flight (fake CPU devices deadlock with ~50 collective steps
+    in flight); elsewhere the next call is queued behind the running one.
     """
     cpu = jax.default_backend() == "cpu"
     if steps_per_call is None:
-        steps_per_call = 1 if cpu else 100
+        steps_per_call = 100 if parallel.accelerator_loops() else 1
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, (int, np.integer)) or steps_per_call < 1:
         raise ValueError(f"steps_per_call must be a positive int or None; got {steps_per_call!r}")
     s = min(int(steps_per_call), steps_per_epoch)

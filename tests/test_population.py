@@ -16,7 +16,7 @@ from jaxhfc.evaluation import eval_set_name
 from jaxhfc.fit import fit, fit_population, population_key
 from jaxhfc.prepare import prepare_data
 from jaxhfc.runs import load_run
-from jaxhfc.step import TrainState, make_optimizer, make_train_loop, named_keys
+from jaxhfc.step import TrainState, _loop_plan, make_optimizer, make_train_loop, named_keys
 
 
 class _Kill(Exception):
@@ -183,3 +183,33 @@ def test_scanned_loop_equals_per_step_loop(tmp_path, tiny_data):
         fit(bad, tmp_path / "nan", datasets=tiny_data, progress=False, steps_per_call=4)
     with pytest.raises(ValueError, match="steps_per_call"):
         fit(cfg, tmp_path / "c", datasets=tiny_data, progress=False, steps_per_call=0)
+
+
+def test_accelerator_loops_forced_on_cpu_equal_the_cpu_form(tmp_path, tiny_data, monkeypatch):
+    """``JAXHFC_LOOPS=accelerator`` runs here the loops a GPU runs by default: the steps of an epoch
+    scanned in one call, the population's models vmapped in one program, and adversarial
+    training's PGD loop rolled. Each model must end as the CPU form trains it (one step per call,
+    one model after the other, the PGD loop unrolled), to the float tolerance of batched
+    convolutions; a bad form name is refused."""
+    base = _config(epochs=1, checkpoint_every=0, eval_radii=(), augment_crop=False, dropout=0.0)
+    configs = [base.merged(run={"seed": s}, adversary={"eps": 0.03, "steps": 2, "step_size": 0.015})
+               for s in (0, 1)]
+    monkeypatch.setenv(parallel.LOOPS_ENV, "cpu")
+    assert not parallel.accelerator_loops()
+    reference = fit_population(configs, [tmp_path / f"cpu{i}" for i in range(2)], datasets=tiny_data, progress=False)
+    assert all(r.history[-1].get("population") is None for r in reference)  # one model after the other
+    assert _loop_plan(4, None)[0] == 1
+    monkeypatch.setenv(parallel.LOOPS_ENV, "accelerator")
+    assert parallel.accelerator_loops() and _loop_plan(4, None)[0] == 4  # an epoch's 4 steps in one scanned call
+    forced = fit_population(configs, [tmp_path / f"acc{i}" for i in range(2)], datasets=tiny_data, progress=False)
+    assert [r.history[-1]["population"] for r in forced] == [2, 2]  # one vmapped program
+    for a, b in zip(reference, forced):
+        assert int(b.state.step) == int(a.state.step) == 4
+        for x, y in zip(_leaves(a.state), _leaves(b.state)):
+            np.testing.assert_allclose(y, x, rtol=2e-4, atol=2e-5)
+        assert b.history[-1]["train_loss"] == pytest.approx(a.history[-1]["train_loss"], rel=1e-4)
+    # the models learned different things (own seeds), so equality is not of two constants
+    assert not np.allclose(_leaves(forced[0].state.params)[0], _leaves(forced[1].state.params)[0])
+    monkeypatch.setenv(parallel.LOOPS_ENV, "gpu")
+    with pytest.raises(ValueError, match="JAXHFC_LOOPS must be one of"):
+        parallel.accelerator_loops()

@@ -175,3 +175,32 @@ def test_apgd_t_can_only_lower_a_real_rows_worst_case(tmp_path):
         assert per[3]["robust_acc_per_attack"][name] == per[0]["robust_acc_per_attack"][name]
     kept = [[e["robust_correct"] for e in per[t]["examples"]] for t in (0, 3)]
     assert all(a or not b for a, b in zip(kept[0], kept[1]))  # right with APGD-T => right without
+
+
+def test_row_with_accelerator_loops_forced_equals_the_cpu_form(tmp_path, monkeypatch):
+    """A real row (no scripted attacks): FGSM, PGD, APGD-CE, APGD-DLR and APGD-T over 2 targets
+    with every check, once with the attack loops unrolled (the CPU form) and once rolled as on a
+    GPU (``JAXHFC_LOOPS=accelerator``): the same row to float tolerance."""
+    from jax.tree_util import Partial
+
+    import attack_models as am
+    import jax
+
+    logits = Partial(am.conv_apply, am.conv_params(k=5, seed=1))
+    x = np.random.default_rng(0).uniform(0, 1, (24, am.H, am.W, am.C)).astype(np.float32)
+    y = np.asarray(np.argmax(np.asarray(logits(x)), axis=1), np.int32)  # clean accuracy 1: attacks have work
+    rows = {}
+    for form in ("cpu", "accelerator"):
+        monkeypatch.setenv("JAXHFC_LOOPS", form)
+        assert robust_rows.UNROLL() == (form == "cpu")
+        ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path / form, progress=False)
+        rows[form] = robust_rows.eval_robust(ctx, logits, x, y, eps=(0.05,), steps=3, apgd_steps=4, batch_size=24,
+                                             key=jax.random.key(0), check_n=24, apgd_targets=2)
+    a, b = rows["cpu"], rows["accelerator"]
+    assert a["clean"] == 1.0 and a["worst 0.05"] < 1.0  # the attacks broke some images
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        if isinstance(v, float):
+            assert b[k] == pytest.approx(v, abs=1.5 / 24), k  # at most one image flips
+        else:
+            assert b[k] == v, k
