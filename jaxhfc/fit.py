@@ -8,7 +8,7 @@
   places them on the devices once, replicated (the layout of :mod:`jaxhfc.step`).
 - The loop (:func:`fit`) runs the steps of :func:`jaxhfc.step.make_train_loop` in calls of
   ``S`` steps (a ``lax.scan`` on accelerators; one step per call on CPU, where XLA runs
-  convolutions inside loops slowly) and fetches every step's metrics a few calls later (at
+  convolutions inside loops slowly; :func:`jaxhfc.parallel.accelerator_loops` forces either) and fetches every step's metrics a few calls later (at
   most 8 steps in flight on CPU, where fake devices deadlock with many collective steps
   queued). Epoch permutations are ``pipeline.epoch_indices(fold_in(data_key, epoch), ...)``;
   evaluation, ``metrics.jsonl`` and checkpoints (:mod:`jaxhfc.runs`) happen at epoch ends, so
@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxhfc import parallel, pipeline, results
+from jaxhfc import costs, parallel, pipeline, results
 from jaxhfc.config import (
     DATA_FIELDS,
     EVAL_FIELDS,
@@ -327,6 +328,20 @@ def _evaluate_and_save(members: Sequence[_Member], member_states: list, *, model
             m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
 
 
+def _report_loop(loop, args, *, n_steps: int, devices: int, models: int, config: TrainConfig,
+                 runs: list[str]) -> None:
+    """Report one call of the training loop to the active :mod:`jaxhfc.costs` meter. A call of
+    ``S > 1`` scanned steps is a while loop, which XLA's cost analysis counts once: its FLOPs are
+    multiplied by ``S`` here."""
+    abstract = parallel._abstract(args)
+    meter = costs.active()
+    rec = meter.add("train", loop, abstract, calls=1, rows=n_steps, devices=devices, name="train_loop",
+                    key=(loop, n_steps, parallel._shapes_of(abstract)), models=models,
+                    batch=config.optim.batch_size, net=config.net.name, runs=runs)
+    if n_steps > 1:
+        rec.flops_per_call *= n_steps
+
+
 def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, population: bool, resume: bool,
            progress: bool, datasets: tuple[Any, Any] | None,
            step_callback: Callable[[int, list[dict[str, float]]], None] | None,
@@ -354,7 +369,7 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
     optim = config.optim.replace(learning_rate=1.0) if population else config.optim
     tx, loop = _cached_loop(model, mesh, optim, config.augment, config.adversary, total_steps, num_classes,
                             k_models if population else None, shared_images or not population,
-                            shared_labels or not population)
+                            shared_labels or not population, not parallel.accelerator_loops())
     states = [create_train_state(model, tx, m.keys["init"], trains[0][0].shape[1:], mesh=mesh) for m in members]
     steps_per_call, calls_in_flight = _loop_plan(steps_per_epoch, steps_per_call)
     try:
@@ -382,6 +397,10 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                 n_steps = min(steps_per_call, steps_per_epoch - s0)
                 idx = parallel.global_from_full(mesh, idx_epoch[s0:s0 + n_steps], sharded=True,
                                                 batch_axis=idx_epoch.ndim - 1)
+                if costs.active() is not None:  # metering (opt-in): before the call donates the state
+                    _report_loop(loop, (state, images, labels, idx, step_keys, rates), n_steps=n_steps,
+                                 devices=int(mesh.devices.size), models=k_models, config=config,
+                                 runs=[str(m.run_dir) for m in members])
                 state, m_dev = loop(state, images, labels, idx, step_keys, rates)
                 pending.append((s0, m_dev))
                 if not compiled:  # the first call of the process compiles: wait, and time from here
@@ -402,11 +421,13 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
             if not any(due_eval) and not any(due_ckpt):
                 continue
             member_states = _unstack_fn(mesh, k_models)(state) if population else [state]
-            _evaluate_and_save(
-                members, member_states, model=model, mesh=mesh, due_eval=due_eval, due_ckpt=due_ckpt, meter=meter,
-                done=done, step_now=done * steps_per_epoch,
-                img_per_s=timed_steps * batch_size / (t_done - t_timed) if timed_steps else float("nan"),
-                epoch_time=t_done - t_epoch, t_start=t_start, population=population)
+            cost_meter = costs.active()  # metering (opt-in): evaluations here belong to the training
+            with cost_meter.label("training") if cost_meter is not None else contextlib.nullcontext():
+                _evaluate_and_save(
+                    members, member_states, model=model, mesh=mesh, due_eval=due_eval, due_ckpt=due_ckpt,
+                    meter=meter, done=done, step_now=done * steps_per_epoch,
+                    img_per_s=timed_steps * batch_size / (t_done - t_timed) if timed_steps else float("nan"),
+                    epoch_time=t_done - t_epoch, t_start=t_start, population=population)
             del member_states
         final = _unstack_fn(mesh, k_models)(state) if population else [state]
         for m in members:
@@ -467,7 +488,8 @@ def fit(
             there stops the run like a kill (nothing more is saved).
         steps_per_call: Optimizer steps per compiled call, scanned on the device (None: 1 on
             CPU, where XLA runs convolutions in loops slowly and fake devices need frequent
-            fetches; 100 elsewhere; at most one epoch).
+            fetches; 100 elsewhere or where ``JAXHFC_LOOPS=accelerator``
+            (:func:`jaxhfc.parallel.accelerator_loops`); at most one epoch).
 
     Returns:
         :class:`RunResult` with the final state, the metrics history and the run folder.
@@ -522,7 +544,8 @@ def fit_population(
         step_callback: Called for every step with ``(step, [{"loss", "accuracy"}] * K)``
             (one model after the other: ``[{"loss", "accuracy"}]`` of the model in training).
         vmap: True: one program with a model axis; False: one model after the other;
-            None: False on CPU, True elsewhere.
+            None: :func:`jaxhfc.parallel.accelerator_loops` (False on CPU, True elsewhere,
+            unless ``JAXHFC_LOOPS`` forces a form).
 
     Returns:
         One :class:`RunResult` per config, in order.
@@ -551,7 +574,7 @@ def fit_population(
                              f"({list(DATA_FIELDS + EVAL_FIELDS + HPARAM_FIELDS)}); these differ in {diff} "
                              f"(group configs by train.population_key)")
     if vmap is None:
-        vmap = jax.default_backend() != "cpu"
+        vmap = parallel.accelerator_loops()
     if not vmap:
         return [_train([c], [w], population=False, resume=resume, progress=progress, datasets=datasets,
                        step_callback=step_callback, steps_per_call=steps_per_call)[0]
