@@ -130,6 +130,26 @@ def family(claims: Sequence[Claim]) -> list[Claim]:
     return claims
 
 
+def smoke_data_dir(data_dir: str | None, out: Path) -> str:
+    """The CIFAR-10 folder of a smoke run: ``data_dir`` when it holds the archive (or a prepared
+    TFDS copy), else ``<out>/generated-cifar10`` with a generated full-size archive in the standard
+    format (:func:`jaxhfc.datasets.cifar10.write_generated_archive`, written once and reused)."""
+    from jaxhfc import datasets
+    from jaxhfc.datasets import cifar10
+
+    if data_dir:
+        try:
+            datasets.load_dataset("cifar10", split="test", data_dir=data_dir)
+            return data_dir
+        except datasets.DatasetNotFoundError:
+            pass
+    folder = out / "generated-cifar10"
+    log.info("smoke run: no CIFAR-10 archive%s; using a generated full-size one in %s",
+             f" in {data_dir}" if data_dir else "", folder)
+    cifar10.write_generated_archive(str(folder))
+    return str(folder)
+
+
 @dataclasses.dataclass
 class Context:
     """Settings shared by every driver of one reproduction.
@@ -147,6 +167,9 @@ class Context:
       progress: show progress bars.
       populations: train models that share a shape together (one compiled program).
       max_population: the most models in one population.
+      smoke: full scale (``scale="full"``) with every loop capped (``recipes.SMOKE``): the
+        full-scale recipes, shapes and code paths in minutes, a check that they run, not a result.
+      plan: a smoke run metered for a cost plan (``experiments/plan.py``): trainings on 1 device.
     """
 
     dataset: str = "synthetic"
@@ -159,6 +182,8 @@ class Context:
     progress: bool = True
     populations: bool = True
     max_population: int = 8
+    smoke: bool = False
+    plan: bool = False
     trainings: int = 0  # trainings actually run by this context (tests check re-runs do none)
     _datasets: dict = dataclasses.field(default_factory=dict, repr=False)
     _trained: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -167,14 +192,26 @@ class Context:
     #: results of expensive evaluations shared between artefacts of one run (e.g. the attacks on
     #: an undefended model that robustness and input_defence both report), keyed by their inputs
     memo: dict = dataclasses.field(default_factory=dict, repr=False)
+    #: smoke runs: the uncapped config of every capped one (by config hash), and per artefact
+    #: (:attr:`artefact`, set by the driver running it) the full and capped settings it read
+    full_configs: dict = dataclasses.field(default_factory=dict, repr=False)
+    settings_log: dict = dataclasses.field(default_factory=dict, repr=False)
+    artefact: str | None = None
 
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
         from jaxhfc import datasets
 
-        self.out = Path(self.out) if self.out else Path("results") / datasets.dataset_slug(self.dataset)
+        slug = datasets.dataset_slug(self.dataset) + ("-smoke" if self.smoke else "")
+        self.out = Path(self.out) if self.out else Path("results") / slug
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.smoke and self.dataset == "cifar10":
+            self.data_dir = smoke_data_dir(self.data_dir, self.out)
+        if self.smoke and self.scale != "full":
+            raise ValueError(f"a smoke run caps the full-scale settings; scale must be 'full', got {self.scale!r}")
+        if self.seeds is None and self.smoke:
+            self.seeds = 1
         if self.seeds is None:
             from experiments import recipes
 
@@ -217,7 +254,62 @@ class Context:
                     "evaluation": {"train": True}}  # eval-mode accuracy on clean training data (generalisation gaps)
         base = TrainConfig(**merge_sections(defaults, recipes.BASE[self.scale], own, fixed))
         base = base.merged(evaluation={"radii": tuple(self.radius(r) for r in base.evaluation.radii)})
-        return base.merged(**overrides)
+        config = base.merged(**overrides)
+        if not self.smoke:
+            return config
+        capped = self._smoke_capped(config)
+        self.full_configs[capped.config_hash()] = config
+        return capped
+
+    def _smoke_capped(self, config):
+        """``config`` with the loops of a smoke run capped (``recipes.SMOKE``): its own batch size
+        and everything else kept, ``epochs`` x ``steps_per_epoch`` steps, few images evaluated."""
+        from experiments import recipes
+
+        caps, batch = recipes.SMOKE, config.optim.batch_size
+        subset = config.evaluation.train_subset
+        return config.merged(
+            data={"num_train": caps["steps_per_epoch"] * batch + caps["num_val"], "num_val": caps["num_val"],
+                  "num_test": min(config.data.num_test or caps["num_test"], caps["num_test"])},
+            optim={"epochs": min(config.optim.epochs, caps["epochs"])},
+            evaluation={"train_subset": min(subset or caps["train_subset"], caps["train_subset"])},
+            run={"checkpoint_every": 1, "num_devices": self._smoke_devices(batch)})
+
+    def _smoke_devices(self, batch: int) -> int:
+        """Devices of a smoke run's training: 1 for a cost plan (XLA's memory analysis is then
+        what one accelerator needs), else the most devices the batch divides evenly over (batch
+        100 on 8 devices: 5)."""
+        if self.plan:
+            return 1
+        import jax
+
+        return max(d for d in range(1, jax.device_count() + 1) if batch % d == 0)
+
+    def settings(self, table: dict) -> dict:
+        """A driver's settings at this scale (a copy of ``table[scale]``); a smoke run caps the
+        image counts, attack steps and epochs named in ``recipes.SMOKE["settings"]`` (in nested
+        section overrides too), keeping every list (radii, eps, attacks, targets) whole."""
+        out = dict(table[self.scale])
+        if not self.smoke:
+            return out
+        from experiments import recipes
+
+        caps = recipes.SMOKE["settings"]
+
+        def cap(d: dict) -> dict:
+            d = dict(d)
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    d[k] = cap(v)
+                elif k in caps and isinstance(v, int) and not isinstance(v, bool):
+                    d[k] = min(v, caps[k])
+                elif k in caps and v is None:
+                    d[k] = caps[k]
+            return d
+
+        capped = cap(out)
+        self.settings_log.setdefault(self.artefact, []).append((out, capped))
+        return capped
 
     @property
     def draws_data(self) -> bool:
@@ -649,6 +741,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="minutes on a CPU: small CNN, small data, few epochs")
     g.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests and CI)")
+    g.add_argument("--smoke", action="store_true",
+                   help="the full-scale recipes (ResNet18, batch 100, every evaluation set, full attack lists) with "
+                        "every loop capped to a few steps and images (recipes.SMOKE): checks the full-scale path runs; "
+                        "with --dataset cifar10 and no archive in --data-dir, a generated full-size archive is used")
+    p.add_argument("--loops", default="auto", choices=("auto", "accelerator", "cpu"),
+                   help="form of the training, population and attack loops: auto follows the backend; accelerator "
+                        "runs the GPU/TPU form (scanned steps, vmapped populations, rolled PGD loops) on a CPU too")
     p.add_argument("--out", default=None, help="results root (default results/<dataset>)")
     p.add_argument("--data-dir", default=None,
                    help="folder with cifar-10-python.tar.gz or a prepared TFDS dir, or with the Fashion-MNIST / MNIST "
@@ -686,8 +785,16 @@ def context_from_args(args) -> Context:
     logging.getLogger("absl").addFilter(quiet_read_only_checkpoints)
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     configure_cpu_devices(getattr(args, "cpu_devices", "auto"))
+    loops = getattr(args, "loops", "auto")
+    if loops != "auto":
+        import os
+
+        from jaxhfc import parallel
+
+        os.environ[parallel.LOOPS_ENV] = loops
+    smoke, plan = bool(getattr(args, "smoke", False)), bool(getattr(args, "plan", False))
     return Context(dataset=args.dataset, scale=scale, out=args.out, data_dir=args.data_dir, model=args.model,
-                   seed=args.seed, seeds=args.seeds, progress=not args.no_progress)
+                   seed=args.seed, seeds=args.seeds, progress=not args.no_progress, smoke=smoke or plan, plan=plan)
 
 
 def run_cli(fn: Callable[[], Any]) -> Any:

@@ -61,7 +61,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
     from jaxhfc.evaluation import evaluate
 
-    st = dict(SETTINGS[ctx.scale])
+    st = ctx.settings(SETTINGS)
     st["cut"] = ctx.radius(st["cut"])
     eps, n = st["eps"], st["n_images"]
     models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}

@@ -111,7 +111,7 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
 def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
-    settings = SETTINGS[ctx.scale]
+    settings = ctx.settings(SETTINGS)
     radii = ctx.config().evaluation.radii
     labels = list(variants(settings))
     named, keys = [], []

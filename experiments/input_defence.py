@@ -55,7 +55,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import attacks, plotting
 
-    s = ctx.scaled({**ATTACKS[ctx.scale], **SETTINGS[ctx.scale]})
+    s = ctx.scaled({**ctx.settings(ATTACKS), **ctx.settings(SETTINGS)})
     s["radii"] = radii = tuple(ctx.radius(r) for r in s["radii"])
     naturals, adversarials = ctx.vanillas(), ctx.adversarials()
     cfg = naturals[0].config

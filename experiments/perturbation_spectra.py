@@ -59,7 +59,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
     from jaxhfc.evaluation import predict
 
-    st = ctx.scaled(SETTINGS[ctx.scale])
+    st = ctx.scaled(ctx.settings(SETTINGS))
     st["radius"] = max(1, round(ctx.radius(st["radius"])))  # the energy shares are per whole radius
     models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)

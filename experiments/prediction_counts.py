@@ -78,7 +78,7 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
 
-    st = dict(SETTINGS[ctx.scale])
+    st = ctx.settings(SETTINGS)
     st["select"] = tuple(ctx.radius(r) for r in st["select"])
     st["counter"] = tuple(ctx.radius(r) for r in st["counter"])
     models = ctx.vanillas()

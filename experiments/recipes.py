@@ -57,6 +57,19 @@ ADVERSARIAL: dict[str, dict] = {
                  augment=dict(crop=False, flip=False)),
 }
 
+#: ``--smoke``: the full-scale recipes and every driver's full-scale settings, with their real shapes
+#: and code paths (ResNet18 at width 64, batch 100, every evaluation set, the full attack lists with
+#: APGD-T's 9 targets, the full heat-map grid, PGD-10 adversarial training), but every loop capped:
+#: ``epochs`` epochs of ``steps_per_epoch`` steps per training (at the training's own batch size),
+#: ``num_test`` test, ``num_val`` validation and ``train_subset`` training images evaluated (in every
+#: config, after the driver's own settings), and the driver settings under ``settings`` capped to at
+#: most those values (image counts, attack steps). A check that the whole pipeline runs, not a
+#: result: ``Context.config`` and ``Context.settings`` apply it.
+SMOKE: dict = dict(
+    epochs=2, steps_per_epoch=2, num_test=200, num_val=100, train_subset=100,
+    settings=dict(n_eval=100, check_n=32, n_val=64, n_images=16, pgd_steps=2, apgd_steps=2, steps=2),
+)
+
 #: The Linf radius that ``ADVERSARIAL`` and the attack settings are written for (CIFAR-10's
 #: 8/255 ~ 0.03); :meth:`experiments.common.Context.eps` rescales them to a dataset's own.
 REFERENCE_EPS = 0.03

@@ -12,6 +12,7 @@ twice: re-running skips finished trainings and continues a killed one from its c
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
     ``compiling`` are seconds per artefact (wall, and of it compiling jax programs)."""
     env = R.environment_info()
     seeds = list(ctx.seed_list)
-    flags = f"{' --quick' if ctx.scale == 'quick' else ''}{' --tiny' if ctx.scale == 'tiny' else ''}"
+    flags = (f"{' --quick' if ctx.scale == 'quick' else ''}{' --tiny' if ctx.scale == 'tiny' else ''}"
+             f"{' --smoke' if ctx.smoke else ''}")
     lines = [
         f"# jaxhfc reproduction: `{ctx.dataset}` data, `{ctx.scale}` scale",
         "",
@@ -49,6 +51,16 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
         f"commit {env['git_commit']}, {env['time']}.",
         "",
     ]
+    if ctx.smoke:
+        lines += [
+            "**A smoke run**: the full-scale recipes, shapes and code paths (ResNet18, batch 100, every evaluation "
+            "set, the full attack lists with APGD-T's targets, the full heat-map grid) with every loop capped to a few "
+            "steps and images (`experiments/recipes.py: SMOKE`). It shows the full-scale path runs end to end; its "
+            "numbers and verdicts mean nothing"
+            + (" (the images are generated: `jaxhfc.datasets.cifar10.write_generated_archive`)."
+               if "generated-cifar10" in str(ctx.data_dir) else "."),
+            "",
+        ]
     if ctx.dataset == "synthetic":
         lines += [
             "**These numbers come from the built-in synthetic dataset**, not CIFAR-10 (`jaxhfc.datasets.make_synthetic`, "
@@ -305,7 +317,9 @@ def _merge_into(path: Path, values: dict) -> dict:
     return merged
 
 
-def run(ctx, only=None) -> dict:
+def run(ctx, only=None, meter=None) -> dict:
+    """Run the artefacts (all, or ``only`` these) in order and write the results README; with a
+    :class:`jaxhfc.costs.Meter`, each artefact's programs are reported to it under its name."""
     done: dict[str, list[Claim]] = {}
     timings: dict[str, float] = {}
     compiling: dict[str, float] = {}  # of which compiling jax programs
@@ -314,7 +328,9 @@ def run(ctx, only=None) -> dict:
             continue
         t0, c0 = time.perf_counter(), compile_seconds()
         print(f"== {title}", flush=True)
-        out = importlib.import_module(f"experiments.{module}").run(ctx)
+        ctx.artefact = module
+        with meter.label(module) if meter is not None else contextlib.nullcontext():
+            out = importlib.import_module(f"experiments.{module}").run(ctx)
         done[module] = list(out.get("claims", []))
         timings[module] = time.perf_counter() - t0
         compiling[module] = compile_seconds() - c0
@@ -335,11 +351,35 @@ def main(argv=None):
     p.add_argument("--rewrite-claims", action="store_true",
                    help="only rewrite the claims sections of <out>/README.md from the artefacts' table.json files "
                         "(no training, no evaluation)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the cost plan of the full-scale run: a metered --smoke run (in a fresh --out) scaled "
+                        "to the uncapped recipes; per artefact the models, steps, FLOPs per step (XLA cost analysis), "
+                        "peak memory per program (XLA memory analysis) and the predicted time on one H200")
     args = p.parse_args(argv)
+    if args.plan:
+        if args.quick or args.tiny:
+            p.error("--plan plans the full-scale run (it runs it as a metered --smoke run); drop --quick/--tiny")
+        if args.loops == "accelerator":
+            p.error("--plan counts FLOPs with the loops unrolled (XLA counts a rolled loop's body once): "
+                    "drop --loops accelerator")
+        args.smoke, args.loops = True, "cpu"
     ctx = context_from_args(args)
     if args.rewrite_claims:
         print(f"rewrote {rewrite_claims(ctx)}")
         return None
+    if args.plan and any((ctx.out / "runs").glob("*/done.json")):
+        p.error(f"--plan meters every training, so it needs a --out without finished runs; {ctx.out / 'runs'} has some")
+    if args.plan:
+        from experiments import plan
+        from jaxhfc import costs
+
+        with costs.metering() as meter:
+            out = run_cli(lambda: run(ctx, only=args.only, meter=meter))
+        env = R.environment_info()
+        _, md = plan.write(ctx, meter, machine=f"{env['processor']} ({env['backend']}, jax {env['versions']['jax']})")
+        print(md)
+        print(f"wrote {ctx.out / 'plan.md'}")
+        return out
     out = run_cli(lambda: run(ctx, only=args.only))
     if args.update_readme:
         examples = "prediction_counts/examples_hfc_right_lfc_wrong.png"

@@ -48,7 +48,7 @@ SETTINGS = {
 
 def attack_settings(ctx: Context) -> dict:
     """This scale's settings with the eps values on the dataset's scale (``Context.eps``)."""
-    return ctx.scaled(SETTINGS[ctx.scale])
+    return ctx.scaled(ctx.settings(SETTINGS))
 
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:

@@ -57,7 +57,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    settings = SETTINGS[ctx.scale]
+    settings = ctx.settings(SETTINGS)
     radii = settings["radii"]
     named, keys = [], []
     for kind in ("low", "high"):

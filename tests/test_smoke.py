@@ -1,0 +1,103 @@
+"""The full-scale path on the CPU: ``reproduce_all --smoke`` (the full-scale recipes with every
+loop capped) on a CIFAR-10 archive in the standard format written by the library's generator,
+the cost plan (``--plan``) built from a metered smoke run, and the device script in its tiny
+mode. The whole smoke run over every artefact on the full-size archive is a slow test; the
+quick variants run one artefact on a smaller archive."""
+import json
+
+import pytest
+
+from experiments import plan as P
+from experiments import recipes, reproduce_all
+from experiments.common import Context
+from jaxhfc.datasets import cifar10
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cifar")
+    cifar10.write_generated_archive(str(d), num_train=1000, num_test=300, seed=0)
+    return str(d)
+
+
+def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_archive):
+    full = Context(dataset="cifar10", scale="full", out=tmp_path / "f", data_dir=small_archive, progress=False)
+    smoke = Context(dataset="cifar10", scale="full", out=tmp_path / "s", data_dir=small_archive, progress=False,
+                    smoke=True)
+    assert smoke.seed_list == (0,) and len(full.seed_list) == 3
+    for over in ({}, {"optim": {"batch_size": 512}}, {"adversary": {"eps": 0.03, "steps": 10, "step_size": 0.003}}):
+        f, s = full.config(**over), smoke.config(**over)
+        # the model, optimizer, batch, adversary and evaluation sets are the full ones
+        assert (s.net, s.adversary, s.augment, s.evaluation.radii) == (f.net, f.adversary, f.augment, f.evaluation.radii)
+        assert s.optim.replace(epochs=f.optim.epochs) == f.optim and f.net.name == "resnet18" and f.optim.batch_size in (100, 512)
+        caps = recipes.SMOKE
+        assert s.optim.epochs == caps["epochs"] and f.optim.epochs == 100
+        n_steps = (s.data.num_train - s.data.num_val) // s.optim.batch_size
+        assert n_steps == caps["steps_per_epoch"]
+        assert s.data.num_test == caps["num_test"] and smoke.full_configs[s.config_hash()] == f
+    from experiments import robustness
+
+    fs, ss = full.settings(robustness.SETTINGS), smoke.settings(robustness.SETTINGS)
+    assert ss["apgd_targets"] == fs["apgd_targets"] == 9 and ss["eps"] == fs["eps"] and ss["rhos"] == fs["rhos"]
+    assert ss["apgd_steps"] == 2 < fs["apgd_steps"] and ss["n_eval"] == 100 and fs["n_eval"] is None
+    with pytest.raises(ValueError, match="scale must be 'full'"):
+        Context(dataset="cifar10", scale="quick", out=tmp_path / "q", smoke=True)
+
+
+def test_plan_of_one_artefact_counts_resnet18_steps(tmp_path, small_archive, capsys):
+    """``--plan`` on label_shuffle: 2 ResNet18 trainings (1 seed) whose uncapped steps are
+    100 and 300 epochs of 45,000 / 100 steps; FLOPs per step near the published cost of a CIFAR
+    ResNet18 (0.56 GMAC forward per image: ~1.1 GFLOP, a training step ~3x that, x batch 100)."""
+    out = tmp_path / "plan"
+    reproduce_all.main(["--dataset", "cifar10", "--plan", "--data-dir", small_archive, "--out", str(out),
+                        "--only", "label_shuffle", "--no-progress"])
+    plan = json.loads((out / "plan.json").read_text())
+    (row,) = plan["artefacts"]
+    assert row["artefact"] == "label_shuffle" and row["models"] == 2
+    assert row["steps"] == 100 * 450 + 300 * 450
+    lo, hi = row["flops_per_step"]
+    assert 250e9 < lo <= hi < 450e9
+    assert row["train_flops"] == pytest.approx(lo * row["steps"], rel=0.01)
+    assert row["train_eval_flops"] > 0 and row["max_train_peak_bytes"] > 0
+    minutes = P.predict_minutes(plan["total"]["flops"])
+    assert minutes == pytest.approx(plan["total"]["flops"] / (0.3 * 494.7e12) / 60)
+    text = capsys.readouterr().out
+    assert "Prediction, not a measurement" in text and "H200" in text
+    assert (out / "plan.md").exists() and (out / "README.md").exists()
+    # a plan meters every training: finished runs in --out are refused, nothing is deleted
+    with pytest.raises(SystemExit):
+        reproduce_all.main(["--dataset", "cifar10", "--plan", "--data-dir", small_archive, "--out", str(out),
+                            "--only", "label_shuffle", "--no-progress"])
+    assert (out / "plan.json").exists()
+
+
+def test_device_check_tiny_mode(tmp_path):
+    from benchmarks import device_check
+
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# Performance\n\n{device_check.START}\nold\n{device_check.END}\n")
+    record = device_check.main(["--tiny", "--out", str(tmp_path / "out"), "--doc", str(doc),
+                                "--work", str(tmp_path / "work")])
+    assert set(record["stages"]) == set(device_check.STAGES)
+    for name, st in record["stages"].items():
+        assert "error" not in st and "skipped" not in st, (name, st)
+    assert record["stages"]["table1_epoch"]["models"] == 4  # tiny table1: LFC/HFC at 2 radii
+    (saved,) = (tmp_path / "out").glob("device-check-*.json")
+    assert json.loads(saved.read_text())["tiny"] is True
+    text = doc.read_text()
+    assert "old" not in text and "Tiny mode" in text and "table1_epoch" in text
+    # a budget already spent skips every stage, and says so
+    skipped = device_check.run(tiny=True, budget_s=-1, work=tmp_path / "work", only=("throughput",))
+    assert "budget" in skipped["stages"]["throughput"]["skipped"]
+
+
+@pytest.mark.slow  # about 20-30 minutes on a 2-core CPU; quick variant: the plan test above
+def test_full_smoke_run_on_a_full_size_archive(tmp_path):
+    out = tmp_path / "smoke"
+    reproduce_all.main(["--dataset", "cifar10", "--smoke", "--out", str(out), "--no-progress"])
+    assert (out / "generated-cifar10" / "cifar-10-python.tar.gz").exists()
+    gen = json.loads((out / "generated-cifar10" / "generated.json").read_text())
+    assert (gen["num_train"], gen["num_test"]) == (50_000, 10_000)
+    for module, _, _ in reproduce_all.ARTEFACTS:
+        assert (out / module / "table.json").exists(), module
+    assert "A smoke run" in (out / "README.md").read_text()
