@@ -118,11 +118,12 @@ def claim(artefact: str, text: str, values, *, effect: str, direction: int = 1, 
 def family(claims: Sequence[Claim]) -> list[Claim]:
     """An artefact's claims as one family: Holm's control of the family-wise error
     (:func:`jaxhfc.evidence.holm`) applied to their judgements in place, and the first claim
-    marked primary when the driver marked none. A family already adjusted is left as it is."""
+    marked primary when the driver marked none. A family already adjusted (``family_control``)
+    is left as it is."""
     claims = list(claims)
     if not claims:
         return claims
-    if not any("Holm" in c.judgement.note for c in claims):
+    if not any(c.judgement.family_control for c in claims):
         for c, j in zip(claims, E.holm([c.judgement for c in claims])):
             c.judgement = j
     if not any(c.primary for c in claims):

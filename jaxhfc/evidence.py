@@ -364,6 +364,8 @@ class Judgement:
     bounds: Optional[tuple[float, float]] = None
     opposite_possible: bool = True
     note: str = ""
+    #: the family-wise control already applied to this judgement's family (``"holm"``), or None
+    family_control: Optional[str] = None
 
     @property
     def failed(self) -> tuple[Precondition, ...]:
@@ -380,6 +382,7 @@ class Judgement:
             "bounds": None if self.bounds is None else list(self.bounds),
             "opposite_possible": self.opposite_possible,
             "note": self.note,
+            "family_control": self.family_control,
         }
 
     @classmethod
@@ -391,7 +394,9 @@ class Judgement:
                    tuple(Precondition(**p) for p in d["preconditions"]),
                    None if d.get("se") is None else tuple(d["se"]),
                    None if d.get("bounds") is None else tuple(d["bounds"]),
-                   bool(d.get("opposite_possible", True)), d.get("note", ""))
+                   bool(d.get("opposite_possible", True)), d.get("note", ""),
+                   # files written before the field existed said so only in the note
+                   d.get("family_control", "holm" if "Holm" in d.get("note", "") else None))
 
 
 def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[float]] = None,
@@ -484,4 +489,4 @@ def holm(judgements: Sequence[Judgement], *, confidence: float = 0.95) -> list[J
             stopped = True
         note = f"Holm {k + 1} of {m} in its family (confidence {c:.4g})"
         out[i] = dataclasses.replace(j, note=f"{j.note}; {note}" if j.note else note)
-    return out
+    return [dataclasses.replace(j, family_control="holm") for j in out]

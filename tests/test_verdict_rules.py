@@ -1,6 +1,7 @@
 """Each artefact's verdict rule on hand-made per-seed metrics: a planted effect holds, its
 reverse is contradicted, noise is inconclusive, and a failed precondition (a model that did not
 train) gives "not tested" naming it. No training here: these are the rules alone."""
+import dataclasses
 import numpy as np
 import pytest
 
@@ -287,3 +288,25 @@ def test_family_control_is_applied_when_an_artefact_is_written(tmp_path):
     saved = json.loads((tmp_path / "x" / "table.json").read_text())["claims"]
     assert [c["judgement"]["verdict"] for c in saved] == ["inconclusive", "inconclusive"]
     assert "Holm" in saved[0]["judgement"]["note"] and "(primary)" in (tmp_path / "x" / "table.md").read_text()
+
+
+def test_family_control_is_applied_once_and_read_from_old_files():
+    """A family is adjusted once: family() on judgements that carry ``family_control`` leaves them,
+    even when a driver's own note mentions Holm; files written before the field existed are read
+    as adjusted when their note says Holm, and as not adjusted otherwise."""
+    from experiments import common
+    from jaxhfc import evidence as E
+
+    weak = [0.1, 0.04, 0.06, 0.12, 0.0]
+    fresh = [common.claim("x", "a", weak, effect="e"), common.claim("x", "b", weak, effect="e")]
+    fresh[0].judgement = dataclasses.replace(fresh[0].judgement, note="mentions Holm but is not adjusted")
+    common.family(fresh)
+    assert all(c.judgement.family_control == "holm" for c in fresh) and fresh[1].mark() == "inconclusive"
+    twice = [dataclasses.replace(c.judgement) for c in fresh]
+    common.family(fresh)
+    assert [c.judgement for c in fresh] == twice  # not adjusted again
+    d = fresh[0].judgement.to_dict()
+    assert E.Judgement.from_dict(d) == fresh[0].judgement
+    old = {k: v for k, v in d.items() if k != "family_control"}
+    assert E.Judgement.from_dict(old).family_control == "holm"
+    assert E.Judgement.from_dict({**old, "note": ""}).family_control is None
