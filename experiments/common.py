@@ -288,24 +288,29 @@ class Context:
 
     def settings(self, table: dict) -> dict:
         """A driver's settings at this scale (a copy of ``table[scale]``); a smoke run caps the
-        image counts, attack steps and epochs named in ``recipes.SMOKE["settings"]`` (in nested
-        section overrides too), keeping every list (radii, eps, attacks, targets) whole."""
+        image counts and attack steps named in ``recipes.SMOKE["settings"]`` (in nested section
+        overrides too) and shortens the lists of repeated rows in ``recipes.SMOKE["lists"]``,
+        keeping every other list (radii, eps, attacks, targets) whole."""
         out = dict(table[self.scale])
         if not self.smoke:
             return out
         from experiments import recipes
 
         caps = recipes.SMOKE["settings"]
+        lists = recipes.SMOKE["lists"]
 
         def cap(d: dict) -> dict:
             d = dict(d)
             for k, v in d.items():
+                keep = lists.get(f"{self.artefact}.{k}", lists.get(k))
                 if isinstance(v, dict):
                     d[k] = cap(v)
                 elif k in caps and isinstance(v, int) and not isinstance(v, bool):
                     d[k] = min(v, caps[k])
                 elif k in caps and v is None:
                     d[k] = caps[k]
+                elif keep and isinstance(v, (tuple, list)):
+                    d[k] = tuple(v)[-keep:]
             return d
 
         capped = cap(out)

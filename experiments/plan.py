@@ -11,11 +11,13 @@ Each cost is then scaled from the capped run to the full one:
 - evaluation during training: FLOPs per evaluated image times the images the uncapped config
   evaluates (every ``every`` epochs: the test set and its LFC/HFC copies, and the training subset
   and its LFC copies when ``evaluation.train``);
-- evaluation after training (attacks, heat maps, sweeps over radii): the capped run's FLOPs of the
-  artefact times :func:`evaluation_factor`, the ratio of the images (and attack iterations) of the
-  full settings to the capped ones. An estimate: the attacks' sanity checks run on ``check_n``
-  images, re-runs of unconverged attacks are not counted, and attacks stop early on images
-  already broken only in the counts of the smoke run's (untrained) models.
+- evaluation after training (attacks, heat maps, sweeps over radii): each evaluation call of the
+  capped run times :func:`record_factor`: the full image count over the capped one (the caps are
+  distinct numbers, so a count names its setting), and for attacks the gradient evaluations per
+  image and the (row, eps) pairs of the full settings over the capped ones. An estimate: re-runs
+  of unconverged attacks happen as often as in the smoke run, attacks on the full run's trained
+  models stop early on other images than on the smoke run's untrained ones, and a call whose image
+  count was not capped is counted once (``eval_unscaled_flops``).
 
 Time is predicted as FLOPs / (peak x utilisation) for a named accelerator: a prediction, which
 the first run on that accelerator replaces with a measurement (``benchmarks/device_check.py``).
@@ -69,29 +71,55 @@ def _attack_iterations(s: dict) -> float:
     return 1 + s.get("pgd_steps", 0) + s.get("apgd_steps", 0) * (2 + s.get("apgd_targets", 0))
 
 
-def evaluation_factor(artefact: str, pairs: list[tuple[dict, dict]], full_test: int, capped_test: int) -> float:
-    """How many times the full run's evaluation after training outweighs the smoke run's for one
-    artefact, from the (full, capped) settings it read: images (``n_eval``, ``n_images``, or the
-    test set) times attack iterations where the artefact attacks."""
-    full = {k: v for f, _ in pairs for k, v in f.items()}
-    capped = {k: v for _, c in pairs for k, v in c.items()}
+def _attack_rows(artefact: str, s: dict) -> int:
+    """(row, eps) pairs an artefact attacks: undefended rows at every eps and defended rows at
+    ``defended_eps`` (robustness: Eq. 3 and renormalised smoothing at every rho, a low-pass per
+    kernel radius); input_defence: each defended model at every radius and eps."""
+    if artefact == "robustness":
+        models = 2 + bool(s.get("penalty"))
+        per_defended = 2 * len(s.get("rhos", ())) + len(s.get("kernel_radii", ()))
+        return models * len(s["eps"]) + len(s.get("defended", ())) * per_defended * len(s.get("defended_eps", ()))
+    if artefact == "input_defence":
+        return len(s.get("defended", ())) * len(s.get("radii", ())) * len(s.get("eps", ()))
+    return 1
 
-    def ratio(key: str, default_full: float, default_capped: float) -> float:
-        f, c = full.get(key), capped.get(key)
-        f = default_full if f is None else f
-        c = default_capped if c is None else c
-        return float(f) / float(c) if c else 1.0
 
-    images = full_test / capped_test
-    if artefact in ("robustness", "input_defence"):
-        return ratio("n_eval", full_test, capped_test) * _attack_iterations(full) / _attack_iterations(capped)
-    if artefact == "fourier_heatmap":
-        return ratio("n_images", 1, 1)
-    if artefact == "perturbation_spectra":
-        return ratio("n_images", 1, 1) * ratio("steps", 1, 1)
-    if artefact == "occlusion":
-        return 1.0
-    return images
+def _merged(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    return ({k: v for f, _ in pairs for k, v in f.items()}, {k: v for _, c in pairs for k, v in c.items()})
+
+
+def image_map(pairs: list[tuple[dict, dict]]) -> dict[int, float]:
+    """Capped image count -> full image count, for the counts a smoke run caps: the test and
+    validation splits (``recipes.SMOKE``) and the image settings of an artefact (``n_eval``,
+    ``check_n``, ``n_val``, ``n_images``; the caps are distinct numbers, so a count names its
+    setting). ``n_eval`` None (every test image) is 10,000."""
+    from experiments.common import VALIDATION
+    from experiments.recipes import SMOKE
+
+    out = {SMOKE["num_test"]: 10_000.0, SMOKE["num_val"]: float(VALIDATION["full"])}
+    full, capped = _merged(pairs)
+    for k in ("n_eval", "check_n", "n_val", "n_images"):
+        if capped.get(k) is not None:
+            out[int(capped[k])] = float(full[k] if full.get(k) is not None else 10_000)
+    return out
+
+
+def record_factor(artefact: str, record, pairs: list[tuple[dict, dict]]) -> float | None:
+    """How many times the full run repeats what one evaluation record of the smoke run did:
+    its images (:func:`image_map`) times, for attacks, the gradient evaluations per image and
+    the (row, eps) pairs of the full settings over the capped ones. None when the record's
+    image count is not one the smoke run capped (counted once, and reported as unscaled)."""
+    full, capped = _merged(pairs)
+    images = image_map(pairs).get(int(record.detail.get("images", -1)))
+    if images is None:
+        return None
+    factor = images / record.detail["images"]
+    if record.name == "_batch_attacks" and "apgd_steps" in capped:
+        factor *= _attack_iterations(full) / _attack_iterations(capped)
+        factor *= _attack_rows(artefact, full) / max(1, _attack_rows(artefact, capped))
+    elif artefact == "perturbation_spectra" and record.name != "rows" and capped.get("steps"):
+        factor *= full["steps"] / capped["steps"]
+    return factor
 
 
 def build(ctx, meter) -> dict:
@@ -101,8 +129,6 @@ def build(ctx, meter) -> dict:
     row has ``models``, ``steps`` (optimizer steps, all models), ``train_flops``,
     ``train_eval_flops``, ``eval_flops``, ``flops`` and ``max_train_peak_bytes``.
     """
-    from experiments.recipes import SMOKE
-
     by_run: dict[str, Any] = {}
     for run_dir, trained in ctx._trained.items():
         by_run[str(run_dir)] = trained.config
@@ -141,13 +167,19 @@ def build(ctx, meter) -> dict:
             if r.memory:
                 peak = max(peak, r.memory["peak"])
                 programs.setdefault((r.detail.get("net"), r.detail.get("batch"), k, r.flops_per_call), r.memory["peak"])
-        eval_smoke = sum(r.flops for r in recs if r.kind == "sweep" and "training" not in r.labels)
-        factor = evaluation_factor(art, ctx.settings_log.get(art, []), 10_000, SMOKE["num_test"])
+        pairs = ctx.settings_log.get(art, [])
+        eval_flops, unscaled = 0.0, 0.0
+        for r in recs:
+            if r.kind != "sweep" or "training" in r.labels:
+                continue
+            f = record_factor(art, r, pairs)
+            eval_flops += r.flops * (1.0 if f is None else f)
+            unscaled += r.flops if f is None else 0.0
         rows.append({"artefact": art, "models": models, "steps": steps,
                      "flops_per_step": (min(per_step.values()), max(per_step.values())) if per_step else None,
-                     "train_flops": train_flops, "train_eval_flops": train_eval,
-                     "eval_flops": eval_smoke * factor, "eval_factor": factor,
-                     "flops": train_flops + train_eval + eval_smoke * factor, "max_train_peak_bytes": peak})
+                     "train_flops": train_flops, "train_eval_flops": train_eval, "eval_flops": eval_flops,
+                     "eval_unscaled_flops": unscaled, "flops": train_flops + train_eval + eval_flops,
+                     "max_train_peak_bytes": peak})
     total = {k: sum(r[k] for r in rows) for k in ("models", "steps", "train_flops", "train_eval_flops", "eval_flops",
                                                    "flops")}
     total["max_train_peak_bytes"] = max((r["max_train_peak_bytes"] for r in rows), default=0)

@@ -66,8 +66,11 @@ ADVERSARIAL: dict[str, dict] = {
 #: most those values (image counts, attack steps). A check that the whole pipeline runs, not a
 #: result: ``Context.config`` and ``Context.settings`` apply it.
 SMOKE: dict = dict(
-    epochs=2, steps_per_epoch=2, num_test=200, num_val=100, train_subset=100,
-    settings=dict(n_eval=100, check_n=32, n_val=64, n_images=16, pgd_steps=2, apgd_steps=2, steps=2),
+    epochs=1, steps_per_epoch=2, num_test=100, num_val=40, train_subset=50,
+    settings=dict(n_eval=16, check_n=6, n_val=32, n_images=4, pgd_steps=2, apgd_steps=2, steps=2),
+    # lists of repeated rows of one program, shortened to their last n entries (per artefact when
+    # written "artefact.key"): every defence and eps still runs its own code path once
+    lists={"rhos": 1, "kernel_radii": 1, "defended_eps": 1, "input_defence.radii": 1},
 )
 
 #: The Linf radius that ``ADVERSARIAL`` and the attack settings are written for (CIFAR-10's

@@ -38,8 +38,10 @@ def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_ar
     from experiments import robustness
 
     fs, ss = full.settings(robustness.SETTINGS), smoke.settings(robustness.SETTINGS)
-    assert ss["apgd_targets"] == fs["apgd_targets"] == 9 and ss["eps"] == fs["eps"] and ss["rhos"] == fs["rhos"]
-    assert ss["apgd_steps"] == 2 < fs["apgd_steps"] and ss["n_eval"] == 100 and fs["n_eval"] is None
+    assert ss["apgd_targets"] == fs["apgd_targets"] == 9 and ss["eps"] == fs["eps"] and len(fs["eps"]) == 3
+    assert ss["apgd_steps"] == 2 < fs["apgd_steps"] and ss["n_eval"] == 16 and fs["n_eval"] is None
+    assert ss["rhos"] == fs["rhos"][-1:] and ss["defended_eps"] == fs["defended_eps"][-1:]  # repeated rows, once
+    assert ss["defended"] == fs["defended"] and ss["penalty"] == fs["penalty"]
     with pytest.raises(ValueError, match="scale must be 'full'"):
         Context(dataset="cifar10", scale="quick", out=tmp_path / "q", smoke=True)
 
@@ -101,3 +103,38 @@ def test_full_smoke_run_on_a_full_size_archive(tmp_path):
     for module, _, _ in reproduce_all.ARTEFACTS:
         assert (out / module / "table.json").exists(), module
     assert "A smoke run" in (out / "README.md").read_text()
+
+
+def test_record_factors_by_hand():
+    """The plan's scaling of one evaluation call from the smoke run to the full run, by hand:
+    an attack row at n_eval images, a check at check_n images, a test-set sweep, and a count
+    no cap produced (left unscaled)."""
+    import types
+
+    from experiments.common import VALIDATION
+
+    full = dict(eps=(0.03, 0.06, 0.09), pgd_steps=20, apgd_steps=100, apgd_targets=9, n_eval=None, check_n=1000,
+                defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0), kernel_radii=(1.2, 1.0),
+                defended=("M_natural", "M_adversarial"), penalty=True)
+    capped = dict(full, pgd_steps=2, apgd_steps=2, n_eval=16, check_n=6, defended_eps=(0.09,), rhos=(1.0,),
+                  kernel_radii=(1.0,))
+    pairs = [(full, capped)]
+    rec = lambda name, n: types.SimpleNamespace(name=name, detail={"images": n})  # noqa: E731
+    g_full, g_capped = 1 + 20 + 100 * 11, 1 + 2 + 2 * 11
+    rows_full, rows_capped = 3 * 3 + 2 * (2 * 4 + 2) * 3, 3 * 3 + 2 * (2 + 1) * 1
+    assert P.record_factor("robustness", rec("_batch_attacks", 16), pairs) == pytest.approx(
+        10_000 / 16 * g_full / g_capped * rows_full / rows_capped)
+    assert P.record_factor("robustness", rec("_batch_attacks", 6), pairs) == pytest.approx(
+        1000 / 6 * g_full / g_capped * rows_full / rows_capped)
+    assert P.record_factor("robustness", rec("batch_diagnostics", 6), pairs) == pytest.approx(1000 / 6)
+    assert P.record_factor("table1", rec("rows", recipes.SMOKE["num_test"]), []) == pytest.approx(
+        10_000 / recipes.SMOKE["num_test"])
+    assert P.record_factor("table1", rec("rows", recipes.SMOKE["num_val"]), []) == pytest.approx(
+        VALIDATION["full"] / recipes.SMOKE["num_val"])
+    assert P.record_factor("occlusion", rec("occlusion", 6), []) is None
+    # the caps are distinct numbers, so an image count names the setting it came from
+    counts = [recipes.SMOKE[k] for k in ("num_test", "num_val", "train_subset")] + [
+        recipes.SMOKE["settings"][k] for k in ("n_eval", "check_n", "n_val", "n_images")]
+    assert len(set(counts)) == len(counts)
+    with pytest.raises(ValueError, match="utilisation"):
+        P.predict_minutes(1e15, utilisation=0)

@@ -346,6 +346,7 @@ def _eval_fn(batch, spec, plan):
     def fn(dyn, key, eps, scale, x, y, index):
         return batch(spec, plan, dyn, key, eps, scale, x, y, index)
 
+    fn.__name__ = batch.__name__  # what the program runs, for jaxhfc.costs records
     return fn
 
 
