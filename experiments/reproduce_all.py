@@ -310,6 +310,30 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     return readme
 
 
+PLAN_START, PLAN_END = "<!-- plan:cifar10:start -->", "<!-- plan:cifar10:end -->"
+
+
+def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> Path:
+    """Fill the README's cost-plan block from a ``--plan`` run: the plan's table and prediction,
+    with the command, machine, commit and the metered smoke run's wall time."""
+    readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
+    timings = R.read_json(ctx.out / "timings.json") if (ctx.out / "timings.json").exists() else {}
+    wall = sum(timings.values())
+    try:
+        where = ctx.out.resolve().relative_to(readme.parent.resolve())
+    except ValueError:
+        where = ctx.out
+    body = "
+".join([
+        f"Made by `python -m experiments.reproduce_all --dataset cifar10 --plan --out {where}` on {env['processor']} "
+        f"({env['backend']}, jax {env['versions']['jax']}), commit {env['git_commit'][:7]}, {env['time'][:10]}: "
+        f"the metered smoke run took {wall / 60:.0f} min {wall % 60:.0f} s on that machine "
+        f"([{where}/plan.md]({where}/plan.md)).",
+        "", md, ""])
+    fill_block(readme, PLAN_START, PLAN_END, body)
+    return readme
+
+
 def _merge_into(path: Path, values: dict) -> dict:
     """``values`` written over the JSON dict at ``path`` (kept where absent); returns the result."""
     merged = {**(R.read_json(path) if path.exists() else {}), **values}
@@ -379,6 +403,8 @@ def main(argv=None):
         _, md = plan.write(ctx, meter, machine=f"{env['processor']} ({env['backend']}, jax {env['versions']['jax']})")
         print(md)
         print(f"wrote {ctx.out / 'plan.md'}")
+        if args.update_readme:
+            print(f"updated {update_plan_section(ctx, md, env)}")
         return out
     out = run_cli(lambda: run(ctx, only=args.only))
     if args.update_readme:
