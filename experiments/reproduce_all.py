@@ -323,11 +323,10 @@ def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> 
         where = ctx.out.resolve().relative_to(readme.parent.resolve())
     except ValueError:
         where = ctx.out
-    body = "
-".join([
+    body = "\n".join([
         f"Made by `python -m experiments.reproduce_all --dataset cifar10 --plan --out {where}` on {env['processor']} "
         f"({env['backend']}, jax {env['versions']['jax']}), commit {env['git_commit'][:7]}, {env['time'][:10]}: "
-        f"the metered smoke run took {wall / 60:.0f} min {wall % 60:.0f} s on that machine "
+        f"the metered smoke run took {int(wall // 60)} min {wall % 60:.0f} s on that machine "
         f"([{where}/plan.md]({where}/plan.md)).",
         "", md, ""])
     fill_block(readme, PLAN_START, PLAN_END, body)

@@ -66,6 +66,16 @@ def test_plan_of_one_artefact_counts_resnet18_steps(tmp_path, small_archive, cap
     text = capsys.readouterr().out
     assert "Prediction, not a measurement" in text and "H200" in text
     assert (out / "plan.md").exists() and (out / "README.md").exists()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{reproduce_all.PLAN_START}\nold\n{reproduce_all.PLAN_END}\n")
+    from jaxhfc import results as R
+
+    ctx = Context(dataset="cifar10", scale="full", out=out, data_dir=small_archive, smoke=True, plan=True,
+                  progress=False)
+    reproduce_all.update_plan_section(ctx, (out / "plan.md").read_text().split("\n", 2)[2], R.environment_info(),
+                                      readme=readme)
+    text = readme.read_text()
+    assert "old" not in text and "| label_shuffle | 2 |" in text and "--plan" in text and "min" in text
     # a plan meters every training: finished runs in --out are refused, nothing is deleted
     with pytest.raises(SystemExit):
         reproduce_all.main(["--dataset", "cifar10", "--plan", "--data-dir", small_archive, "--out", str(out),
