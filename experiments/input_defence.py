@@ -80,7 +80,8 @@ def run(ctx: Context) -> dict:
                                                       attacks=attack_list(s["pgd_steps"], s["apgd_steps"],
                                                                           s["apgd_targets"]),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
-                                                      more_steps=None).robust_accuracy for r in radii}
+                                                      more_steps=None, cascade="all" if ctx.smoke else "survivors",
+                                                      ).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
                 metrics = {"r_star": r_star, "val": val_acc, "rows": {}}
             for r in (None, *(radii if mname in s["defended"] else ())):

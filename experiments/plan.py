@@ -14,10 +14,12 @@ Each cost is then scaled from the capped run to the full one:
 - evaluation after training (attacks, heat maps, sweeps over radii): each evaluation call of the
   capped run times :func:`record_factor`: the full image count over the capped one (the caps are
   distinct numbers, so a count names its setting), and for attacks the gradient evaluations per
-  image and the (row, eps) pairs of the full settings over the capped ones. An estimate: re-runs
-  of unconverged attacks happen as often as in the smoke run, attacks on the full run's trained
-  models stop early on other images than on the smoke run's untrained ones, and a call whose image
-  count was not capped is counted once (``eval_unscaled_flops``).
+  image and the (row, eps) pairs of the full settings over the capped ones. A smoke run attacks
+  every image with the cascade attacks too (APGD-T; ``cascade="all"`` of
+  :func:`jaxhfc.attacks.robust_accuracy`), so their count is an upper bound: the full run attacks
+  only the images the other attacks left right (most of M_adversarial's, few of M_natural's).
+  Re-runs of unconverged attacks are counted as often as the smoke run made them, and a call
+  whose image count was not capped is counted once (``eval_unscaled_flops``).
 
 Time is predicted as FLOPs / (peak x utilisation) for a named accelerator: a prediction, which
 the first run on that accelerator replaces with a measurement (``benchmarks/device_check.py``).
@@ -242,7 +244,7 @@ def markdown(plan: dict, *, machine: str, accelerator: str = DEFAULT_ACCELERATOR
               f"{t['max_train_peak_bytes'] / 2**30:.1f} GiB per device by XLA's memory analysis on {machine} "
               f"({acc['memory_gib']:.0f} GiB on the {accelerator}). Counted by the metered smoke run on {machine}: "
               "training exactly (FLOPs per step x steps of the uncapped configs), evaluation scaled from the capped run "
-              "(experiments/plan.py says how)."]
+              "(experiments/plan.py says how; APGD-T is counted on every attacked image, an upper bound)."]
     return "\n".join(lines)
 
 

@@ -145,7 +145,8 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
                     r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
                                                 attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
                                                 logit_scale=10.0 if checks else None,
-                                                more_steps=2 if checks else None, check_examples=check_n)
+                                                more_steps=2 if checks else None, check_examples=check_n,
+                                                cascade="all" if ctx.smoke else "survivors")
                 runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
                 if len(runs) > escalate or not not_converged(r):
                     break

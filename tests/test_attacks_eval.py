@@ -323,3 +323,32 @@ def test_radii_and_logit_scale_check_reuse_one_attack_program():
     assert counts[0] > 0 and counts[1] == counts[0]  # the second radius traced nothing new
     info = evaluation._eval_fn.cache_info()
     assert info.currsize == 2  # the attacks and the diagnostics, for both radii and both scales
+
+
+def test_cascade_on_every_example_gives_the_same_result_and_costs_every_attack():
+    """``cascade="all"`` runs APGD-T on every example but keeps its results only where the other
+    attacks failed: the same RobustResult as AutoAttack's order, and the metered cascade program
+    covers every example instead of the survivors."""
+    from jaxhfc import costs
+
+    q = conv_params(k=5, seed=40)
+    f = Partial(conv_apply, q)
+    x = images(16, seed=41)
+    y = jnp.asarray(np.argmax(conv_apply(q, x), -1))
+    atks = (A.fgsm_attack(),) + A.standard_attacks(3, targets=2)
+    assert any(a.cascade for a in atks)
+    out = {}
+    for mode in ("survivors", "all"):
+        with costs.metering() as meter:
+            out[mode] = A.robust_accuracy(f, x, y, jax.random.key(5), batch_size=8, eps=0.02, attacks=atks,
+                                          logit_scale=None, more_steps=None, cascade=mode)
+        out[mode + "_images"] = [r.detail["images"] for r in meter.records if r.name == "_batch_attacks"]
+    a, b = out["survivors"], out["all"]
+    assert 0 < a.robust_accuracy < a.clean_accuracy  # some examples survive the first attacks, some do not
+    for field in ("robust_correct", "adv_correct", "successful_attack", "perturbation"):
+        np.testing.assert_array_equal(getattr(b, field), getattr(a, field), err_msg=field)
+    assert b.attack_accuracy == a.attack_accuracy and b.max_perturbation <= 0.02 + 1e-5
+    survivors = int(np.sum(np.asarray(a.clean_correct) & np.all([a.attack_correct[n] for n in a.attacks[:-1]], 0)))
+    assert out["survivors_images"] == [16, survivors] and out["all_images"] == [16, 16]
+    with pytest.raises(ValueError, match="cascade must be one of"):
+        A.robust_accuracy(f, x, y, jax.random.key(5), batch_size=8, eps=0.02, attacks=atks, cascade="some")

@@ -426,10 +426,14 @@ def _validate(x, y, *, batch_size, mesh, eps, attacks, norm, clip_min, clip_max,
     return x, y, attacks
 
 
+CASCADES = ("survivors", "all")
+
+
 def _run_attacks(logits_fn, xs, ys, atks, *, key, batch_size, mesh, eps, norm, clip_min, clip_max, unroll,
-                 scale=1.0) -> dict:
+                 scale=1.0, cascade="survivors") -> dict:
     """Phase 2 of :func:`robust_accuracy`: every attack of ``atks`` on ``xs``; the cascade ones
-    only on the examples the others left right (the same keys as on the whole set)."""
+    only on the examples the others left right (the same keys as on the whole set), or with
+    ``cascade="all"`` on every example, their results kept only for those survivors."""
     n_head = sum(not a.cascade for a in atks)
     sweep = functools.partial(_sweep, batch_size=int(batch_size), mesh=mesh, eps=eps)
     head, tail = atks[:n_head], atks[n_head:]
@@ -439,14 +443,17 @@ def _run_attacks(logits_fn, xs, ys, atks, *, key, batch_size, mesh, eps, norm, c
     r = {k: np.array(v) for k, v in r.items()}  # writable copies
     alive = np.flatnonzero(r["clean"].astype(bool) & r["adv"].astype(bool).all(1))
     r["adv"] = np.concatenate([r["adv"], np.zeros((len(ys), len(tail)), r["adv"].dtype)], axis=1)
-    if alive.size:
-        t = sweep(logits_fn, xs[alive], ys[alive], key, plan=(tuple(tail), norm, clip_min, clip_max, unroll, n_head),
-                  scale=scale, index=alive)
-        r["adv"][alive, n_head:] = t["adv"]
-        r["which"][alive] = t["which"]  # -1 (all failed) or the first tail attack that broke it
-        r["pert"][alive] = t["pert"]
-        r["pert_max"][alive] = np.maximum(r["pert_max"][alive], t["pert_max"])
-        r["in_box"][alive] &= t["in_box"]
+    run_on = np.arange(len(ys)) if cascade == "all" else alive
+    if run_on.size:
+        t = sweep(logits_fn, xs[run_on], ys[run_on], key, plan=(tuple(tail), norm, clip_min, clip_max, unroll, n_head),
+                  scale=scale, index=run_on)
+        keep = np.isin(run_on, alive)
+        r["adv"][alive, n_head:] = t["adv"][keep]
+        r["which"][alive] = t["which"][keep]  # -1 (all failed) or the first tail attack that broke it
+        r["pert"][alive] = t["pert"][keep]
+        # the eps and box checks cover every adversarial image made, kept or not
+        r["pert_max"][run_on] = np.maximum(r["pert_max"][run_on], t["pert_max"])
+        r["in_box"][run_on] &= t["in_box"]
     return r
 
 
@@ -476,6 +483,7 @@ def robust_accuracy(
     mask_threshold: float = 0.1,
     grad_tol: float = 1e-3,
     check_tol: float = 0.03,
+    cascade: str = "survivors",
 ) -> RobustResult:
     """Clean and worst-case adversarial accuracy over a whole set, with sanity checks.
 
@@ -530,10 +538,17 @@ def robust_accuracy(
       checks, logit_scale, more_steps, check_examples, mask_threshold, grad_tol, check_tol:
         the sanity checks (``logit_scale``/``more_steps`` None skip those two).
       tol: tolerance of the perturbation-size check.
+      cascade: ``"survivors"`` (AutoAttack's order: cascade attacks only where the others
+        failed) or ``"all"``: the cascade attacks run on every example and their results are
+        kept only for those survivors, so the result is the same; it costs every attack on
+        every example (the cost bound a plan counts, and a smoke run's check of the cascade's
+        program whatever the model).
 
     Returns:
       A :class:`RobustResult`.
     """
+    if cascade not in CASCADES:
+        raise ValueError(f"cascade must be one of {CASCADES}, got {cascade!r}")
     x, y, attacks = _validate(x, y, batch_size=batch_size, mesh=mesh, eps=eps, attacks=attacks, norm=norm,
                               clip_min=clip_min, clip_max=clip_max,
                               single=(step_size, steps, random_start, keep_best))
@@ -546,7 +561,7 @@ def robust_accuracy(
         settings.update(steps=a0.steps, step_size=(a0.rel_step_size or 2.5 / max(a0.steps, 1)) * eps,
                         random_start=a0.random_start, keep_best=a0.keep_best)
     run = functools.partial(_run_attacks, logits_fn, key=key, batch_size=batch_size, mesh=mesh, eps=eps, norm=norm,
-                            clip_min=clip_min, clip_max=clip_max, unroll=unroll)
+                            clip_min=clip_min, clip_max=clip_max, unroll=unroll, cascade=cascade)
     res = run(x, y, attacks)
     if checks:
         res.update(_sweep(logits_fn, x, y, key, plan=(norm, clip_min, clip_max), batch_size=int(batch_size),
