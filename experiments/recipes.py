@@ -104,9 +104,12 @@ DATASETS: dict[str, dict] = {
         "change was made for the accuracy floor, which no verdict enters).",
     )),
     "mnist": dict(eps=0.3, seeds={"quick": 5}, base={"quick": _IDX_QUICK}),
-    "synthetic": dict(deviations=(
+    # base seed 3 by default (seeds 3, 1012, 2021): the quick recipes and the generator were calibrated on
+    # seeds 0-2 (tests/test_calibration.py), and a reported seed must not be one a recipe was chosen on
+    "synthetic": dict(base_seed=3, deviations=(
         "Quick scale on the built-in data: synthetic images (docs/synthetic.md), small CNN width 16, 2,048 "
-        "training images, 8 epochs; one generated dataset for every seed.",)),
+        "training images, 8 epochs; one generated dataset for every seed. Base seed 3 by default: the quick "
+        "recipes were calibrated on seeds 0-2.",)),
 }
 
 #: Where our defaults differ from the paper's released code (one line each; printed in the
