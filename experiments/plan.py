@@ -253,6 +253,6 @@ def write(ctx, meter, *, machine: str) -> tuple[dict, str]:
     plan = build(ctx, meter)
     md = markdown(plan, machine=machine)
     R.write_json(ctx.out / "plan.json", {**plan, "accelerators": ACCELERATORS, "machine": machine,
-                                         "records": len(meter.records)})
+                                         "records": len(meter.records), "environment": R.environment_info()})
     R.write_text(ctx.out / "plan.md", "# Cost plan of the full reproduction\n\n" + md + "\n")
     return plan, md

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
     env = R.environment_info()
     seeds = list(ctx.seed_list)
     flags = (f"{' --quick' if ctx.scale == 'quick' else ''}{' --tiny' if ctx.scale == 'tiny' else ''}"
-             f"{' --smoke' if ctx.smoke else ''}")
+             f"{' --plan' if ctx.plan else ' --smoke' if ctx.smoke else ''}")
     lines = [
         f"# jaxhfc reproduction: `{ctx.dataset}` data, `{ctx.scale}` scale",
         "",
@@ -317,6 +318,11 @@ def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> 
     """Fill the README's cost-plan block from a ``--plan`` run: the plan's table and prediction,
     with the command, machine, commit and the metered smoke run's wall time."""
     readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
+    env = R.read_json(ctx.out / "plan.json").get("environment", env) if (ctx.out / "plan.json").exists() else env
+    smoke_readme = ctx.out / "README.md"
+    found = re.search(r"commit ([0-9a-f]{7,40})", smoke_readme.read_text()) if smoke_readme.exists() else None
+    if found:  # the commit the metered smoke run was made on (its README says it)
+        env = {**env, "git_commit": found.group(1)}
     timings = R.read_json(ctx.out / "timings.json") if (ctx.out / "timings.json").exists() else {}
     wall = sum(timings.values())
     try:
