@@ -308,7 +308,7 @@ def test_a_new_field_in_a_section_is_in_the_keys_by_its_role():
     before = step_module._cached_loop.cache_info()
 
     def loop(optim, augment, adversary):
-        return step_module._cached_loop(model, mesh, optim, augment, adversary, 10, 10, None, True, True)
+        return step_module._cached_loop(model, mesh, optim, augment, adversary, 10, 10, None, True, True, True)
 
     o, a, v = extra["optim"](batch_size=32), extra["augment"](), extra["adversary"]()
     first = loop(o, a, v)
