@@ -454,12 +454,15 @@ def make_train_step(
 # ----------------------------------------------------------------------------- the compiled loop of a config
 
 
-def _adversary(adversary: AdversaryConfig, unroll: bool) -> Callable[..., jax.Array] | None:
+def _adversary(adversary: AdversaryConfig, unroll: bool | None = None) -> Callable[..., jax.Array] | None:
     """The step's adversary of an ``adversary`` section (None: no adversarial training), its PGD
     loop unrolled when ``unroll`` (the CPU form: XLA:CPU runs convolutions inside a while loop
-    several times slower, benchmarks/attacks.py; :func:`jaxhfc.parallel.accelerator_loops`)."""
+    several times slower, benchmarks/attacks.py; None: the form of
+    :func:`jaxhfc.parallel.accelerator_loops`)."""
     if adversary.eps <= 0:
         return None
+    if unroll is None:
+        unroll = not parallel.accelerator_loops()
     from jaxhfc import attacks  # only for adversarial training
 
     return attacks.madry_adversary(eps=adversary.eps, step_size=adversary.step_size, steps=adversary.steps,
