@@ -202,6 +202,8 @@ class Context:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if self.smoke and self.scale != "full":
+            raise ValueError(f"a smoke run caps the full-scale settings; scale must be 'full', got {self.scale!r}")
         from jaxhfc import datasets
 
         slug = datasets.dataset_slug(self.dataset) + ("-smoke" if self.smoke else "")
@@ -209,8 +211,6 @@ class Context:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.smoke and self.dataset == "cifar10":
             self.data_dir = smoke_data_dir(self.data_dir, self.out)
-        if self.smoke and self.scale != "full":
-            raise ValueError(f"a smoke run caps the full-scale settings; scale must be 'full', got {self.scale!r}")
         if self.seeds is None and self.smoke:
             self.seeds = 1
         if self.seeds is None:

@@ -44,6 +44,7 @@ def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_ar
     assert ss["defended"] == fs["defended"] and ss["penalty"] == fs["penalty"]
     with pytest.raises(ValueError, match="scale must be 'full'"):
         Context(dataset="cifar10", scale="quick", out=tmp_path / "q", smoke=True)
+    assert not (tmp_path / "q").exists()  # refused before anything is written
 
 
 def test_plan_of_one_artefact_counts_resnet18_steps(tmp_path, small_archive, capsys):
