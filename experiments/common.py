@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -316,6 +317,13 @@ class Context:
         capped = cap(out)
         self.settings_log.setdefault(self.artefact, []).append((out, capped))
         return capped
+
+    @property
+    def cascade(self) -> str:
+        """Where the cascade attacks (APGD-T) run (:func:`jaxhfc.attacks.robust_accuracy`): on
+        the survivors of the others, or, in a smoke run, on every image (the same result; the
+        cascade's program always runs and the cost plan counts its upper bound)."""
+        return "all" if self.smoke else "survivors"
 
     @property
     def draws_data(self) -> bool:
@@ -826,6 +834,8 @@ def run_cli(fn: Callable[[], Any]) -> Any:
 def main_for(run: Callable[[Context], Any], description: str, argv=None) -> Any:
     args = parser(description).parse_args(argv)
     ctx = context_from_args(args)
+    # a driver run alone (also as __main__): its NAME, so its per-artefact smoke caps apply
+    ctx.artefact = getattr(sys.modules.get(run.__module__), "NAME", None)
     out = run_cli(lambda: run(ctx))
     print(f"wrote {ctx.out}")
     return out

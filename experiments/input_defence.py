@@ -80,7 +80,7 @@ def run(ctx: Context) -> dict:
                                                       attacks=attack_list(s["pgd_steps"], s["apgd_steps"],
                                                                           s["apgd_targets"]),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
-                                                      more_steps=None, cascade="all" if ctx.smoke else "survivors",
+                                                      more_steps=None, cascade=ctx.cascade,
                                                       ).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
                 metrics = {"r_star": r_star, "val": val_acc, "rows": {}}

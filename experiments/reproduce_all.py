@@ -318,11 +318,13 @@ def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> 
     """Fill the README's cost-plan block from a ``--plan`` run: the plan's table and prediction,
     with the command, machine, commit and the metered smoke run's wall time."""
     readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
-    env = R.read_json(ctx.out / "plan.json").get("environment", env) if (ctx.out / "plan.json").exists() else env
-    smoke_readme = ctx.out / "README.md"
-    found = re.search(r"commit ([0-9a-f]{7,40})", smoke_readme.read_text()) if smoke_readme.exists() else None
-    if found:  # the commit the metered smoke run was made on (its README says it)
-        env = {**env, "git_commit": found.group(1)}
+    saved = R.read_json(ctx.out / "plan.json").get("environment") if (ctx.out / "plan.json").exists() else None
+    if saved:  # the environment the metered run was made in
+        env = saved
+    else:  # plan.json written before it kept the environment: the run's README names its commit
+        readme_text = (ctx.out / "README.md").read_text() if (ctx.out / "README.md").exists() else ""
+        found = re.search(r"commit ([0-9a-f]{7,40})", readme_text)
+        env = {**env, "git_commit": found.group(1)} if found else env
     timings = R.read_json(ctx.out / "timings.json") if (ctx.out / "timings.json").exists() else {}
     wall = sum(timings.values())
     try:

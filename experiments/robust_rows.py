@@ -146,7 +146,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
                                                 attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
                                                 logit_scale=10.0 if checks else None,
                                                 more_steps=2 if checks else None, check_examples=check_n,
-                                                cascade="all" if ctx.smoke else "survivors")
+                                                cascade=ctx.cascade)
                 runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
                 if len(runs) > escalate or not not_converged(r):
                     break

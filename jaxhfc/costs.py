@@ -81,16 +81,19 @@ class Meter:
         return tuple(self._labels)
 
     def add(self, kind: str, program: Callable, args: Sequence[Any], *, calls: int, rows: int, devices: int,
-            name: str | None = None, key: Any = None, **detail: Any) -> Record:
-        """Record ``calls`` calls of the jitted ``program`` on arguments shaped like ``args``
-        (analysed once per ``key``, default the program and the argument shapes)."""
-        cache_key = key if key is not None else (program, _shapes(args))
+            name: str | None = None, loop_trips: int = 1, **detail: Any) -> Record:
+        """Record ``calls`` calls of the jitted ``program`` on ``args`` (only their shapes, dtypes
+        and shardings are read: buffers a call will donate may be passed before the call). The
+        program is analysed once per argument layout. ``loop_trips``: the trips of a ``while``
+        loop wrapping the whole program (scanned training steps), which XLA counts once."""
+        abstract = _abstract(args)
+        cache_key = (program, _shapes(abstract))
         if cache_key not in self._cache:
-            self._cache[cache_key] = program_cost(program, args)
+            self._cache[cache_key] = program_cost(program, abstract)
         flops, memory = self._cache[cache_key]
         rec = Record(kind=kind, name=name or getattr(program, "__name__", type(program).__name__),
-                     labels=self.labels, flops_per_call=flops * devices, calls=int(calls), rows=int(rows),
-                     memory=memory, devices=int(devices), detail=detail)
+                     labels=self.labels, flops_per_call=flops * devices * loop_trips, calls=int(calls),
+                     rows=int(rows), memory=memory, devices=int(devices), detail=detail)
         self.records.append(rec)
         return rec
 
@@ -126,7 +129,18 @@ def report(kind: str, program: Callable, args: Sequence[Any], **kw: Any) -> None
         meter.add(kind, program, args, **kw)
 
 
+def _abstract(tree: Any) -> Any:
+    """Shape, dtype and sharding of every array leaf (to lower a program without its buffers)."""
+    import jax
+
+    def one(a: Any) -> Any:
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) if isinstance(a, jax.Array) else a
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 def _shapes(args: Any) -> Any:
+    """``(shape, dtype)`` of every leaf: a hashable key of a program's input layout."""
     import jax
 
     return tuple((getattr(a, "shape", None), str(getattr(a, "dtype", type(a).__name__)))

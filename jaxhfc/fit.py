@@ -328,20 +328,6 @@ def _evaluate_and_save(members: Sequence[_Member], member_states: list, *, model
             m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
 
 
-def _report_loop(loop, args, *, n_steps: int, devices: int, models: int, config: TrainConfig,
-                 runs: list[str]) -> None:
-    """Report one call of the training loop to the active :mod:`jaxhfc.costs` meter. A call of
-    ``S > 1`` scanned steps is a while loop, which XLA's cost analysis counts once: its FLOPs are
-    multiplied by ``S`` here."""
-    abstract = parallel._abstract(args)
-    meter = costs.active()
-    rec = meter.add("train", loop, abstract, calls=1, rows=n_steps, devices=devices, name="train_loop",
-                    key=(loop, n_steps, parallel._shapes_of(abstract)), models=models,
-                    batch=config.optim.batch_size, net=config.net.name, runs=runs)
-    if n_steps > 1:
-        rec.flops_per_call *= n_steps
-
-
 def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, population: bool, resume: bool,
            progress: bool, datasets: tuple[Any, Any] | None,
            step_callback: Callable[[int, list[dict[str, float]]], None] | None,
@@ -398,8 +384,9 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                 idx = parallel.global_from_full(mesh, idx_epoch[s0:s0 + n_steps], sharded=True,
                                                 batch_axis=idx_epoch.ndim - 1)
                 if costs.active() is not None:  # metering (opt-in): before the call donates the state
-                    _report_loop(loop, (state, images, labels, idx, step_keys, rates), n_steps=n_steps,
-                                 devices=int(mesh.devices.size), models=k_models, config=config,
+                    costs.report("train", loop, (state, images, labels, idx, step_keys, rates), calls=1,
+                                 rows=n_steps, devices=int(mesh.devices.size), name="train_loop",
+                                 loop_trips=n_steps, models=k_models, batch=batch_size, net=config.net.name,
                                  runs=[str(m.run_dir) for m in members])
                 state, m_dev = loop(state, images, labels, idx, step_keys, rates)
                 pending.append((s0, m_dev))

@@ -492,23 +492,7 @@ def sweep(
 
     if costs.active() is not None:  # metering (opt-in): XLA's cost of this program, once per shape
         calls = -(-n // b)
-        abstract = _abstract((broadcast_dev, args, put(src, sharded=True), put(index, sharded=True)))
-        costs.report("sweep", program, abstract, calls=calls, rows=calls * b, devices=n_dev,
-                     name=getattr(fn, "__name__", "sweep"), key=(program, _shapes_of(abstract)), batch=b, images=n)
+        costs.report("sweep", program, (broadcast_dev, args, put(src, sharded=True), put(index, sharded=True)),
+                     calls=calls, rows=calls * b, devices=n_dev, name=getattr(fn, "__name__", "sweep"),
+                     batch=b, images=n)
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *parts)
-
-
-def _abstract(tree: Any) -> Any:
-    """Shape, dtype and sharding of every array leaf (to lower a program without its buffers)."""
-    def one(a: Any) -> Any:
-        if isinstance(a, jax.Array):
-            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
-        return a
-
-    return jax.tree_util.tree_map(one, tree)
-
-
-def _shapes_of(tree: Any) -> tuple:
-    """``(shape, dtype)`` of every leaf (a hashable key of a program's input layout)."""
-    return tuple((tuple(getattr(a, "shape", ())), str(getattr(a, "dtype", type(a).__name__)))
-                 for a in jax.tree_util.tree_leaves(tree))

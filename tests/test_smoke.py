@@ -42,6 +42,13 @@ def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_ar
     assert ss["apgd_steps"] == 2 < fs["apgd_steps"] and ss["n_eval"] == 16 and fs["n_eval"] is None
     assert ss["rhos"] == fs["rhos"][-1:] and ss["defended_eps"] == fs["defended_eps"][-1:]  # repeated rows, once
     assert ss["defended"] == fs["defended"] and ss["penalty"] == fs["penalty"]
+    from experiments import input_defence, table1
+
+    smoke.artefact = "input_defence"  # a list capped for one artefact only
+    assert smoke.settings(input_defence.SETTINGS)["radii"] == full.settings(input_defence.SETTINGS)["radii"][-1:]
+    smoke.artefact = "table1"
+    assert smoke.settings(table1.SETTINGS)["radii"] == full.settings(table1.SETTINGS)["radii"]
+    assert smoke.cascade == "all" and full.cascade == "survivors"
     with pytest.raises(ValueError, match="scale must be 'full'"):
         Context(dataset="cifar10", scale="quick", out=tmp_path / "q", smoke=True)
     assert not (tmp_path / "q").exists()  # refused before anything is written
