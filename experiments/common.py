@@ -537,12 +537,73 @@ class Context:
             test = datasets.filter_dataset(test, kind, radius)
         return np.asarray(datasets.to_model_input(test, scaling=config.data.scaling), np.float32), np.asarray(test.labels, np.int32)
 
+    def outcomes(self, trained: Trained, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-example outcomes of a trained model on evaluation sets of its own config
+        (:func:`jaxhfc.prepare.prepare_data`: ``test``, ``test_low_<r>``, ``test_high_<r>``,
+        ``train``, ``train_low_<r>``): ``{name: (N,) bool}``, whether each example is classified
+        right. Recomputed from the final state in eval mode at the run's evaluation batch size
+        (BatchNorm with current-batch statistics sees the batches it was scored on), so the
+        share right is the run's last recorded accuracy on that set (a mismatch is logged)."""
+        from jaxhfc.evaluation import predict
+        from jaxhfc.prepare import prepare_data
+
+        cfg = trained.config
+        key = ("eval sets", cfg.data, cfg.evaluation)
+        if key not in self._datasets:
+            self._datasets[key] = prepare_data(cfg, self.datasets(cfg))["eval"]
+        sets = self._datasets[key]
+        out = {}
+        for name in names:
+            if name not in sets:
+                raise KeyError(f"{trained.name}: no evaluation set {name!r}; its config has {sorted(sets)}")
+            x, y = sets[name]
+            right = np.asarray(predict(trained.state, trained.model, self.mesh(), x,
+                                       batch_size=cfg.evaluation.batch_size)) == y
+            recorded = final(trained, name)
+            if recorded is not None and abs(float(right.mean()) - recorded) > 0.5 / len(y):
+                log.warning("%s: per-example outcomes on %s give accuracy %.4f, the run recorded %.4f",
+                            trained.name, name, float(right.mean()), recorded)
+            out[name] = right
+        return out
+
     # ---------------------------------------------------------------- writing
 
     def artefact_dir(self, name: str) -> Path:
         path = self.out / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def image_se(per_seed: Sequence[dict], terms: Callable[[dict], Any], fallback: Callable[[dict], float]) -> list[float]:
+    """Per-image standard errors of a per-seed effect for :func:`claim`'s ``se``.
+
+    ``terms(m)`` gives a seed's per-example effect terms (e.g. ``1[A right] - 1[B right]`` on
+    each test image, or None when its metrics lack them). When every seed has them, of one
+    length, they are paired over seeds image by image (:func:`jaxhfc.evidence.seeds_paired_se`;
+    seeds share one test set). Otherwise ``fallback(m)``: the seed's add-one binomial error
+    (:func:`jaxhfc.evidence.diff_se`), conservative.
+    """
+    arrays = [terms(m) for m in per_seed]
+    if all(a is not None for a in arrays) and len({np.shape(a) for a in arrays}) == 1 and np.size(arrays[0]) >= 2:
+        return E.seeds_paired_se(np.stack([np.asarray(a, np.float64).reshape(-1) for a in arrays]))
+    return [float(fallback(m)) for m in per_seed]
+
+
+def outcome_records(per_seed: Sequence[dict], seeds: Sequence[int], key: str = "correct") -> dict[str, np.ndarray]:
+    """``{"seed <s>|<name>": array}`` of the per-example arrays kept under ``m[key]`` of each
+    seed's metrics (nested dicts joined by ``|``), for :func:`write_artefact`'s ``outcomes``."""
+    out: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}|{k}", v)
+        else:
+            out[prefix] = np.asarray(value)
+
+    for s, m in zip(seeds, per_seed):
+        walk(f"seed {s}", m.get(key, {}))
+    return out
 
 
 def combine_seeds(per_seed: Sequence[Sequence[dict]], *, confidence: float = 0.95) -> list[dict]:
@@ -608,6 +669,7 @@ def write_artefact(
     figures: Sequence[str] = (),
     digits: int = 3,
     per_seed: Sequence[Sequence[dict]] | None = None,
+    outcomes: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``config.json``, ``metrics.jsonl`` (one line per row and seed), ``table.json`` and
     ``table.md`` of an artefact, from the same data.
@@ -615,7 +677,9 @@ def write_artefact(
     ``rows`` are combined rows (:func:`combine_seeds`: numeric cells are ``{mean, low, high,
     n, values}``) or plain rows; ``per_seed`` the rows of each seed (written to
     metrics.jsonl with their seed). ``models`` maps a label to a :class:`Trained` or to a list
-    of them (one per seed).
+    of them (one per seed). ``outcomes`` (``{name: (N,) array}``, e.g. from
+    :func:`outcome_records`): the per-example outcomes of every seed behind the claims, written
+    to ``outcomes.npz`` (:func:`jaxhfc.results.write_outcomes`).
     """
     folder = ctx.artefact_dir(name)
     claims = family(claims)
@@ -638,6 +702,8 @@ def write_artefact(
             "environment": R.environment_info(),
         },
     )
+    if outcomes:
+        R.write_outcomes(folder / "outcomes.npz", outcomes)
     metrics = folder / "metrics.jsonl"
     R.write_text(metrics, "")
     if per_seed is not None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
+                                write_artefact)
 from jaxhfc import evidence as E
 
 NAME = "fourier_heatmap"
@@ -32,13 +33,20 @@ SETTINGS = {
 def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
     """Claims from per-seed ``{model: {"clean", "low", "high"}}`` error rates (clean error, mean
     error of the low / high part of the heat map). Errors are compared with the model's clean
-    error, so a model that is wrong anyway does not look "sensitive"."""
+    error, so a model that is wrong anyway does not look "sensitive". With ``"per_image": {model:
+    {"clean", "low", "high": (N,)}}`` (each image's clean error and its error rate over the low /
+    high frequencies) the per-image errors are paired over seeds, else binomial."""
     pre = [E.precondition("twin test acc (heat-map images)", [1 - m["twin"]["clean"] for m in per_seed],
                           minimum=settings["min_test"]),
            E.precondition("adversarial test acc (heat-map images)", [1 - m["adversarial"]["clean"] for m in per_seed],
                           minimum=settings["adv_min"])]
     sens = lambda m, k, part: m[k][part] - m[k]["clean"]  # noqa: E731
-    se = [E.diff_se(m["twin"]["high"], n_images, m["adversarial"]["high"], n_images) for m in per_seed]
+    def terms(f):  # per-image terms from the per-image error rates, None when not kept
+        return lambda m: f(m["per_image"]) if "per_image" in m else None
+
+    se = image_se(per_seed, terms(lambda p: (p["twin"]["high"] - p["twin"]["clean"])
+                                  - (p["adversarial"]["high"] - p["adversarial"]["clean"])),
+                  lambda m: E.diff_se(m["twin"]["high"], n_images, m["adversarial"]["high"], n_images))
     mean = lambda f: float(np.mean([f(m) for m in per_seed]))  # noqa: E731
     return [
         claim(NAME, "adversarial training lowers the sensitivity to high-frequency perturbations",
@@ -49,7 +57,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
                        f"adversarial {mean(lambda m: sens(m, 'adversarial', 'high')):.3f}"),
         claim(NAME, "adversarially trained models are more sensitive to low than to high frequencies",
               [m["adversarial"]["low"] - m["adversarial"]["high"] for m in per_seed],
-              se=[E.diff_se(m["adversarial"]["low"], n_images, m["adversarial"]["high"], n_images) for m in per_seed],
+              se=image_se(per_seed, terms(lambda p: p["adversarial"]["low"] - p["adversarial"]["high"]),
+                          lambda m: E.diff_se(m["adversarial"]["low"], n_images, m["adversarial"]["high"], n_images)),
               bounds=(-1, 1), effect="M_adversarial's own error under low-frequency minus under high-frequency "
                                      "perturbations", preconditions=pre,
               evidence=f"low minus high error: adversarial {mean(lambda m: m['adversarial']['low'] - m['adversarial']['high']):.3f}, "
@@ -59,7 +68,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
 
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
-    from jaxhfc.evaluation import evaluate
+    from jaxhfc.evaluation import predict
 
     st = ctx.settings(SETTINGS)
     st["cut"] = ctx.radius(st["cut"])
@@ -72,17 +81,21 @@ def run(ctx: Context) -> dict:
     dist = fourier.distance_grid(h, w)
     per_seed_metrics, per_seed_rows, first_maps = [], [], {}
     for i, seed in enumerate(ctx.seed_list):
-        metrics, rows = {}, []
+        metrics, rows = {"per_image": {}}, []
         for name, ts in models.items():
             t = ts[i]
-            m = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(seed + 3), eps=eps, mesh=ctx.mesh(),
-                                         freq_chunk=st["freq_chunk"], batch_size=st["batch_size"])
+            m, wrong = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(seed + 3), eps=eps, mesh=ctx.mesh(),
+                                                freq_chunk=st["freq_chunk"], batch_size=st["batch_size"],
+                                                per_image=True)
             if i == 0:
                 first_maps[name] = m
                 np.save(ctx.artefact_dir(NAME) / f"heatmap_{name}.npy", m)
-            clean = 1.0 - evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
-            lo, hi = float(m[dist < st["cut"]].mean()), float(m[dist >= st["cut"]].mean())
+            clean_err = (np.asarray(predict(t.state, t.model, ctx.mesh(), x, batch_size=st["batch_size"])) != y)
+            per_image = {"clean": clean_err.astype(np.float64), "low": wrong[:, dist < st["cut"]].mean(axis=1),
+                         "high": wrong[:, dist >= st["cut"]].mean(axis=1)}
+            clean, lo, hi = (float(per_image[k].mean()) for k in ("clean", "low", "high"))
             metrics[name] = {"clean": clean, "low": lo, "high": hi}
+            metrics["per_image"][name] = per_image
             rows.append({"model": name, "mean error": float(m.mean()), f"error, low freq (d < {st['cut']})": lo,
                          f"error, high freq (d >= {st['cut']})": hi, "clean error": clean,
                          "high-freq minus clean": hi - clean})
@@ -96,8 +109,11 @@ def run(ctx: Context) -> dict:
     write_artefact(ctx, NAME, title="Beyond the paper: Fourier sensitivity heat maps", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
                    settings={**st, "eps_l2_per_channel": eps, "n_images": int(n)},
+                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list, key="per_image"),
                    notes="Yin et al. 2019's method on our models; the first seed's heat maps are saved as "
-                         "heatmap_<model>.npy (indexed like the shifted spectrum, zero frequency at the centre).")
+                         "heatmap_<model>.npy (indexed like the shifted spectrum, zero frequency at the centre). "
+                         "outcomes.npz: per seed, model and image, its clean error and its error rate over the low / "
+                         "high frequencies.")
     return {"rows": rows, "claims": claims, "maps": first_maps}
 
 

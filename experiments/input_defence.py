@@ -13,7 +13,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
+                                write_artefact)
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, attack_list, attack_seed, attacks_text,
                                      checks_ok_at, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
@@ -31,11 +32,16 @@ SETTINGS = {
 
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
-    """Claim from per-seed ``{"r_star", "test", "rows": {r or "none": row}}`` (M_natural's rows)."""
+    """Claim from per-seed ``{"r_star", "test", "rows": {r or "none": row}}`` (M_natural's rows).
+    With ``"correct": {r or "none": {"worst <e>": (N,) bool, ...}}`` the per-image error is paired
+    over seeds, else binomial."""
     e0 = settings["eps"][0]
     e = f"worst {e0:g}"
     vals = [m["rows"][m["r_star"]][e] - m["rows"]["none"][e] for m in per_seed]
-    se = [E.diff_se(m["rows"][m["r_star"]][e], n_eval, m["rows"]["none"][e], n_eval) for m in per_seed]
+    se = image_se(per_seed,
+                  lambda m: (m["correct"][m["r_star"]][e].astype(float) - m["correct"]["none"][e]
+                             if "correct" in m else None),
+                  lambda m: E.diff_se(m["rows"][m["r_star"]][e], n_eval, m["rows"]["none"][e], n_eval))
     pre = [E.precondition("M_natural test acc", [m["test"] for m in per_seed], minimum=settings["min_test"]),
            E.precondition("M_natural low-passed clean acc", [m["rows"][m["r_star"]]["clean"] for m in per_seed],
                           minimum=settings["min_test"]),
@@ -83,19 +89,21 @@ def run(ctx: Context) -> dict:
                                                       more_steps=None, cascade=ctx.cascade,
                                                       ).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
-                metrics = {"r_star": r_star, "val": val_acc, "rows": {}}
+                metrics = {"r_star": r_star, "val": val_acc, "rows": {}, "correct": {}}
             for r in (None, *(radii if mname in s["defended"] else ())):
                 fn = base if r is None else attacks.lowpass_defended(base, r)
+                outcomes = {}
                 res = eval_robust(ctx, fn, x, y, eps=s["eps"], steps=s["pgd_steps"], batch_size=s["batch_size"],
                                   key=key, apgd_steps=s["apgd_steps"], check_n=s["check_n"],
                                   model_id=f"{mname}/input-lowpass-{'none' if r is None else r}",
                                   per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), "none", seed) if r is None else None,
-                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"])
+                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes)
                 row = {"model": mname, "input low-pass r": "none" if r is None else r, **res}
                 if mname == "M_natural":
                     row["chosen on validation"] = "yes" if r == r_star else ""
                     metrics["rows"]["none" if r is None else r] = row
+                    metrics["correct"]["none" if r is None else r] = outcomes
                 rows.append(row)
         metrics["test"] = metrics["rows"]["none"]["clean"]
         fill_success_on_undefended(rows, eps=e0)
@@ -128,6 +136,7 @@ def run(ctx: Context) -> dict:
                    columns=["model", "input low-pass r", "chosen on validation", "clean"]
                    + [f"{a} {e:g}" for e in s["eps"] for a in ("FGSM", "PGD", "worst")] + CHECK_COLUMNS,
                    claims=claims, models={"natural": naturals, "adversarial": adversarials}, figures=figs,
+                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
                    settings=s,
                    notes="White-box: the attack's gradients go through the low-pass filter (no obfuscation). "
                          "Low-passed inputs are fed without re-scaling (the filter keeps the mean). 'chosen on "
@@ -135,7 +144,8 @@ def run(ctx: Context) -> dict:
                          "images held out from the training data (the claim uses that radius; the test rows never "
                          "choose it). 'worst': per example the worst case over " + attacks_text(s["apgd_targets"])
                          + "; check columns as in the robustness table. Per-example results of the first seed in "
-                         "per_example/.")
+                         "per_example/; every seed's per-image clean and worst-case correctness of M_natural's rows in "
+                         "outcomes.npz.")
     return {"rows": rows, "claims": claims}
 
 

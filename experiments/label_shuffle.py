@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, curve, final, main_for, save_figure, seed_curve,
-                                write_artefact)
+from experiments.common import (Context, claim, combine_seeds, curve, final, image_se, main_for, outcome_records,
+                                save_figure, seed_curve, write_artefact)
 from jaxhfc import evidence as E
 from jaxhfc.evaluation import eval_set_name
 
@@ -45,11 +45,16 @@ REFERENCE = {
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     """Claim from per-seed ``{"natural": {"train": .., "train_low_<r>": ..}, "shuffle": {...}}``
-    (last evaluation; M_shuffle's accuracies are against its shuffled labels)."""
+    (last evaluation; M_shuffle's accuracies are against its shuffled labels). With
+    ``"correct": {"natural": {key: (N,) bool}, "shuffle": {...}}`` (per training image of the
+    evaluated subset) the per-image error is paired over seeds, else binomial."""
     r = settings["radii"][0]
     key = eval_set_name("train_low", r)
     effects = [m["natural"][key] - m["shuffle"][key] for m in per_seed]
-    ses = [E.diff_se(m["natural"][key], n_eval, m["shuffle"][key], n_eval) for m in per_seed]
+    ses = image_se(per_seed,
+                   lambda m: (m["correct"]["natural"][key].astype(float) - m["correct"]["shuffle"][key]
+                              if "correct" in m else None),
+                   lambda m: E.diff_se(m["natural"][key], n_eval, m["shuffle"][key], n_eval))
     pre = [E.precondition("M_natural train acc (its labels)", [m["natural"]["train"] for m in per_seed],
                           minimum=settings["fit_min"]),
            E.precondition("M_shuffle train acc (shuffled labels)", [m["shuffle"]["train"] for m in per_seed],
@@ -93,6 +98,8 @@ def run(ctx: Context) -> dict:
                 rows.append({"model": f"M_{name}", "evaluated on": k, "first eval": first[0] if first else None,
                              "last epoch (poster)": ref, "last epoch (ours)": ours,
                              "difference": None if ref is None or ours is None else ours - ref})
+        claim_key = eval_set_name("train_low", st["radii"][0])
+        metrics["correct"] = {name: ctx.outcomes(ts[i], [claim_key]) for name, ts in models.items()}
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
     n_eval = min(st["overrides"].get("evaluation", {}).get("train_subset") or 10**9, len(ctx.datasets(named[0][1])[0]))
@@ -106,9 +113,11 @@ def run(ctx: Context) -> dict:
     rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 3: label shuffling, accuracy on training data and its LFC copies", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
-                   settings={k: v for k, v in st.items()},
+                   settings={k: v for k, v in st.items()}, outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
                    notes="Accuracies of M_shuffle are against the shuffled labels it was trained on (measured in eval "
-                         "mode). 'poster' values are approximate readings of the authors' poster (CIFAR-10).")
+                         "mode). 'poster' values are approximate readings of the authors' poster (CIFAR-10). outcomes.npz: "
+                         "per seed and model, whether each evaluated training image's LFC (the claim's radius) was "
+                         "classified right.")
     return {"rows": rows, "claims": claims}
 
 

@@ -160,9 +160,10 @@ def claims_section(ctx) -> list[str]:
         f"{n_claims} claims in {n_families} families: {counts}.",
         "",
         f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
-        "with an interval: Student t over seeds, combined in quadrature with the per-image binomial (add-one "
-        "smoothed) or delta-method error where the effect is measured on test images, and clipped to the range the "
-        "effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
+        "with an interval: Student t over seeds, combined in quadrature with a per-image error where the effect is "
+        "measured on images (from each seed's per-example outcomes, saved in `<artefact>/outcomes.npz`, paired "
+        "image by image between the two arms and averaged over seeds; kernel roughness and the relative-HFC and "
+        "radius-curve claims have none), and clipped to the range the effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
         "keeps its family-wise error at 5% (each claim's interval is shown at its Holm confidence); the first claim "
         "of an artefact is its primary one. **holds**: the interval excludes 0 in the claimed direction; "
         "**contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0 (or has zero width); "

@@ -92,7 +92,7 @@ def _slug(text: str) -> str:
 
 def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
                 model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
-                escalate: int = 0, apgd_targets: int = 0) -> dict:
+                escalate: int = 0, apgd_targets: int = 0, outcomes: dict | None = None) -> dict:
     """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
     the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant), and
     APGD-T over ``apgd_targets`` target classes when > 0 (:func:`attack_list`); and
@@ -119,6 +119,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     the defence and the seed), each eps's :func:`jaxhfc.attacks.robust_accuracy` result is kept
     in ``ctx.memo`` and reused by any later row with the same key and settings (input_defence
     reports the undefended rows robustness already attacked).
+    With ``outcomes`` (a dict), it is filled with the per-example outcomes behind the row:
+    ``"clean"`` and ``"worst <e>"``, ``(N,) bool``, whether each image is classified right (under
+    the worst case of the attacks at ``e``).
     Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given, and the
     minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
     to ``<model_id>_min_eps.json``.
@@ -159,6 +162,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
         out[f"PGD {e:g}"] = runs[0].attack_accuracy[pg]
         attack_x = max(attack_x, 2 ** (len(runs) - 1))
         out[f"worst {e:g}"] = r.robust_accuracy
+        if outcomes is not None:
+            outcomes["clean"] = np.asarray(r.clean_correct, bool)
+            outcomes[f"worst {e:g}"] = np.asarray(r.robust_correct, bool)
         out[f"success {e:g}"] = r.success_rate
         flags |= set(r.flags)
         out[f"checks {e:g}"] = flags_text(r.flags)  # per eps, for claims at one eps (checks_at)

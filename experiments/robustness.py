@@ -22,7 +22,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
+                                write_artefact)
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attacks_text, checks_ok_at, eval_robust,
                                      fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
@@ -53,7 +54,9 @@ def attack_settings(ctx: Context) -> dict:
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     """Claims from per-seed ``{"rows": {(model, defence): row}, "rough": {model: first-layer
-    roughness}, "test": {model: test acc}}`` (rows as :func:`eval_robust` returns them)."""
+    roughness}, "test": {model: test acc}}`` (rows as :func:`eval_robust` returns them). With
+    ``"correct": {"<model>/<defence>": {"clean" | "worst <e>": (N,) bool}}`` (per-example
+    outcomes) the per-image errors are paired over seeds, else binomial."""
     eps, rhos = settings["eps"], settings["rhos"]
     big, small = f"worst {eps[-1]:g}", f"worst {eps[0]:g}"
     raw, ren = f"smooth rho={rhos[-1]:g}", f"smooth-renorm rho={rhos[-1]:g}"
@@ -66,8 +69,17 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                             minimum=settings["adv_min"])
     twin_ok = E.precondition("twin test acc", [m["test"]["twin"] for m in per_seed], minimum=settings["min_test"])
     chk = lambda model, d, e: checks_ok_at(f"{model} {d}", [row(m, model, d) for m in per_seed], e)  # noqa: E731
-    se = lambda model, d1, d2, col: [E.diff_se(row(m, model, d1)[col], n_eval, row(m, model, d2)[col], n_eval)  # noqa: E731
-                                     for m in per_seed]
+
+    def se(model, d1, d2, col, model2=None):  # per-image error of row(model, d1) - row(model2, d2) in col
+        model2 = model2 or model
+
+        def terms(m):
+            c = m.get("correct")
+            return None if not c else c[f"{model}/{d1}"][col].astype(float) - c[f"{model2}/{d2}"][col]
+
+        return image_se(per_seed, terms, lambda m: E.diff_se(row(m, model, d1)[col], n_eval,
+                                                             row(m, model2, d2)[col], n_eval))
+
     # a defence must keep the model a classifier (a constant prediction has clean = worst = chance), and
     # against an undefended worst case of 0 on every seed no defence can do worse: that claim has no power
     defended_ok = lambda d: E.precondition(f"M_natural {d} clean acc", val("M_natural", d, "clean"),  # noqa: E731
@@ -105,8 +117,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
               bounds=(-1, 1), opposite_possible=undefended_above_floor),
         claim(NAME, f"adversarial training gives the more robust model at the training eps ({small})",
               [a - b for a, b in zip(val("M_adversarial", "none", small), val("M_natural", "none", small))],
-              se=[E.diff_se(row(m, "M_adversarial", "none")[small], n_eval, row(m, "M_natural", "none")[small], n_eval)
-                  for m in per_seed],
+              se=se("M_adversarial", "none", "none", small, model2="M_natural"),
               effect=f"{small} accuracy of M_adversarial minus M_natural", bounds=(-1, 1),
               preconditions=[nat_ok, adv_ok, chk("M_natural", "none", eps[0]), chk("M_adversarial", "none", eps[0])]),
     ]
@@ -131,7 +142,7 @@ def run(ctx: Context) -> dict:
     per_seed_metrics, per_seed_rows = [], []
     for i, seed in enumerate(ctx.seed_list):
         key = jax.random.key(attack_seed(seed))
-        rows, smooth_rows, metrics = [], [], {"rows": {}, "rough": {}, "test": {}}
+        rows, smooth_rows, metrics = [], [], {"rows": {}, "rough": {}, "test": {}, "correct": {}}
         models = (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]))
         if penalties:
             models += (("M_penalty", penalties[i]),)
@@ -148,12 +159,13 @@ def run(ctx: Context) -> dict:
                              for r in s["kernel_radii"]]
             for dname, params in defences:
                 v = dict(variables, params=params)
+                outcomes = metrics["correct"][f"{mname}/{dname}"] = {}
                 res = eval_robust(ctx, logits_fn(v, t.model), x, y, eps=s["eps"] if dname == "none" else
                                   s["defended_eps"], steps=s["pgd_steps"], apgd_steps=s["apgd_steps"],
                                   check_n=s["check_n"], batch_size=s["batch_size"], key=key,
                                   model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None,
-                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"])
+                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes)
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)
@@ -186,7 +198,7 @@ def run(ctx: Context) -> dict:
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims,
                    models={"natural": naturals, "adversarial": adversarials, "twin": twins,
                            **({"penalty": penalties} if penalties else {})},
-                   figures=figs,
+                   figures=figs, outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
                    settings={**s,
                              "attack": "the paper's Linf FGSM, and PGD (cross-entropy) with random start and step "
                                        "2.5*eps/steps; 'worst': per example the worst case over "
@@ -218,7 +230,8 @@ def run(ctx: Context) -> dict:
                          "Per-example results of the first seed (clean and adversarial correctness per attack, the "
                          "successful attack, perturbation norm, eps, model id) in "
                          "per_example/<model>_<defence>_eps<e>.json; the minimal eps of the grid per example (the "
-                         "paper code's search) in per_example/<model>_<defence>_min_eps.json. Claims about what "
+                         "paper code's search) in per_example/<model>_<defence>_min_eps.json; every seed's per-image "
+                         "clean and worst-case correctness per row in outcomes.npz. Claims about what "
                          "adversarial training does compare M_adversarial with its twin (the same recipe without the "
                          "attack).")
     from jaxhfc import results as R

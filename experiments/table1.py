@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, final, main_for, write_artefact
+from experiments.common import (Context, claim, combine_seeds, final, image_se, main_for, outcome_records,
+                                write_artefact)
 from jaxhfc import evidence as E
 
 NAME = "table1"
@@ -32,20 +33,31 @@ REFERENCE = {
 }
 
 
+def _terms(m: dict, r) -> np.ndarray | None:
+    """Per test image: 1[LFC-trained right] - 1[HFC-trained right] at radius ``r`` (None: not kept)."""
+    c = m.get("correct")
+    if not c:
+        return None
+    return c["low"][r].astype(np.float64) - c["high"][r]
+
+
 def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
     """One claim per radius from per-seed metrics ``{"low": {r: (train acc, test acc)}, "high": {...}}``.
 
-    Effect per seed: LFC-trained minus HFC-trained test accuracy at that radius (its per-image
-    standard error binomial). Precondition: both models fit the data they were trained on
-    (``fit_min``): a model that did not train supports nothing, and the paper's point is that
-    HFC-trained models fit their training data yet do not generalise.
+    Effect per seed: LFC-trained minus HFC-trained test accuracy at that radius. Per-image error:
+    paired over seeds on the shared test images when the metrics carry per-example outcomes
+    (``"correct": {"low": {r: (N,) bool}, "high": {...}}``), else binomial. Precondition: both
+    models fit the data they were trained on (``fit_min``): a model that did not train supports
+    nothing, and the paper's point is that HFC-trained models fit their training data yet do
+    not generalise.
     """
     claims = []
     shown = settings.get("shown", {})  # the radius at this dataset's image size (``Context.radius``)
     for r in settings["radii"]:
         rs = shown.get(r, r)
         effects = [m["low"][r][1] - m["high"][r][1] for m in per_seed]
-        ses = [E.diff_se(m["low"][r][1], n_test, m["high"][r][1], n_test) for m in per_seed]
+        ses = image_se(per_seed, lambda m: _terms(m, r),
+                       lambda m: E.diff_se(m["low"][r][1], n_test, m["high"][r][1], n_test))
         pre = [E.precondition(f"{'LFC' if k == 'low' else 'HFC'}-trained r={rs} train acc", [m[k][r][0] for m in per_seed],
                               minimum=settings["fit_min"]) for k in ("low", "high")]
         claims.append(claim(
@@ -72,6 +84,8 @@ def run(ctx: Context) -> dict:
     for s in ctx.seed_list:
         m = {k: {r: (final(trained[(k, r, s)], "train"), final(trained[(k, r, s)], "test")) for r in radii}
              for k in ("low", "high")}
+        m["correct"] = {k: {r: ctx.outcomes(trained[(k, r, s)], ["test"])["test"] for r in radii}
+                        for k in ("low", "high")}
         per_seed_metrics.append(m)
         rows = []
         for kind in ("low", "high"):
@@ -89,8 +103,10 @@ def run(ctx: Context) -> dict:
     models = {f"{k}_{r}": [trained[(k, r, s)] for s in ctx.seed_list] for k in ("low", "high") for r in radii}
     write_artefact(ctx, NAME, title="Table 1: training on LFC / HFC data, testing on original images", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, settings=settings,
+                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
                    notes="'repro' columns: a public reproduction on CIFAR-10 with the common ResNet18 (docs/paper.md); "
-                         "train acc is measured in eval mode on the (filtered) training data the model was trained on.")
+                         "train acc is measured in eval mode on the (filtered) training data the model was trained on. "
+                         "outcomes.npz: per seed, model and test image, whether it was classified right.")
     return {"rows": rows, "claims": claims}
 
 

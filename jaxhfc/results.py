@@ -30,6 +30,8 @@ __all__ = [
     "read_json",
     "append_jsonl",
     "read_jsonl",
+    "read_outcomes",
+    "write_outcomes",
     "write_text",
     "markdown_table",
     "comparison_rows",
@@ -193,6 +195,48 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise ValueError(f"{path}: line {k + 1} is not valid JSON") from None
     return records
+
+
+def write_outcomes(path: str | os.PathLike, outcomes: Mapping[str, Any]) -> Path:
+    """Write per-example outcomes (``{name: (N,) array}``, e.g. ``"seed 0|vanilla|test"`` ->
+    whether each test image was classified right) as one compressed ``.npz``, atomically."""
+    import numpy as np
+
+    path = Path(path)
+    arrays = {}
+    for name, value in outcomes.items():
+        a = np.asarray(value)
+        if a.ndim != 1:
+            raise ValueError(f"outcome {name!r} must be one value per example (1-D), got shape {a.shape}")
+        arrays[str(name)] = a
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_outcomes(path: str | os.PathLike) -> dict:
+    """Read a :func:`write_outcomes` file back as ``{name: array}``."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"expected per-example outcomes (.npz) at {path}, but it does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npz of per-example outcomes ({err}); "
+                         "the file may be truncated or corrupt") from None
 
 
 def _fmt(value: Any, digits: int) -> str:

@@ -245,7 +245,7 @@ def test_heatmap_linear_model_closed_form():
     key = jax.random.key(11)
     hm = analysis.fourier_heatmap(logits_fn, x, y, key, eps=eps, batch_size=4, freq_chunk=12)
     signs = np.asarray(analysis.heatmap_signs(key, np.arange(H * W), np.arange(n), c))  # (F, N, C)
-    ref = np.zeros((H, W))
+    ref, ref_wrong = np.zeros((H, W)), np.zeros((n, H, W), bool)
     i, j = np.arange(H)[:, None], np.arange(W)[None, :]
     for u in range(H):
         for v in range(W):
@@ -254,9 +254,15 @@ def test_heatmap_linear_model_closed_form():
             assert np.all(x.max() + np.abs(basis).max() < 1) and np.all(x.min() - np.abs(basis).max() > 0)
             proj = (basis[:, :, None] * wd).sum(axis=(0, 1))  # (C,) <w_c, basis>
             margin = m0 + bias + (signs[u * W + v] * proj).sum(axis=1)
-            ref[u, v] = np.mean((margin > 0).astype(int) != y)
+            ref_wrong[:, u, v] = (margin > 0).astype(int) != y
+            ref[u, v] = np.mean(ref_wrong[:, u, v])
     assert 0 < ref.mean() < 1 and len(np.unique(ref)) > 2  # a non-trivial map
     np.testing.assert_array_equal(hm, ref)
+    # per image: which image each frequency broke (the outcomes behind paired per-image errors)
+    hm2, wrong = analysis.fourier_heatmap(logits_fn, x, y, key, eps=eps, batch_size=4, freq_chunk=12, per_image=True)
+    np.testing.assert_array_equal(hm2, ref)
+    assert wrong.shape == (n, H, W) and wrong.dtype == bool
+    np.testing.assert_array_equal(wrong, ref_wrong)
 
 
 def test_heatmap_sharded_equals_unsharded(mesh):

@@ -105,7 +105,8 @@ def test_table_shapes(tiny_run):
         assert common.mean_of(r["test acc (ours)"]) == pytest.approx(np.mean(vals))
     heur = _table(ctx, "heuristics")
     variants = [r["variant"] for r in heur["rows"]]
-    assert variants[:7] == ["vanilla", "mixup", "batch 32", "batch 128", "dropout 0.5", "batchnorm", "adversarial"]
+    assert variants[:8] == ["vanilla", "mixup", "batch 32", "batch 128", "batch 128, equal steps", "dropout 0.5",
+                            "batchnorm", "adversarial"]
     rob = _table(ctx, "robustness")
     for r in rob["rows"]:
         # robust accuracy never exceeds clean accuracy
@@ -231,3 +232,25 @@ def test_read_only_checkpoint_warnings_are_filtered_and_others_kept():
     assert not common.quiet_read_only_checkpoints(rec("CheckpointManagerOptions.read_only=True, setting max_to_keep=None."))
     assert not common.quiet_read_only_checkpoints(rec("Given directory is read only=/tmp/x/checkpoints"))
     assert common.quiet_read_only_checkpoints(rec("checkpoint 40 could not be restored"))
+
+
+def test_per_example_outcomes_of_every_seed_match_the_tables(tiny_run):
+    """outcomes.npz holds each seed's per-example outcomes behind the claims, recomputed from the
+    trained models: their shares equal the accuracies the runs recorded."""
+    from jaxhfc import results as R
+
+    ctx, _ = tiny_run
+    t1 = R.read_outcomes(ctx.out / "table1" / "outcomes.npz")
+    per_seed = [json.loads(x) for x in (ctx.out / "table1" / "metrics.jsonl").read_text().splitlines()]
+    for p in per_seed:
+        kind = "low" if p["trained on"] == "LFC" else "high"
+        right = t1[f"seed {p['seed']}|{kind}|{p['r']}"]
+        assert right.dtype == bool and right.mean() == pytest.approx(p["test acc (ours)"], abs=1e-9)
+    for name in ("label_shuffle", "heuristics", "robustness", "input_defence", "fourier_heatmap"):
+        keys = R.read_outcomes(ctx.out / name / "outcomes.npz")
+        assert {k.split("|")[0] for k in keys} == {f"seed {s}" for s in ctx.seed_list}, name
+    rob = R.read_outcomes(ctx.out / "robustness" / "outcomes.npz")
+    rows = [json.loads(x) for x in (ctx.out / "robustness" / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert rob[f"seed {r['seed']}|{r['model']}/{r['defence']}|clean"].mean() == pytest.approx(r["clean"])
+        assert rob[f"seed {r['seed']}|{r['model']}/{r['defence']}|worst 0.03"].mean() == pytest.approx(r["worst 0.03"])

@@ -66,3 +66,23 @@ def test_environment_info(tmp_path):
     info = results.environment_info()
     assert info["device_count"] == 8 and info["versions"]["jax"]
     json.dumps(info)
+
+
+def test_outcomes_roundtrip_and_errors(tmp_path):
+    outcomes = {"seed 0|vanilla|test": np.array([True, False, True]), "seed 0|x|high": np.array([0.5, 0.25])}
+    path = results.write_outcomes(tmp_path / "a" / "outcomes.npz", outcomes)
+    back = results.read_outcomes(path)
+    assert set(back) == set(outcomes)
+    for k, v in outcomes.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype
+    assert [p.name for p in path.parent.iterdir()] == ["outcomes.npz"]  # no temporary file left
+    with pytest.raises(ValueError, match="1-D"):
+        results.write_outcomes(tmp_path / "b.npz", {"x": np.zeros((2, 2))})
+    assert not (tmp_path / "b.npz").exists()
+    with pytest.raises(FileNotFoundError, match="per-example outcomes"):
+        results.read_outcomes(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="corrupt"):
+        results.read_outcomes(bad)

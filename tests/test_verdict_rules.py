@@ -2,6 +2,7 @@
 reverse is contradicted, noise is inconclusive, and a failed precondition (a model that did not
 train) gives "not tested" naming it. No training here: these are the rules alone."""
 import dataclasses
+import math
 import numpy as np
 import pytest
 
@@ -65,8 +66,9 @@ def _heur(st, *, bn_hfc=0.6, van_hfc=0.3, adv_hfc=0.15, small_gap=0.10, large_ga
     def model(hfc, t=test, gap=0.05):
         return {"test": t, "train": t + gap, **{f"test_high_{r}": hfc for r in radii}}
 
+    # the claim compares the small batch with the large one trained for as many steps
     return {"vanilla": model(van_hfc), "batchnorm": model(bn_hfc), small: model(van_hfc, gap=small_gap),
-            large: model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
+            large: model(van_hfc), heuristics.equal_steps_label(st): model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
             "adversarial twin": model(van_hfc),
             "dropout 0.5": model(van_hfc)}
 
@@ -97,7 +99,7 @@ def test_heuristics_rules():
     assert heuristics.judge_claims(opposite, st, **kw)[1].mark() == "inconclusive"
     # A "batch 512" that learned only the easy part (train 0.60, test 0.90) has a small (negative)
     # gap because it under-fits: not tested, named.
-    small, large = (f"batch {b}" for b in st["batches"])
+    large = heuristics.equal_steps_label(st)
     underfit = [_heur(st) for _ in range(3)]
     for m in underfit:
         m[large].update(train=0.60, test=0.90)
@@ -310,3 +312,158 @@ def test_family_control_is_applied_once_and_read_from_old_files():
     old = {k: v for k, v in d.items() if k != "family_control"}
     assert E.Judgement.from_dict(old).family_control == "holm"
     assert E.Judgement.from_dict({**old, "note": ""}).family_control is None
+
+
+# ------------------------------------------------------------------ per-example outcomes: paired image errors
+
+def _right(p: float, n: int, rng=None) -> np.ndarray:
+    """``(n,)`` bool with exactly ``round(p n)`` True: the first ones, or random ones with ``rng``."""
+    k = int(round(p * n))
+    out = np.zeros(n, bool)
+    out[rng.permutation(n)[:k] if rng is not None else slice(0, k)] = True
+    return out
+
+
+def test_image_se_pairs_over_seeds_by_hand_and_falls_back():
+    from experiments import common
+
+    terms = [np.array([1.0, 0.0, 1.0, -1.0]), np.array([1.0, 1.0, 0.0, -1.0])]
+    per_seed = [{"t": t, "fb": 0.5} for t in terms]
+    col = (terms[0] + terms[1]) / 2  # [1, .5, .5, -1]
+    by_hand = math.sqrt(sum((c - col.mean()) ** 2 for c in col) / 3) / 2
+    assert common.image_se(per_seed, lambda m: m["t"], lambda m: m["fb"]) == [pytest.approx(by_hand)] * 2
+    # a seed without its terms (metrics saved before outcomes were kept): every seed's fallback
+    assert common.image_se([per_seed[0], {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
+
+
+def test_table1_rule_with_outcomes_cannot_be_fooled():
+    st = table1.SETTINGS[QUICK]
+    n, rng = 400, np.random.default_rng(5)
+
+    def seed(low, high, *, low_right=None, high_right=None):
+        m = _t1(low, high)
+        lr = _right(low, n, rng) if low_right is None else low_right
+        hr = _right(high, n, rng) if high_right is None else high_right
+        m["correct"] = {"low": {r: lr for r in st["radii"]}, "high": {r: hr for r in st["radii"]}}
+        return m
+
+    planted = [seed(0.80 + d, 0.15 - d) for d in (0.0, 0.01, -0.01)]
+    assert verdicts(table1.judge_claims(planted, st, n)) == ["holds"] * len(st["radii"])
+    # constant classifiers (both predict one class: the same images right) on every seed
+    same = _right(0.1, n)
+    const = [seed(0.1, 0.1, low_right=same, high_right=same) for _ in range(3)]
+    assert "holds" not in verdicts(table1.judge_claims(const, st, n))
+    # floor 0 vs 0, and effects of equal size and opposite sign over seeds
+    floor = [seed(0.0, 0.0) for _ in range(3)]
+    assert set(verdicts(table1.judge_claims(floor, st, n))) == {"inconclusive"}
+    flip = [seed(0.6, 0.5), seed(0.5, 0.6), seed(0.55, 0.55)]
+    assert "holds" not in verdicts(table1.judge_claims(flip, st, n))
+    # two models that share their hard images: the paired error is smaller than the binomial one
+    base = rng.random(n)
+    shared = [seed(0.62, 0.6, low_right=base < 0.62, high_right=base < 0.6) for _ in range(3)]
+    paired = table1.judge_claims(shared, st, n)[0].judgement.effect
+    binom = table1.judge_claims([{k: v for k, v in m.items() if k != "correct"} for m in shared], st, n)[0].judgement.effect
+    assert paired.high - paired.low < 0.5 * (binom.high - binom.low)
+
+
+def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
+    """The per-image error of |gap(small)| - |gap(large)| (training-subset and test terms, each
+    paired between the two models) against a bootstrap that resamples the images of one seed."""
+    from experiments import common
+
+    st = heuristics.SETTINGS[QUICK]
+    small, large = f"batch {st['batches'][0]}", heuristics.equal_steps_label(st)
+    rng = np.random.default_rng(9)
+    n_tr, n_te = 250, 1000
+    u_tr, u_te = rng.random(n_tr), rng.random(n_te)  # shared difficulty: the models agree on most images
+    c = {small: {"train": u_tr < 0.97, "test": u_te < 0.85}, large: {"train": u_tr < 0.9, "test": u_te < 0.83}}
+    m = {v: {"train": c[v]["train"].mean(), "test": c[v]["test"].mean()} for v in c}
+    m["correct"] = c
+    ses = [common.image_se([m], lambda s: heuristics._gap_terms(s, small, large, split), lambda s: math.nan)[0]
+           for split in ("train", "test")]
+    se = math.hypot(*ses)
+    gap = lambda tr, te: np.abs(tr.mean(-1) - te.mean(-1))  # noqa: E731
+    i, j = rng.integers(0, n_tr, (4000, n_tr)), rng.integers(0, n_te, (4000, n_te))
+    boot = (gap(c[small]["train"][i], c[small]["test"][j]) - gap(c[large]["train"][i], c[large]["test"][j]))
+    assert se == pytest.approx(np.std(boot), rel=0.1)
+
+
+def test_equal_steps_overrides_by_hand():
+    from experiments import common
+    from jaxhfc.config import TrainConfig
+
+    def trained(batch, epochs, steps):
+        cfg = TrainConfig().merged(optim={"batch_size": batch, "epochs": epochs}, evaluation={"every": 4},
+                                   run={"checkpoint_every": 4})
+        return common.Trained("x", cfg, None, None, [{"step": steps}], None, False)
+
+    # 12 epochs: 312 steps per epoch at batch 32, 19 at batch 512 (as on 10,000 images)
+    over = heuristics.equal_steps_overrides(trained(32, 12, 3744), trained(512, 12, 228))
+    assert over["optim"] == {"batch_size": 512, "epochs": 197}  # 3744 / 19 = 197.05
+    assert over["evaluation"] == {"every": 66} and over["run"] == {"checkpoint_every": 66}  # 3 per run, as 12 / 4
+
+
+def test_defence_rules_with_outcomes_cannot_be_fooled():
+    from experiments import input_defence, robustness
+
+    st = robustness.SETTINGS[QUICK]
+    n, rng = 128, np.random.default_rng(4)
+    big, small = f"worst {st['eps'][-1]:g}", f"worst {st['eps'][0]:g}"
+
+    def with_outcomes(m):
+        m["correct"] = {f"{k[0]}/{k[1]}": {col: _right(row[col], n, rng) for col in ("clean", big, small)}
+                        for k, row in m["rows"].items()}
+        return m
+
+    const = [with_outcomes(_rob_seed(nat_worst=0.0, smooth_clean=0.1, smooth_worst=0.1)) for _ in range(3)]
+    for c in robustness.judge_claims(const, st, n)[2:4]:
+        assert c.mark() == "not tested"
+    flat = [with_outcomes(_rob_seed(nat_worst=0.0, smooth_clean=0.85, smooth_worst=w)) for w in (0.0, 0.008, 0.0)]
+    assert [c.mark() for c in robustness.judge_claims(flat, st, n)[2:4]] == ["no power", "no power"]
+    gain = [with_outcomes(_rob_seed(nat_worst=0.05, smooth_clean=0.85, smooth_worst=w)) for w in (0.4, 0.42, 0.38)]
+    assert [c.mark() for c in robustness.judge_claims(gain, st, n)[2:4]] == ["holds", "holds"]
+    floor = [with_outcomes(_rob_seed(nat_worst=0.0, smooth_clean=0.85, smooth_worst=0.0, adv_small=0.0,
+                                     nat_small=0.0)) for _ in range(3)]
+    assert robustness.judge_claims(floor, st, n)[4].mark() != "holds"
+
+    st = {**st, **input_defence.SETTINGS[QUICK]}
+    e = f"worst {st['eps'][0]:g}"
+
+    def m(base, low, low_clean=0.8):
+        rows = {"none": {"clean": 0.9, e: base, "checks": "ok"}, 4: {"clean": low_clean, e: low, "checks": "ok"}}
+        return {"r_star": 4, "test": 0.9, "rows": rows,
+                "correct": {k: {"clean": _right(r["clean"], n, rng), e: _right(r[e], n, rng)} for k, r in rows.items()}}
+
+    assert input_defence.judge_claims([m(0.0, 0.1, low_clean=0.1)] * 3, st, n)[0].mark() == "not tested"
+    assert input_defence.judge_claims([m(0.0, w) for w in (0.0, 0.008, 0.0)], st, n)[0].mark() == "no power"
+    assert input_defence.judge_claims([m(0.05, w) for w in (0.3, 0.32, 0.28)], st, n)[0].mark() == "holds"
+    assert input_defence.judge_claims([m(0.3 + d, 0.05) for d in (0, .02, -.02)], st, n)[0].mark() == "contradicted"
+
+
+def test_heatmap_and_label_shuffle_rules_with_outcomes():
+    n, rng = 200, np.random.default_rng(6)
+    st = fourier_heatmap.SETTINGS[QUICK]
+
+    def hm_seed(twin_high, adv_high, adv_low, clean=0.1):
+        per = {k: {"clean": _right(clean, n, rng).astype(float), "low": rng.random(n) < lo, "high": rng.random(n) < hi}
+               for k, lo, hi in (("twin", 0.2, twin_high), ("adversarial", adv_low, adv_high))}
+        per = {k: {p: v.astype(float) for p, v in d.items()} for k, d in per.items()}
+        return {**{k: {p: float(v.mean()) for p, v in d.items()} for k, d in per.items()}, "per_image": per}
+
+    good = [hm_seed(0.6, 0.2, 0.5) for _ in range(3)]
+    assert verdicts(fourier_heatmap.judge_claims(good, st, n)) == ["holds", "holds"]
+    same = [hm_seed(0.3, 0.3, 0.3) for _ in range(3)]  # no effect in either claim
+    assert "holds" not in verdicts(fourier_heatmap.judge_claims(same, st, n))
+
+    st = label_shuffle.SETTINGS[QUICK]
+    key = "train_low_4"
+
+    def ls_seed(nat, shu):
+        c = {"natural": {key: _right(nat, n, rng)}, "shuffle": {key: _right(shu, n, rng)}}
+        return {"natural": {"train": 1.0, key: float(c["natural"][key].mean())},
+                "shuffle": {"train": 1.0, key: float(c["shuffle"][key].mean())}, "correct": c}
+
+    assert verdicts(label_shuffle.judge_claims([ls_seed(0.4 + d, 0.12) for d in (0, .01, -.01)], st, n)) == ["holds"]
+    assert verdicts(label_shuffle.judge_claims([ls_seed(0.12, 0.4 + d) for d in (0, .01, -.01)], st, n)) == [
+        "contradicted"]
+    assert verdicts(label_shuffle.judge_claims([ls_seed(0.0, 0.0)] * 3, st, n)) == ["inconclusive"]

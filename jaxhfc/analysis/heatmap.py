@@ -101,7 +101,8 @@ def fourier_heatmap(
     mesh: Optional[Mesh] = None,
     freq_chunk: int = 8,
     batch_size: int = 256,
-) -> np.ndarray:
+    per_image: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fourier sensitivity heat map: error rate under a Fourier basis perturbation per (u, v).
 
     For every frequency ``(u, v)`` of the shifted ``H x W`` grid (zero frequency at
@@ -120,9 +121,12 @@ def fourier_heatmap(
       mesh: optional 1-D ``"data"`` mesh; images are sharded over it.
       freq_chunk: frequencies per compiled call.
       batch_size: images per compiled call (rounded up to a multiple of the device count).
+      per_image: also return which image each frequency broke.
 
     Returns:
-      ``(H, W)`` float64 numpy error rates in [0, 1], indexed like the shifted spectrum.
+      ``(H, W)`` float64 numpy error rates in [0, 1], indexed like the shifted spectrum; with
+      ``per_image``, ``(map, wrong)`` where ``wrong: (N, H, W) bool`` says whether image ``n`` is
+      misclassified under frequency ``(u, v)`` (``map == wrong.mean(0)``).
     """
     x = _check_nhwc(x, "x", float_only=True)
     n, h, w, c = x.shape
@@ -137,6 +141,7 @@ def fourier_heatmap(
     fn, arrays = _body(_heatmap_fn, logits_fn)
     bs = _check_batch_size(batch_size)
     errors = np.zeros((nf,), np.int64)
+    wrong_all = np.zeros((n, nf), bool) if per_image else None
     # images, labels and all bases (nf * H * W floats) go to the devices once and are read
     # there by every frequency chunk; chunks are padded to one shape (padding frequencies
     # are computed and dropped)
@@ -149,5 +154,8 @@ def fourier_heatmap(
         broadcast[1] = np.concatenate([freqs, np.zeros((fc - valid,), np.int32)])
         wrong = parallel.sweep(fn, (x_dev, y_dev), broadcast, batch_size=bs, mesh=mesh, with_index=True)
         errors[f0:f0 + valid] += wrong[:, :valid].sum(axis=0)
+        if per_image:
+            wrong_all[:, f0:f0 + valid] = wrong[:, :valid]
         logger.debug("heat map: %d / %d frequencies", f0 + valid, nf)
-    return (errors / n).reshape(h, w)
+    rates = (errors / n).reshape(h, w)
+    return (rates, wrong_all.reshape(n, h, w)) if per_image else rates
