@@ -233,7 +233,7 @@ def run(ctx: Context) -> dict:
             curves[f"HFC {r}"] = seed_curve(ts, eval_set_name("test_high", r))
         styles = {"test": "k-", **{f"HFC {r}": "--" for r in radii}}
         fig = plotting.curves_figure(curves, title=f"{label} ({len(ts)} seeds, band: 95% interval)", styles=styles)
-        figs.append(save_figure(fig, ctx.artefact_dir(NAME) / f"{label.replace(' ', '_').replace('.', '')}.png"))
+        figs.append(save_figure(fig, ctx.artefact_dir(NAME) / f"{label.replace(', ', '_').replace(' ', '_').replace('.', '')}.png"))
     fig = plotting.curves_figure(
         {f"{n}: {k}": seed_curve(ts, key) for n, ts in fig6.items()
          for k, key in (("original", "test"), (f"LFC {r6}", eval_set_name("test_low", r6)))},
