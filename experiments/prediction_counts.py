@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, main_for, outcome_records, save_figure,
+                                write_artefact)
 from jaxhfc import evidence as E
 
 NAME = "prediction_counts"
@@ -113,6 +114,7 @@ def run(ctx: Context) -> dict:
             "excess_se": excess_se, "counter": float(d.mean()), "counter_se": float(np.std(d, ddof=1) / math.sqrt(n)),
             "excess_terms": E.cell_excess_terms(low_right[k_star], preds["pred_high"][k_star], test.labels),
             "counter_terms": d,
+            "outcomes": {"LFC right at r_star": low_right[k_star], "HFC prediction at r_star": preds["pred_high"][k_star]},
             "cells": {c: float(counts[c][k_star]) / n for c in CELLS}})
         rows = []
         for k, r in enumerate(radii):
@@ -161,13 +163,18 @@ def run(ctx: Context) -> dict:
     rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 1/2: test images classified right/wrong from their LFC (L) and HFC (H)",
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims, models={"vanilla": models},
-                   figures=figs, digits=2,
+                   figures=figs, digits=2, outcomes={
+                       **outcome_records(per_seed_metrics, ctx.seed_list, key="outcomes"),
+                       **{f"seed {s}|{k} terms": m[f"{k}_terms"] for s, m in zip(ctx.seed_list, per_seed_metrics)
+                          for k in ("excess", "counter")}},
                    settings={**st, "radii": radii.tolist(), "scaling": cfg.data.scaling, "n_test": n, "n_val": len(val)},
                    notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc.; percentages of the {n} "
                          f"test images (the four cells add up to 100% at every radius). 'L-H+ excess' is the L-H+ share "
                          f"minus what label-blind HFC predictions (the same predictions shuffled across images) would "
                          f"give. 'repro %' is the public reproduction on CIFAR-10 (docs/paper.md). r={corner} is beyond the "
-                         f"corner: the LFC is the image. predictions.npz holds the first seed's predictions.")
+                         f"corner: the LFC is the image. predictions.npz holds the first seed's predictions; "
+                         "outcomes.npz every seed's per-image outcomes at its chosen radius and the claims' per-image "
+                         "terms.")
     return {"rows": rows, "claims": claims, "counts": all_counts}
 
 

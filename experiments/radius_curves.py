@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
+                                write_artefact)
 from jaxhfc import evidence as E
 
 NAME = "radius_curves"
@@ -26,13 +27,18 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
     ``hfc_area`` is the mean HFC-test accuracy over the radius grid (the area under the HFC
     curve over the radius range), so the effect is the area between the two HFC curves, which
     uses the whole curve instead of one crossing of two nearly tied curves (crossing None when
-    the curves do not cross; reported as evidence)."""
+    the curves do not cross; reported as evidence). With ``"per_image": {model: (N,)}`` (each test
+    image's share of radii at which its HFC copy is classified right) the per-image error is
+    paired over seeds."""
     pre = [E.precondition(f"{m} test acc", [s[m]["test"] for s in per_seed], minimum=settings["min_test"])
            for m in ("vanilla", "batchnorm")]
     vals = [s["batchnorm"]["hfc_area"] - s["vanilla"]["hfc_area"] for s in per_seed]
     fmt = lambda v: "none" if v is None else f"{v:.2f}"  # noqa: E731
     return [claim(NAME, "the BatchNorm model keeps more accuracy on HFC images (area between the HFC curves)",
                   vals, effect="mean over radii of BN minus vanilla HFC-test accuracy", preconditions=pre,
+                  se=image_se(per_seed, lambda s: (s["per_image"]["batchnorm"] - s["per_image"]["vanilla"]
+                                                   if "per_image" in s else None), lambda s: 0.0)
+                  if all("per_image" in s for s in per_seed) else None,
                   bounds=(-1, 1),
                   evidence="crossing radius per seed: " + "; ".join(
                       f"vanilla {fmt(s['vanilla']['crossing'])}, BN {fmt(s['batchnorm']['crossing'])}" for s in per_seed))]
@@ -47,11 +53,12 @@ def run(ctx: Context) -> dict:
     _, test = ctx.datasets(cfg)
     per_seed_metrics, per_seed_rows, per_seed_curves = [], [], []
     for i in range(len(ctx.seed_list)):
-        metrics, rows, curves = {}, [], {}
+        metrics, rows, curves = {"per_image": {}}, [], {}
         for name, ts in models.items():
             fn = ts[i].logits_fn()
             res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.data.scaling, mesh=ctx.mesh(),
-                                              batch_size=st["batch_size"])
+                                              batch_size=st["batch_size"], return_predictions=True)
+            metrics["per_image"][name] = np.mean(res["pred_high"] == np.asarray(test.labels), axis=0)
             rings = analysis.ring_accuracy(fn, test.images, test.labels, width=st["ring_width"], scaling=cfg.data.scaling,
                                            mesh=ctx.mesh(), batch_size=st["batch_size"])
             metrics[name] = {"test": float(res["acc_orig"]), "crossing": res["crossing"],
@@ -86,8 +93,11 @@ def run(ctx: Context) -> dict:
     rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Beyond the paper: accuracy vs radius and band-pass rings", rows=rows,
                    per_seed=per_seed_rows, columns=["model", "r", "LFC acc", "HFC acc", "ring", "ring acc"],
-                   claims=claims, models=models, figures=figs, settings=st)
-    return {"rows": rows, "claims": claims, "crossings": [{k: v["crossing"] for k, v in m.items()}
+                   claims=claims, models=models, figures=figs, settings=st,
+                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list, key="per_image"),
+                   notes="outcomes.npz: per seed, model and test image, the share of the radii at which its HFC copy "
+                         "is classified right (the claim's per-image terms).")
+    return {"rows": rows, "claims": claims, "crossings": [{k: m[k]["crossing"] for k in models}
                                                           for m in per_seed_metrics]}
 
 

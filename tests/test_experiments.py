@@ -246,7 +246,8 @@ def test_per_example_outcomes_of_every_seed_match_the_tables(tiny_run):
         kind = "low" if p["trained on"] == "LFC" else "high"
         right = t1[f"seed {p['seed']}|{kind}|{p['r']}"]
         assert right.dtype == bool and right.mean() == pytest.approx(p["test acc (ours)"], abs=1e-9)
-    for name in ("label_shuffle", "heuristics", "robustness", "input_defence", "fourier_heatmap"):
+    for name in ("prediction_counts", "label_shuffle", "heuristics", "robustness", "input_defence", "radius_curves",
+                 "fourier_heatmap"):
         keys = R.read_outcomes(ctx.out / name / "outcomes.npz")
         assert {k.split("|")[0] for k in keys} == {f"seed {s}" for s in ctx.seed_list}, name
     rob = R.read_outcomes(ctx.out / "robustness" / "outcomes.npz")

@@ -467,3 +467,22 @@ def test_heatmap_and_label_shuffle_rules_with_outcomes():
     assert verdicts(label_shuffle.judge_claims([ls_seed(0.12, 0.4 + d) for d in (0, .01, -.01)], st, n)) == [
         "contradicted"]
     assert verdicts(label_shuffle.judge_claims([ls_seed(0.0, 0.0)] * 3, st, n)) == ["inconclusive"]
+
+
+def test_radius_curves_rule_with_outcomes():
+    st = radius_curves.SETTINGS[QUICK]
+    n, rng = 300, np.random.default_rng(7)
+
+    def seed(van, bn, t=0.9):
+        per = {"vanilla": rng.binomial(17, van, n) / 17, "batchnorm": rng.binomial(17, bn, n) / 17}
+        return {"vanilla": {"test": t, "crossing": None, "hfc_area": float(per["vanilla"].mean())},
+                "batchnorm": {"test": t, "crossing": None, "hfc_area": float(per["batchnorm"].mean())},
+                "per_image": per}
+
+    c = radius_curves.judge_claims([seed(0.2, 0.4) for _ in range(3)], st)[0]
+    assert c.mark() == "holds" and "test images" in c.judgement.effect.method
+    assert radius_curves.judge_claims([seed(0.4, 0.2) for _ in range(3)], st)[0].mark() == "contradicted"
+    same = seed(0.1, 0.1, t=0.1)
+    same["per_image"]["batchnorm"] = same["per_image"]["vanilla"]
+    same["batchnorm"]["hfc_area"] = same["vanilla"]["hfc_area"]
+    assert radius_curves.judge_claims([same] * 3, st)[0].mark() == "not tested"
