@@ -186,7 +186,7 @@ def paired_se(a_correct, b_correct) -> float:
     return float(np.std(a - b, ddof=1) / math.sqrt(a.size))
 
 
-def seeds_paired_se(terms) -> list[float]:
+def seeds_paired_se(terms, *, pseudo: float = 1.0) -> list[float]:
     """Per-image standard error of a mean-over-seeds effect, from per-example effect terms
     ``terms (S, N)`` of ``S`` seeds on the *same* ``N`` test images (e.g. ``1[A right] -
     1[B right]``): ``sd_i(mean_s terms[s, i]) / sqrt(N)``, returned once per seed so that
@@ -195,11 +195,22 @@ def seeds_paired_se(terms) -> list[float]:
     Pairing on images removes what the seeds share image by image, and averaging over seeds
     before taking the spread over images keeps the per-seed noise that the seed term already
     counts from being counted in full a second time (only its ``1 / S`` share remains).
+
+    Smoothing, as add-one smoothing does for a proportion: two pseudo-images whose terms lie
+    ``pseudo`` above and below the mean (one image each way on which the two arms disagree) join
+    the ``N`` images, so terms that are equal on every image seen (two arms both at accuracy 0)
+    still carry a sampling error (about ``sqrt(2) pseudo / N``); the mean is unchanged and the
+    error of real spread barely moves. ``pseudo=0``: none.
     """
     d = np.asarray(terms, np.float64)
     if d.ndim != 2 or d.shape[1] < 2:
         raise ValueError(f"terms must have shape (seeds, images >= 2), got {d.shape}")
-    se = float(np.std(d.mean(axis=0), ddof=1) / math.sqrt(d.shape[1]))
+    if not (np.isfinite(pseudo) and pseudo >= 0):
+        raise ValueError(f"pseudo must be a finite number >= 0, got {pseudo!r}")
+    col = d.mean(axis=0)
+    if pseudo:
+        col = np.concatenate([col, col.mean() + np.array([pseudo, -pseudo])])
+    se = float(np.std(col, ddof=1) / math.sqrt(col.size))
     return [se] * d.shape[0]
 
 

@@ -257,8 +257,16 @@ def _paired(effect: float, *, reps: int, rng, seeds: int = 5, images: int = 300,
 
 def test_seeds_paired_se_by_hand_and_by_simulation():
     d = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]], float)
-    col = d.mean(axis=0)
-    assert E.seeds_paired_se(d) == [pytest.approx(np.std(col, ddof=1) / 2)] * 3
+    col = d.mean(axis=0)  # [2/3, 1/3, 2/3, 1/3], mean 1/2
+    assert E.seeds_paired_se(d, pseudo=0) == [pytest.approx(np.std(col, ddof=1) / 2)] * 3
+    # smoothed: two pseudo-images at 1/2 +- 1 join the four (squares 4 * 1/36 + 2 = 19/9, 5 dof)
+    assert E.seeds_paired_se(d) == [pytest.approx(math.sqrt(19 / 9 / 5) / math.sqrt(6))] * 3
+    # equal terms on every image (0 vs 0): an error of about sqrt(2) / N, not 0
+    zero = E.seeds_paired_se(np.zeros((3, 100)))[0]
+    assert zero == pytest.approx(math.sqrt(2 / 101) / math.sqrt(102)) and E.seeds_paired_se(np.zeros((3, 100)),
+                                                                                          pseudo=0)[0] == 0
+    with pytest.raises(ValueError, match="pseudo"):
+        E.seeds_paired_se(d, pseudo=-1)
     rng = np.random.default_rng(2)
     reps = 500
     null, _ = _paired(0.0, reps=reps, rng=rng)

@@ -329,8 +329,8 @@ def test_image_se_pairs_over_seeds_by_hand_and_falls_back():
 
     terms = [np.array([1.0, 0.0, 1.0, -1.0]), np.array([1.0, 1.0, 0.0, -1.0])]
     per_seed = [{"t": t, "fb": 0.5} for t in terms]
-    col = (terms[0] + terms[1]) / 2  # [1, .5, .5, -1]
-    by_hand = math.sqrt(sum((c - col.mean()) ** 2 for c in col) / 3) / 2
+    # seed means per image [1, .5, .5, -1] (mean .25, squares 2.25) and two pseudo-images .25 +- 1
+    by_hand = math.sqrt((2.25 + 2) / 5) / math.sqrt(6)
     assert common.image_se(per_seed, lambda m: m["t"], lambda m: m["fb"]) == [pytest.approx(by_hand)] * 2
     # a seed without its terms (metrics saved before outcomes were kept): every seed's fallback
     assert common.image_se([per_seed[0], {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
