@@ -13,10 +13,11 @@ training makes a model rely less on HFC.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from experiments.common import (Context, Trained, claim, combine_seeds, final, image_se, main_for, outcome_records,
+from experiments.common import (Context, claim, combine_seeds, final, image_se, main_for, outcome_records,
                                 save_figure, seed_curve, write_artefact)
 from jaxhfc import evidence as E
 from jaxhfc.evaluation import eval_set_name
@@ -56,18 +57,28 @@ def equal_steps_label(settings: dict) -> str:
     return f"batch {settings['batches'][1]}, equal steps"
 
 
-def equal_steps_overrides(small: Trained, large: Trained) -> dict:
-    """The large-batch recipe trained for as many optimiser steps as the small-batch model took:
-    its epochs scaled by the ratio of the two runs' steps, with evaluations and checkpoints as
-    many times per run as the large batch's own recipe (every epoch count scaled alike)."""
-    steps_small, steps_large = small.history[-1]["step"], large.history[-1]["step"]
-    cfg = large.config
-    factor = steps_small / steps_large
-    epochs = max(1, round(cfg.optim.epochs * factor))
-    scaled = lambda every: max(1, round(every * epochs / cfg.optim.epochs)) if every else every  # noqa: E731
-    return {"optim": {"batch_size": cfg.optim.batch_size, "epochs": epochs},
-            "evaluation": {"every": scaled(cfg.evaluation.every)},
-            "run": {"checkpoint_every": scaled(cfg.run.checkpoint_every)}}
+def equal_steps_overrides(small: Any, large: Any, n_train: int) -> dict:
+    """The large-batch recipe (config ``large``) trained for as many optimiser steps as the
+    small-batch recipe (config ``small``) takes on ``n_train`` training images (``n_train //
+    batch`` steps per epoch): its epochs scaled by the ratio of steps, with evaluations and
+    checkpoints as many times per run as in its own recipe (every epoch count scaled alike)."""
+    steps_small = small.optim.epochs * (n_train // small.optim.batch_size)
+    per_epoch = n_train // large.optim.batch_size
+    if per_epoch < 1 or steps_small < 1:
+        raise ValueError(f"{n_train} training images give no step at batch {large.optim.batch_size} or "
+                         f"{small.optim.batch_size}")
+    epochs = max(1, round(steps_small / per_epoch))
+    ratio = epochs / large.optim.epochs
+    scaled = lambda every: max(1, round(every * ratio)) if every else every  # noqa: E731
+    return {"optim": {"batch_size": large.optim.batch_size, "epochs": epochs},
+            "evaluation": {"every": scaled(large.evaluation.every)},
+            "run": {"checkpoint_every": scaled(large.run.checkpoint_every)}}
+
+
+def _train_size(ctx: Context, config) -> int:
+    """Training images a config trains on (its split, or its balanced subset)."""
+    n = len(ctx.datasets(config)[0])
+    return min(n, config.data.train_subset) if config.data.train_subset else n
 
 
 def _bn_terms(m: dict, radii) -> np.ndarray | None:
@@ -188,9 +199,13 @@ def run(ctx: Context) -> dict:
     # the large batch again, for as many optimiser steps as the small batch took (the claim's comparison)
     small, large = (f"batch {b}" for b in settings["batches"])
     eq = equal_steps_label(settings)
-    eq_named = [(f"batch_{settings['batches'][1]}_equal_steps",
-                 ctx.config(seed=s, **equal_steps_overrides(trained[(small, s)], trained[(large, s)])))
-                for s in ctx.seed_list]
+    # from the uncapped recipes in a smoke run (its capped config follows, and a cost plan sees the real length)
+    full = lambda t: ctx.full_configs.get(t.config.config_hash(), t.config)  # noqa: E731
+    eq_named = []
+    for s in ctx.seed_list:
+        s_cfg, l_cfg = full(trained[(small, s)]), full(trained[(large, s)])
+        eq_named.append((f"batch_{settings['batches'][1]}_equal_steps",
+                         ctx.config(seed=s, **equal_steps_overrides(s_cfg, l_cfg, _train_size(ctx, l_cfg)))))
     trained.update({(eq, s): t for s, t in zip(ctx.seed_list, ctx.train_many(eq_named))})
     labels.insert(labels.index(large) + 1, eq)
     models = {label: [trained[(label, s)] for s in ctx.seed_list] for label in labels}

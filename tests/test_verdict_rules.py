@@ -389,18 +389,20 @@ def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
 
 
 def test_equal_steps_overrides_by_hand():
-    from experiments import common
     from jaxhfc.config import TrainConfig
 
-    def trained(batch, epochs, steps):
-        cfg = TrainConfig().merged(optim={"batch_size": batch, "epochs": epochs}, evaluation={"every": 4},
-                                   run={"checkpoint_every": 4})
-        return common.Trained("x", cfg, None, None, [{"step": steps}], None, False)
+    def cfg(batch, epochs=12):
+        return TrainConfig().merged(optim={"batch_size": batch, "epochs": epochs}, evaluation={"every": 4},
+                                    run={"checkpoint_every": 4})
 
-    # 12 epochs: 312 steps per epoch at batch 32, 19 at batch 512 (as on 10,000 images)
-    over = heuristics.equal_steps_overrides(trained(32, 12, 3744), trained(512, 12, 228))
+    # 10,000 images, 12 epochs: 312 steps per epoch at batch 32 (3,744 in all), 19 at batch 512
+    over = heuristics.equal_steps_overrides(cfg(32), cfg(512), 10_000)
     assert over["optim"] == {"batch_size": 512, "epochs": 197}  # 3744 / 19 = 197.05
     assert over["evaluation"] == {"every": 66} and over["run"] == {"checkpoint_every": 66}  # 3 per run, as 12 / 4
+    # the paper's full scale: 45,000 CIFAR-10 images, 100 epochs -> 140,600 steps at batch 32, 87 per epoch at 512
+    assert heuristics.equal_steps_overrides(cfg(32, 100), cfg(512, 100), 45_000)["optim"]["epochs"] == 1616
+    with pytest.raises(ValueError, match="no step"):
+        heuristics.equal_steps_overrides(cfg(32), cfg(512), 500)
 
 
 def test_defence_rules_with_outcomes_cannot_be_fooled():
