@@ -219,6 +219,10 @@ def time_markdown(results_dir: Path, label: str | None = None) -> str:
              f"({total / 60:.1f} min in all). {run_line}", ""]
     if compiling:  # written by reproduce_all since it records compile time
         lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", ""]
+    found = re.search(r"(\d+) trained models in `runs/`.*?this invocation trained (\d+) of them", readme.read_text())
+    if found and int(found.group(2)) < int(found.group(1)):
+        lines += [f"This invocation trained {found.group(2)} of the {found.group(1)} models and loaded the others "
+                  "(finished runs of the same configs): these are not the times of a run from an empty folder.", ""]
     extra = lambda k: (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""  # noqa: E731
     lines += ["| artefact | s | share |" + (" compiling s |" if compiling else ""),
               "|---|---|---|" + ("---|" if compiling else "")]

@@ -68,6 +68,14 @@ def test_reproduction_time_from_the_run_files(tmp_path):
     md = reproduce_all.time_markdown(run)
     assert "Of it 0.3 min compiling" in md
     assert "| table1 | 90 | 75% | 6 |" in md and "| robustness | 30 | 25% | 12 |" in md
+    assert "loaded the others" not in md
+    # a run that loaded finished trainings says so: its times are not those of a run from scratch
+    for trained, said in ((3, True), (63, False)):
+        (run / "README.md").write_text("# title\n\nMade by `x` on X.\n\n## Time\n\n63 trained models in `runs/`, "
+                                       f"8.0 min of training in all; this invocation trained {trained} of them.\n")
+        md = reproduce_all.time_markdown(run)
+        assert ("This invocation trained 3 of the 63 models and loaded the others" in md) is said
+    (run / "README.md").write_text("# title\n\nMade by `python -m experiments.reproduce_all --quick` on X.\n")
     # the README block: filled between its markers, labelled relative to the README, rest untouched
     assert reproduce_all.update_time_section(readme, run)
     text = readme.read_text()
