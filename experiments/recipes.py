@@ -127,6 +127,9 @@ DEVIATIONS: tuple[str, ...] = (
     "has it, commented out, on the last conv feature map.",
     "Attacks use fixed eps (FGSM/PGD Linf at 0.03/0.06/0.09); the code's Foolbox attacks searched the "
     "minimal eps.",
+    "The batch-size claim compares batch 32 with batch 512 trained for as many optimiser steps (about 16x its "
+    "epochs); the paper's figure compares them at equal epochs, where the larger batch takes 16x fewer steps. "
+    "The equal-epochs batch-512 model stays in the heuristics table.",
     "Quick scale: small CNN, Adam 3e-3, batch 64, a few thousand images and a few epochs; paper: ResNet, "
     "Adam 1e-4, batch 100, 100 epochs.",
     "Quick scale M_adversarial: PGD-3 with step 0.012 (paper PGD-10, step 0.003) at the paper's eps 0.03, "
