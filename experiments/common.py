@@ -33,6 +33,9 @@ SCALES = ("full", "quick", "tiny")
 #: Seeds per trained artefact, by scale (``--seeds`` overrides).
 DEFAULT_SEEDS = {"full": 3, "quick": 3, "tiny": 2}
 SEED_STRIDE = 1009
+#: Settings keys that are accuracy floors of preconditions, written for 10 balanced classes
+#: (:meth:`Context.chance_floors` puts them on a dataset's own chance scale).
+FLOOR_KEYS = ("min_test", "adv_min", "hfc_min", "fit_min")
 #: Size of the validation split held out from the training data (selections are made on it).
 VALIDATION = {"full": 5000, "quick": 512, "tiny": 64}
 
@@ -74,6 +77,9 @@ class Claim:
     effect: str = ""
     evidence: str = ""
     primary: bool = False
+    #: a sanity check (e.g. "adversarial training is robust at its own eps"), not a claim of the
+    #: paper: judged alone at 95%, outside its artefact's Holm family, and counted apart
+    check: bool = False
 
     def __post_init__(self):
         if not isinstance(self.judgement, E.Judgement):  # a bare single-run bool: no interval, no verdict
@@ -88,12 +94,12 @@ class Claim:
 
     def to_dict(self) -> dict:
         return {"artefact": self.artefact, "claim": self.claim, "judgement": self.judgement.to_dict(),
-                "effect": self.effect, "evidence": self.evidence, "primary": self.primary}
+                "effect": self.effect, "evidence": self.evidence, "primary": self.primary, "check": self.check}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Claim":
         return cls(d["artefact"], d["claim"], E.Judgement.from_dict(d["judgement"]), d.get("effect", ""),
-                   d.get("evidence", ""), bool(d.get("primary", False)))
+                   d.get("evidence", ""), bool(d.get("primary", False)), bool(d.get("check", False)))
 
     def effect_text(self) -> str:
         iv = self.judgement.effect
@@ -106,14 +112,15 @@ class Claim:
 
 
 def claim(artefact: str, text: str, values, *, effect: str, direction: int = 1, se=None, preconditions=(),
-          evidence: str = "", bounds=None, opposite_possible: bool = True, primary: bool = False) -> Claim:
+          evidence: str = "", bounds=None, opposite_possible: bool = True, primary: bool = False,
+          check: bool = False) -> Claim:
     """A :class:`Claim` judged from per-seed effect ``values`` (see :func:`jaxhfc.evidence.judge`:
     ``bounds`` is the effect's possible range, ``opposite_possible=False`` says a floor or ceiling
     made the other sign impossible). Its family's Holm control is applied when the artefact is
     written (:func:`family`)."""
     return Claim(artefact, text, E.judge(list(values), direction=direction, se=se, preconditions=preconditions,
                                          bounds=bounds, opposite_possible=opposite_possible),
-                 effect, evidence, primary)
+                 effect, evidence, primary, check)
 
 
 def family(claims: Sequence[Claim]) -> list[Claim]:
@@ -124,11 +131,12 @@ def family(claims: Sequence[Claim]) -> list[Claim]:
     claims = list(claims)
     if not claims:
         return claims
-    if not any(c.judgement.family_control for c in claims):
-        for c, j in zip(claims, E.holm([c.judgement for c in claims])):
+    members = [c for c in claims if not c.check]  # sanity checks stay outside the family
+    if members and not any(c.judgement.family_control for c in members):
+        for c, j in zip(members, E.holm([c.judgement for c in members])):
             c.judgement = j
-    if not any(c.primary for c in claims):
-        claims[0].primary = True
+    if members and not any(c.primary for c in claims):
+        members[0].primary = True
     return claims
 
 
@@ -167,7 +175,10 @@ class Context:
       seeds: how many seeds every trained artefact runs (None: the scale's default,
         :data:`DEFAULT_SEEDS`).
       progress: show progress bars.
-      populations: train models that share a shape together (one compiled program).
+      populations: train models that share a shape together (one compiled program). None (the
+        default): where the loops take the accelerator form (:func:`jaxhfc.parallel.accelerator_loops`:
+        on a GPU/TPU); on a CPU the models train one after another, which the cost benchmark
+        measured faster there (docs/performance.md).
       max_population: the most models in one population.
       smoke: full scale (``scale="full"``) with every loop capped (``recipes.SMOKE``): the
         full-scale recipes, shapes and code paths in minutes, a check that they run, not a result.
@@ -182,7 +193,7 @@ class Context:
     seed: int = 0
     seeds: int | None = None
     progress: bool = True
-    populations: bool = True
+    populations: bool | None = None
     max_population: int = 8
     smoke: bool = False
     plan: bool = False
@@ -221,6 +232,15 @@ class Context:
             self.seeds = own.get(self.scale, DEFAULT_SEEDS[self.scale])
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive int, got {self.seeds!r}")
+
+    @property
+    def use_populations(self) -> bool:
+        """Whether trainings that share a shape train together (:attr:`populations`)."""
+        if self.populations is not None:
+            return bool(self.populations)
+        from jaxhfc import parallel
+
+        return parallel.accelerator_loops()
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -317,6 +337,24 @@ class Context:
         capped = cap(out)
         self.settings_log.setdefault(self.artefact, []).append((out, capped))
         return capped
+
+    def chance_floors(self, settings: dict) -> dict:
+        """``settings`` with every accuracy floor (:data:`FLOOR_KEYS`, written for 10 balanced
+        classes) put on this dataset's chance scale (:func:`jaxhfc.evidence.chance_floor`, from the
+        number of classes and the majority class's share of the test subset), so that a constant
+        classifier never passes one; ``floors`` records ``{key: [written, applied]}``. Unchanged for
+        10 balanced classes."""
+        _, test = self.datasets(self.config())
+        labels = np.asarray(test.labels)
+        majority = float(np.bincount(labels, minlength=test.num_classes).max() / labels.size)
+        out, floors = dict(settings), {}
+        for k in FLOOR_KEYS:
+            if isinstance(out.get(k), (int, float)) and not isinstance(out[k], bool):
+                v = E.chance_floor(out[k], num_classes=test.num_classes, majority=majority)
+                floors[k] = [out[k], v]
+                out[k] = v
+        out["floors"] = floors
+        return out
 
     @property
     def cascade(self) -> str:
@@ -466,7 +504,7 @@ class Context:
             run_dir = self.run_dir(name, cfg)
             if run_dir in self._trained or (run_dir / "done.json").exists():
                 continue
-            key = population_key(cfg) if self.populations else run_dir
+            key = population_key(cfg) if self.use_populations else run_dir
             pending.setdefault(key, [])
             if all(self.run_dir(n, c) != run_dir for n, c in pending[key]):
                 pending[key].append((name, cfg))

@@ -91,7 +91,9 @@ DATASETS: dict[str, dict] = {
     # Quick: 10,000 training images (+ the 512-image validation split), 12 epochs, width 16: the
     # cheapest of seven candidates reaching validation accuracy 0.89 (0.900 on two selection seeds;
     # results/fashion_mnist/recipe_selection.md).
-    "fashion_mnist": dict(eps=0.1, seeds={"quick": 5}, base={"quick": _IDX_QUICK}, deviations=(
+    # base seed 2 by default (seeds 2, 1011, ...): base seed 0's run (the pilot of the protocol's
+    # minimum detectable effects) and base seed 1's seed check were reported under the earlier rules
+    "fashion_mnist": dict(eps=0.1, base_seed=2, seeds={"quick": 5}, base={"quick": _IDX_QUICK}, deviations=(
         "Fashion-MNIST (28x28 grey): radii scaled by 28/32 (the paper's 4, 8, 12, 16 become 3.5, 7, 10.5, 14); "
         "every Linf eps scaled by 0.1 / 0.03 (adversarial training at eps 0.1 with PGD-3 steps of 0.04; attacks at "
         "0.1 and 0.3 for CIFAR-10's 0.03 and 0.09): 0.1 is the usual Linf budget for Fashion-MNIST, as 8/255 is for "
@@ -127,9 +129,14 @@ DEVIATIONS: tuple[str, ...] = (
     "has it, commented out, on the last conv feature map.",
     "Attacks use fixed eps (FGSM/PGD Linf at 0.03/0.06/0.09); the code's Foolbox attacks searched the "
     "minimal eps.",
-    "The batch-size claim compares batch 32 with batch 512 trained for as many optimiser steps (about 16x its "
-    "epochs); the paper's figure compares them at equal epochs, where the larger batch takes 16x fewer steps. "
-    "The equal-epochs batch-512 model stays in the heuristics table.",
+    "The batch-size claim compares batch 32 with batch 512 at equal epochs and the large batch's learning rate "
+    "scaled by sqrt(512 / 32) = 4 (the square-root rule for Adam, fixed before the run); the paper's figure compares "
+    "them at one learning rate, where the larger batch takes 16x fewer steps and under-fits. That batch-512 model "
+    "stays in the heuristics table. (An earlier design trained batch 512 for as many steps as batch 32: 16x the "
+    "cost of a model.)",
+    "Table 1 at quick scale trains each LFC- and HFC-trained model to a fit criterion (eval-mode accuracy 0.9 on "
+    "1,000 of its filtered training images, checked every 2 epochs, capped at 24 epochs) instead of a fixed number "
+    "of epochs, so both arms are compared at a like fit.",
     "Quick scale: small CNN, Adam 3e-3, batch 64, a few thousand images and a few epochs; paper: ResNet, "
     "Adam 1e-4, batch 100, 100 epochs.",
     "Quick scale M_adversarial: PGD-3 with step 0.012 (paper PGD-10, step 0.003) at the paper's eps 0.03, "

@@ -75,7 +75,7 @@ __all__ = [
 
 #: Fields added after run folders were first named by :meth:`TrainConfig.config_hash`, with
 #: their defaults: a config at those defaults hashes as it did before the field existed.
-_ADDED_LATER: dict[str, Any] = {"test_seed": None}
+_ADDED_LATER: dict[str, Any] = {"test_seed": None, "eval_stop_at_train": None}
 
 #: The one table of flat names: flat name -> (section, field), in the order of the flat
 #: ``TrainConfig`` of earlier versions: the flags of ``jaxhfc train``, the keys of old flat
@@ -119,6 +119,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "eval_radii": ("evaluation", "radii"),
     "eval_train": ("evaluation", "train"),
     "eval_train_subset": ("evaluation", "train_subset"),
+    "eval_stop_at_train": ("evaluation", "stop_at_train"),
     "checkpoint_every": ("run", "checkpoint_every"),
     "keep_checkpoints": ("run", "keep_checkpoints"),
     "seed": ("run", "seed"),
@@ -231,6 +232,7 @@ class TrainConfig:
         eval_radii: tuple[float, ...]  # evaluation.radii
         eval_train: bool  # evaluation.train
         eval_train_subset: int | None  # evaluation.train_subset
+        eval_stop_at_train: float | None  # evaluation.stop_at_train
         checkpoint_every: int  # run.checkpoint_every
         keep_checkpoints: int  # run.keep_checkpoints
         seed: int  # run.seed

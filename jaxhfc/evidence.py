@@ -14,8 +14,17 @@ with a standard error over the test images it was measured on. :func:`judge` ret
 * ``"no power"``: the interval contains 0 and the opposite sign was impossible to begin with
   (e.g. a defence judged against an undefended accuracy of 0, which no defence can lower), so
   the claim could not have failed: the rule says so instead of "inconclusive";
-* ``"not tested"``: a precondition failed (e.g. a model that did not train, a vanilla model
-  that uses no HFC, an attack that failed its sanity checks); the failed ones are named.
+* ``"not tested"``: a precondition failed that could have produced the verdict the interval
+  gives (e.g. a model that did not train, an attack that failed its sanity checks); the failed
+  ones are named.
+
+Gates guard a direction. Each :class:`Precondition` says which verdicts its failure could make
+false (``guards``): ``"both"`` (the default: a model that did not train can produce anything),
+``"holds"`` (e.g. an under-fitted large-batch model has a small generalisation gap for the wrong
+reason: that can only fake the claim) or ``"contradicted"`` (e.g. an under-fitted LFC-trained
+model can only lower the LFC arm). A failed gate blocks only the verdicts it guards: an interval
+that excludes 0 in a direction no failed gate guards keeps its verdict, with a note naming the
+failed gates; an interval that contains 0 with a failed gate is "not tested".
 
 Interval (``method`` says which parts were used):
 
@@ -55,6 +64,8 @@ __all__ = [
     "diff_se",
     "cell_excess",
     "cell_excess_terms",
+    "chance_floor",
+    "label_blind_terms",
     "holm",
     "p_value",
     "interval",
@@ -173,6 +184,29 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+# ------------------------------------------------------------------------ floors
+
+#: The chance level the floors of the drivers are written for: 10 balanced classes.
+REFERENCE_CHANCE = 0.1
+
+
+def chance_floor(level: float, *, num_classes: int, majority: Optional[float] = None) -> float:
+    """An accuracy floor written for 10 balanced classes, on the scale of a dataset whose best
+    constant classifier scores ``majority`` (the largest class share; default ``1 /
+    num_classes``): the same fraction of the way from that score to 1,
+    ``majority + (level - 0.1) / 0.9 * (1 - majority)``. Unchanged for 10 balanced classes; a
+    floor of 0 or less (no gate) stays as it is. Raises on a majority share outside
+    ``[1 / num_classes, 1)``."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    m = 1.0 / num_classes if majority is None else float(majority)
+    if not 1.0 / num_classes - 1e-9 <= m < 1.0:
+        raise ValueError(f"majority share must lie in [1/{num_classes}, 1), got {majority!r}")
+    if level <= 0:
+        return float(level)
+    return float(m + (float(level) - REFERENCE_CHANCE) / (1.0 - REFERENCE_CHANCE) * (1.0 - m))
+
+
 # ------------------------------------------------------------------------ standard errors
 
 
@@ -233,9 +267,11 @@ def cell_excess(low_right, high_pred, labels) -> tuple[float, float]:
     no information about the label, as a fraction of the examples, with its standard error.
 
     The baseline keeps every prediction the model made but breaks the link between an
-    example's HFC prediction and its label: HFC predictions shuffled across examples, so
-    example ``i`` is "HFC right" with probability ``f(y_i)``, the share of HFC predictions
-    equal to its label. For a constant classifier on HFC inputs (e.g. at a radius where the
+    example's HFC prediction and its label: HFC predictions shuffled across the LFC-wrong
+    examples (the conditioning set the count is taken in), so LFC-wrong example ``i`` is "HFC
+    right" with probability ``f(y_i)``, the share of HFC predictions equal to its label among
+    the LFC-wrong examples (:func:`label_blind_terms`; shares over all examples would be biased
+    when the LFC-wrong examples' classes differ from the whole set's). For a constant classifier on HFC inputs (e.g. at a radius where the
     HFC image is all zeros) the observed count equals this baseline, so the excess is 0,
     whereas the raw count is not (every example of the favourite class is "HFC right").
 
@@ -257,12 +293,28 @@ def cell_excess_terms(low_right, high_pred, labels) -> np.ndarray:
     """The per-example terms ``1[L-] * (1[H+] - f(y))`` whose mean is :func:`cell_excess`."""
     lw = ~np.asarray(low_right, bool).reshape(-1)
     hp = np.asarray(high_pred).reshape(-1).astype(np.int64)
+    if lw.shape != hp.shape:
+        raise ValueError(f"need equal-length vectors of >= 2 examples, got {lw.shape}, {hp.shape}")
+    return lw * label_blind_terms(hp, labels, within=lw)
+
+
+def label_blind_terms(pred, labels, *, within=None) -> np.ndarray:
+    """Per example, right minus what a label-blind classifier with the same predictions would
+    score: ``1[pred_i == y_i] - f(y_i)``, with ``f(c)`` the share of predictions equal to ``c``
+    among the examples of the conditioning set ``within`` ((N,) bool; default all). Their mean
+    over the set is the accuracy in excess of the label-blind baseline ``sum_c p_pred(c)
+    p_label(c)``: 0 for a constant classifier, whatever the class balance. Examples outside
+    ``within`` get terms too (against the same shares); callers mask them.
+
+    Raises on vectors of unequal length or fewer than 2 examples."""
+    p = np.asarray(pred).reshape(-1).astype(np.int64)
     y = np.asarray(labels).reshape(-1).astype(np.int64)
-    if not (lw.shape == hp.shape == y.shape) or y.size < 2:
-        raise ValueError(f"need equal-length vectors of >= 2 examples, got {lw.shape}, {hp.shape}, {y.shape}")
-    k = int(max(hp.max(), y.max())) + 1
-    share = np.bincount(hp, minlength=k) / hp.size
-    return lw * ((hp == y).astype(np.float64) - share[y])
+    w = np.ones(p.shape, bool) if within is None else np.asarray(within, bool).reshape(-1)
+    if not (p.shape == y.shape == w.shape) or y.size < 2:
+        raise ValueError(f"need equal-length vectors of >= 2 examples, got {p.shape}, {y.shape}, {w.shape}")
+    k = int(max(p.max(), y.max())) + 1
+    share = np.bincount(p[w], minlength=k) / max(int(w.sum()), 1)
+    return (p == y).astype(np.float64) - share[y]
 
 
 # ------------------------------------------------------------------------ intervals and verdicts
@@ -335,22 +387,42 @@ def interval(values: Sequence[float], *, se: Optional[Sequence[float]] = None,
     return Interval(mean, low, high, n, confidence, method)
 
 
+#: What a failed precondition can make false (:class:`Precondition`'s ``guards``).
+GUARDS = ("both", "holds", "contradicted")
+
+
 @dataclasses.dataclass(frozen=True)
 class Precondition:
-    """A named condition a claim needs before its effect means anything."""
+    """A named condition a claim needs before its effect means anything.
+
+    ``guards``: the verdicts its failure could make false, ``"both"``, ``"holds"`` or
+    ``"contradicted"`` (see the module docstring); a failed gate blocks only those."""
 
     name: str
     ok: bool
     detail: str = ""
+    guards: str = "both"
+
+    def __post_init__(self):
+        if self.guards not in GUARDS:
+            raise ValueError(f"guards must be one of {GUARDS}, got {self.guards!r}")
+
+    def blocks(self) -> tuple[str, ...]:
+        """The verdicts this precondition blocks (none when it passed)."""
+        if self.ok:
+            return ()
+        return ("holds", "contradicted") if self.guards == "both" else (self.guards,)
 
     def __str__(self) -> str:
-        return f"{self.name}: {'ok' if self.ok else 'FAILED'}{f' ({self.detail})' if self.detail else ''}"
+        guard = "" if self.guards == "both" else f" [guards {self.guards}]"
+        return f"{self.name}{guard}: {'ok' if self.ok else 'FAILED'}{f' ({self.detail})' if self.detail else ''}"
 
 
 def precondition(name: str, values: Iterable[float], *, minimum: Optional[float] = None,
-                 maximum: Optional[float] = None, digits: int = 3) -> Precondition:
+                 maximum: Optional[float] = None, digits: int = 3, guards: str = "both") -> Precondition:
     """A precondition that every per-seed value lies in ``[minimum, maximum]``; ``detail``
-    lists the values. A missing (None/NaN) value fails it."""
+    lists the values. A missing (None/NaN) value fails it. ``guards``: the verdicts its failure
+    could make false (:class:`Precondition`)."""
     vals = [None if v is None else float(v) for v in values]
     ok = bool(vals) and all(
         v is not None and math.isfinite(v) and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
@@ -359,7 +431,7 @@ def precondition(name: str, values: Iterable[float], *, minimum: Optional[float]
     bound = " and ".join(s for s in ((f">= {minimum:g}" if minimum is not None else ""),
                                       (f"<= {maximum:g}" if maximum is not None else "")) if s)
     shown = ", ".join("n/a" if v is None else f"{v:.{digits}f}" for v in vals)
-    return Precondition(f"{name} {bound}".strip(), ok, shown)
+    return Precondition(f"{name} {bound}".strip(), ok, shown, guards)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,9 +488,9 @@ def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[
     """The verdict on a claim whose effect, per seed, is ``values`` and is claimed to be
     ``> 0`` (``direction=1``) or ``< 0`` (``direction=-1``). See the module docstring.
 
-    A failed precondition gives ``"not tested"`` whatever the effect; values that cannot be
-    computed (None/NaN) with all preconditions met give ``"not tested"`` too, with a
-    precondition saying so. ``bounds``: the effect's possible range (the interval is clipped to
+    A failed precondition gives ``"not tested"`` when it guards the verdict the interval gives
+    (or the interval contains 0); a verdict no failed precondition guards stands, with a note.
+    Values that cannot be computed (None/NaN) give ``"not tested"``, with a precondition saying so. ``bounds``: the effect's possible range (the interval is clipped to
     it). ``opposite_possible=False``: the data make an effect of the other sign impossible (a
     floor or ceiling), so an interval that contains 0 gives ``"no power"``.
     """
@@ -435,9 +507,7 @@ def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[
     se_t = None if se is None else tuple(float(v) for v in se)
     iv = interval(raw, se=se_t, confidence=confidence, bounds=bounds)
     note = ""
-    if any(not p.ok for p in pre):
-        verdict = "not tested"
-    elif math.isnan(iv.low):
+    if math.isnan(iv.low):
         verdict = "inconclusive"
     elif iv.high - iv.low <= 1e-12 * max(1.0, abs(iv.mean)):
         verdict, note = "inconclusive", "zero-width interval (identical values, no per-image error): no evidence"
@@ -450,6 +520,14 @@ def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[
     if verdict == "inconclusive" and not opposite_possible:
         verdict = "no power"
         note = note or "the opposite sign was impossible (a floor or ceiling): this claim could not have failed"
+    failed = [p for p in pre if not p.ok]
+    if failed:
+        blocked = {v for p in failed for v in p.blocks()}
+        if verdict in ("holds", "contradicted") and verdict not in blocked:
+            note = (f"{verdict}, although {', '.join(p.name for p in failed)} failed: "
+                    f"{'that gate guards' if len(failed) == 1 else 'those gates guard'} only the other direction")
+        else:
+            verdict = "not tested"
     return Judgement(verdict, iv, direction, tuple(raw), pre, se_t, None if bounds is None else tuple(bounds),
                      bool(opposite_possible), note)
 

@@ -295,14 +295,28 @@ class _EpochMeter:
                              acc=f"{np.mean(self.sums[:, 1] / self.sums[:, 2]):.3f}")
 
 
+def _fitted(m: _Member) -> bool:
+    """Whether a member has met its fit criterion (``evaluation.stop_at_train``) at its newest
+    evaluation: its eval-mode accuracy on the clean training subset is at least the criterion."""
+    crit = m.config.evaluation.stop_at_train
+    if crit is None or not m.history:
+        return False
+    acc = m.history[-1].get("accuracy", {}).get("train")
+    return acc is not None and acc >= crit
+
+
 def _evaluate_and_save(members: Sequence[_Member], member_states: list, *, model, mesh: Mesh, due_eval, due_ckpt,
                        meter: _EpochMeter, done: int, step_now: int, img_per_s: float, epoch_time: float,
-                       t_start: float, population: bool) -> None:
+                       t_start: float, population: bool, stopped: dict) -> None:
     """After an epoch: evaluate the members due for it (one metrics.jsonl record each) and
-    checkpoint those due for a checkpoint."""
+    checkpoint those due for a checkpoint. A member that meets its fit criterion at this
+    evaluation stops: it is checkpointed now and its state kept in ``stopped`` (index -> state);
+    stopped members are neither evaluated nor checkpointed again."""
     is_main = jax.process_index() == 0
     sums = meter.sums
     for j, m in enumerate(members):
+        if j in stopped:
+            continue
         if due_eval[j]:
             record: dict[str, Any] = {
                 "epoch": done, "step": step_now, "train_loss": sums[j, 0] / sums[j, 2],
@@ -322,7 +336,11 @@ def _evaluate_and_save(members: Sequence[_Member], member_states: list, *, model
             logger.info("%s epoch %d step %d train loss %.4f acc %.4f test acc %.4f (%.0f img/s per model)",
                         m.run_dir, done, step_now, record["train_loss"], record["train_accuracy"],
                         record["accuracy"].get("test", float("nan")), img_per_s)
-        if due_ckpt[j]:
+        if due_eval[j] and _fitted(m):
+            stopped[j] = member_states[j]
+            logger.info("%s met its fit criterion (train acc %.4f >= %g) after epoch %d: stopped", m.run_dir,
+                        m.history[-1]["accuracy"]["train"], m.config.evaluation.stop_at_train, done)
+        if due_ckpt[j] or j in stopped:
             import orbax.checkpoint as ocp
 
             m.manager.save(step_now, args=ocp.args.StandardSave(member_states[j]))
@@ -366,11 +384,15 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
         step_keys = parallel.global_from_full(mesh, _stack_keys(members, population))
         rates = (parallel.global_from_full(mesh, np.asarray([m.config.optim.learning_rate for m in members], np.float32))
                  if population else None)
+        # members that met their fit criterion before a resume stay stopped at their restored state
+        stopped = {j: states[j] for j, m in enumerate(members) if _fitted(m)}
         state = _stack_fn(mesh)(states) if population else states[0]
         del states
         compiled = False
 
         for epoch in range(start_epoch, epochs):
+            if len(stopped) == k_models:
+                break
             perms = [np.asarray(pipeline.epoch_indices(jax.random.fold_in(m.keys["data"], epoch), n_train,
                                                        batch_size), np.int32) for m in members]
             idx_epoch = np.stack(perms, axis=1) if population else perms[0]  # (steps, [K,] B)
@@ -405,6 +427,8 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
             last = done == epochs
             due_eval = [_due(done, m.config.evaluation.every, last) for m in members]
             due_ckpt = [_due(done, m.config.run.checkpoint_every, last) for m in members]
+            for j in stopped:
+                due_eval[j] = due_ckpt[j] = False
             if not any(due_eval) and not any(due_ckpt):
                 continue
             member_states = _unstack_fn(mesh, k_models)(state) if population else [state]
@@ -414,9 +438,10 @@ def _train(configs: Sequence[TrainConfig], workdirs: Sequence[Any], *, populatio
                     members, member_states, model=model, mesh=mesh, due_eval=due_eval, due_ckpt=due_ckpt,
                     meter=meter, done=done, step_now=done * steps_per_epoch,
                     img_per_s=timed_steps * batch_size / (t_done - t_timed) if timed_steps else float("nan"),
-                    epoch_time=t_done - t_epoch, t_start=t_start, population=population)
+                    epoch_time=t_done - t_epoch, t_start=t_start, population=population, stopped=stopped)
             del member_states
         final = _unstack_fn(mesh, k_models)(state) if population else [state]
+        final = [stopped.get(j, s) for j, s in enumerate(final)]
         for m in members:
             m.manager.wait_until_finished()
     finally:

@@ -279,6 +279,10 @@ class EvalConfig(_Section):
         radii: Radii of the LFC/HFC test copies evaluated (``test_low_r``/``test_high_r``).
         train: Also evaluate on the training set and its LFC copies at ``radii``.
         train_subset: Size of the (balanced) training subset used for that (None: all).
+        stop_at_train: A fit criterion: training stops after the first evaluation whose
+            accuracy on the (eval-mode, clean) training subset is at least this (needs
+            ``train``); ``optim.epochs`` is then the cap. None: train every epoch. Role: program
+            (a population only groups models with one criterion).
     """
 
     ROLE: ClassVar[str] = EVALUATION
@@ -287,6 +291,7 @@ class EvalConfig(_Section):
     radii: tuple[float, ...] = (4, 8, 12, 16)
     train: bool = False
     train_subset: int | None = None
+    stop_at_train: float | None = _role(PROGRAM, None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radii", tuple(self.radii))
@@ -295,6 +300,9 @@ class EvalConfig(_Section):
         for r in self.radii:
             _check_min("eval_radii (evaluation.radii)", r, 0)
         _check_min("eval_train_subset (evaluation.train_subset)", self.train_subset, 1, optional=True)
+        if self.stop_at_train is not None and not (0.0 < self.stop_at_train <= 1.0 and self.train):
+            raise ValueError(f"evaluation.stop_at_train must lie in (0, 1] and needs evaluation.train=True; "
+                             f"got {self.stop_at_train!r} with train={self.train}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,6 @@
 """The verdict machinery: quantiles against scipy and tables, intervals by hand, and verdicts
 on a planted effect, on noise, on a constant classifier and on failed preconditions."""
+import json
 import math
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_cell_excess_constant_and_informative_classifiers():
     right = rng.random(n) < 0.7
     pred = np.where(right, y, (y + 1 + rng.integers(0, k - 1, n)) % k)
     ex_i, se_i = E.cell_excess(low_right, pred, y)
-    share = np.bincount(pred, minlength=k) / n
+    share = np.bincount(pred[~low_right], minlength=k) / np.sum(~low_right)  # shares within the LFC-wrong set
     assert ex_i == pytest.approx(np.mean(~low_right * ((pred == y) - share[y])))
     assert ex_i > 0.2 and ex_i - 4 * se_i > 0
     # The verdict on a constant classifier is "not tested" through its precondition.
@@ -274,3 +275,78 @@ def test_seeds_paired_se_by_hand_and_by_simulation():
     assert np.mean(null == "contradicted") <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / reps)
     planted, _ = _paired(0.06, reps=200, rng=rng)
     assert np.mean(planted == "holds") > 0.5
+
+
+# ------------------------------------------------------------------ gates that guard one direction
+
+
+def _gate(ok, guards):
+    return E.Precondition("gate", ok, "", guards)
+
+
+def test_failed_gate_blocks_only_the_direction_it_guards():
+    up, down, flat = [0.30, 0.31, 0.29, 0.30], [-0.30, -0.31, -0.29, -0.30], [0.05, -0.05, 0.04, -0.04]
+    # a failed gate that guards "holds" cannot hide a contradiction, and blocks a holds
+    assert E.judge(down, preconditions=[_gate(False, "holds")]).verdict == "contradicted"
+    assert E.judge(up, preconditions=[_gate(False, "holds")]).verdict == "not tested"
+    # the mirror image
+    assert E.judge(up, preconditions=[_gate(False, "contradicted")]).verdict == "holds"
+    assert E.judge(down, preconditions=[_gate(False, "contradicted")]).verdict == "not tested"
+    # "both" (the default) blocks either; an interval that contains 0 with a failed gate is not tested
+    for values in (up, down, flat):
+        assert E.judge(values, preconditions=[_gate(False, "both")]).verdict == "not tested"
+    assert E.judge(flat, preconditions=[_gate(False, "holds")]).verdict == "not tested"
+    # passed gates change nothing; a standing verdict names the failed gate
+    j = E.judge(down, preconditions=[_gate(True, "both"), _gate(False, "holds")])
+    assert j.verdict == "contradicted" and "gate" in j.note
+    # one failed gate of each direction blocks both
+    assert E.judge(down, preconditions=[_gate(False, "holds"), _gate(False, "contradicted")]).verdict == "not tested"
+    with pytest.raises(ValueError, match="guards"):
+        E.Precondition("x", True, "", "sideways")
+    # round trip keeps the direction
+    d = json.loads(json.dumps(j.to_dict()))
+    assert E.Judgement.from_dict(d).preconditions[1].guards == "holds"
+
+
+def test_holm_keeps_a_contradiction_whose_failed_gate_guards_holds():
+    j1 = E.judge([-0.30, -0.31, -0.29, -0.30], preconditions=[_gate(False, "holds")])
+    j2 = E.judge([0.2, 0.21, 0.19, 0.2])
+    out = E.holm([j1, j2])
+    assert [j.verdict for j in out] == ["contradicted", "holds"]
+
+
+def test_chance_floor_is_relative_to_the_majority_class():
+    assert E.chance_floor(0.5, num_classes=10) == pytest.approx(0.5)  # written for 10 balanced classes
+    two = E.chance_floor(0.5, num_classes=2)
+    assert two == pytest.approx(0.5 + 0.4 / 0.9 * 0.5)
+    assert two > 0.5  # a constant classifier on 2 balanced classes scores 0.5 and fails it
+    skew = E.chance_floor(0.5, num_classes=10, majority=0.6)
+    assert skew > 0.6  # a constant classifier on the majority class scores 0.6 and fails it
+    assert E.chance_floor(0.0, num_classes=2) == 0.0  # no gate stays no gate
+    with pytest.raises(ValueError, match="majority"):
+        E.chance_floor(0.5, num_classes=10, majority=0.05)
+    with pytest.raises(ValueError, match="num_classes"):
+        E.chance_floor(0.5, num_classes=1)
+
+
+def test_label_blind_baseline_within_the_conditioning_set_with_imbalanced_classes():
+    """A label-blind HFC classifier on LFC-wrong examples whose classes differ from the whole
+    set's: its excess is 0 with the shares taken within the conditioning set, while shares over
+    every example would report a spurious excess."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    y = rng.integers(0, 10, n)
+    low_right = y >= 2  # LFC wrong only on classes 0 and 1
+    # HFC predictions blind to the label within the LFC-wrong set (0 or 1 at random), class 5 elsewhere
+    pred = np.where(low_right, 5, np.where(rng.random(n) < 0.5, 0, 1))
+    terms = E.cell_excess_terms(low_right, pred, y)
+    assert abs(terms.mean()) < 3 * terms.std() / np.sqrt(n)
+    lw = ~low_right
+    biased = lw * ((pred == y) - (np.bincount(pred, minlength=10) / n)[y])  # shares over all examples
+    assert biased.mean() > 0.05  # the bias that taking the shares within the conditioning set removes
+    # label_blind_terms: a constant classifier has excess exactly 0, an informative one > 0
+    assert E.label_blind_terms(np.full(n, 3), y).mean() == pytest.approx(0.0, abs=1e-12)
+    informative = np.where(rng.random(n) < 0.6, y, rng.integers(0, 10, n))
+    assert E.label_blind_terms(informative, y).mean() > 0.5
+    with pytest.raises(ValueError, match="equal-length"):
+        E.label_blind_terms(np.zeros(3), np.zeros(4))

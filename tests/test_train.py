@@ -400,3 +400,31 @@ def test_quick_fit_learns_synthetic_data(tmp_path):
     assert len(r.history) == 1
     assert r.history[-1]["accuracy"]["test"] > 0.35
     assert r.history[-1]["train_loss"] < 2.0
+
+
+def test_fit_criterion_stops_at_the_first_fitted_evaluation(tmp_path, tiny_data):
+    """``evaluation.stop_at_train``: training stops after the first evaluation whose clean training
+    accuracy reaches the criterion; the model is then the one trained for exactly that many epochs
+    (constant schedule: the same steps), and a resume trains no further."""
+    full = fit(_tiny_config(), tmp_path / "full", datasets=tiny_data, progress=False)
+    accs = [h["accuracy"]["train"] for h in full.history]
+    crit = max(accs[:2])  # met at epoch 1 or 2, before the cap of 3
+    stop = next(i for i, a in enumerate(accs) if a >= crit) + 1
+    assert stop < 3
+    cfg = _tiny_config(eval_stop_at_train=crit)
+    stopped = fit(cfg, tmp_path / "stopped", datasets=tiny_data, progress=False)
+    assert [h["epoch"] for h in stopped.history] == list(range(1, stop + 1))
+    assert int(stopped.state.step) == stop * (256 // 32)
+    shorter = fit(_tiny_config(epochs=stop), tmp_path / "short", datasets=tiny_data, progress=False)
+    for a, b in zip(_flat(shorter.state), _flat(stopped.state)):
+        np.testing.assert_array_equal(a, b)
+    again = fit(cfg, tmp_path / "stopped", datasets=tiny_data, progress=False, resume=True)
+    assert int(again.state.step) == stop * (256 // 32) and len(again.history) == stop
+    # a criterion never met: the cap
+    capped = fit(_tiny_config(eval_stop_at_train=1.0 if max(accs) < 1.0 else None), tmp_path / "cap",
+                 datasets=tiny_data, progress=False)
+    assert len(capped.history) == 3
+    with pytest.raises(ValueError, match="stop_at_train"):
+        _tiny_config(eval_stop_at_train=0.9, eval_train=False)
+    with pytest.raises(ValueError, match="stop_at_train"):
+        _tiny_config(eval_stop_at_train=1.5)
