@@ -576,12 +576,16 @@ class Context:
         return np.asarray(datasets.to_model_input(test, scaling=config.data.scaling), np.float32), np.asarray(test.labels, np.int32)
 
     def outcomes(self, trained: Trained, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{name: (N,) bool}``: whether each example of the named evaluation sets is classified
+        right (:meth:`predictions`)."""
+        return {k: pred == y for k, (pred, y) in self.predictions(trained, names).items()}
+
+    def predictions(self, trained: Trained, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-example outcomes of a trained model on evaluation sets of its own config
         (:func:`jaxhfc.prepare.prepare_data`: ``test``, ``test_low_<r>``, ``test_high_<r>``,
-        ``train``, ``train_low_<r>``): ``{name: (N,) bool}``, whether each example is classified
-        right. Recomputed from the final state in eval mode at the run's evaluation batch size
+        ``train``, ``train_low_<r>``): ``{name: (predicted labels (N,), labels (N,))}``. Recomputed from the final state in eval mode at the run's evaluation batch size
         (BatchNorm with current-batch statistics sees the batches it was scored on), so the
-        share right is the run's last recorded accuracy on that set (a mismatch is logged)."""
+        share right is the run's last recorded accuracy on that set (a mismatch raises ValueError)."""
         from jaxhfc.evaluation import predict
         from jaxhfc.prepare import prepare_data
 
@@ -595,13 +599,15 @@ class Context:
             if name not in sets:
                 raise KeyError(f"{trained.name}: no evaluation set {name!r}; its config has {sorted(sets)}")
             x, y = sets[name]
-            right = np.asarray(predict(trained.state, trained.model, self.mesh(), x,
-                                       batch_size=cfg.evaluation.batch_size)) == y
+            pred = np.asarray(predict(trained.state, trained.model, self.mesh(), x, batch_size=cfg.evaluation.batch_size))
+            y = np.asarray(y)
+            right = pred == y
             recorded = final(trained, name)
             if recorded is not None and abs(float(right.mean()) - recorded) > 0.5 / len(y):
-                log.warning("%s: per-example outcomes on %s give accuracy %.4f, the run recorded %.4f",
-                            trained.name, name, float(right.mean()), recorded)
-            out[name] = right
+                raise ValueError(f"{trained.name} ({trained.run_dir}): per-example outcomes on {name} give accuracy "
+                                 f"{float(right.mean()):.4f}, the run recorded {recorded:.4f}; the outcomes do not "
+                                 "belong to this model's recorded evaluation")
+            out[name] = (pred, y)
         return out
 
     # ---------------------------------------------------------------- writing
@@ -610,6 +616,16 @@ class Context:
         path = self.out / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def paired_terms(a, b) -> np.ndarray:
+    """Per-example terms ``a - b`` of two arms' outcomes on the same images (bool or float
+    ``(N,)``). Raises ValueError unless both are 1-D of one length >= 2 (no broadcasting)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"the two arms' per-example outcomes must align image by image (1-D, one length >= 2); "
+                         f"got shapes {a.shape} and {b.shape}")
+    return a.astype(np.float64) - b.astype(np.float64)
 
 
 def image_se(per_seed: Sequence[dict], terms: Callable[[dict], Any], fallback: Callable[[dict], float]) -> list[float]:
@@ -622,9 +638,13 @@ def image_se(per_seed: Sequence[dict], terms: Callable[[dict], Any], fallback: C
     (:func:`jaxhfc.evidence.diff_se`), conservative.
     """
     arrays = [terms(m) for m in per_seed]
-    if all(a is not None for a in arrays) and len({np.shape(a) for a in arrays}) == 1 and np.size(arrays[0]) >= 2:
-        return E.seeds_paired_se(np.stack([np.asarray(a, np.float64).reshape(-1) for a in arrays]))
-    return [float(fallback(m)) for m in per_seed]
+    if all(a is None for a in arrays):
+        return [float(fallback(m)) for m in per_seed]
+    shapes = [None if a is None else np.shape(a) for a in arrays]
+    if any(a is None for a in arrays) or len(set(shapes)) != 1 or len(shapes[0]) != 1 or shapes[0][0] < 2:
+        raise ValueError(f"per-example terms must be present for every seed, 1-D, of one length >= 2 (the seeds "
+                         f"share one test set); got shapes {shapes}")
+    return E.seeds_paired_se(np.stack([np.asarray(a, np.float64) for a in arrays]))
 
 
 def outcome_records(per_seed: Sequence[dict], seeds: Sequence[int], key: str = "correct") -> dict[str, np.ndarray]:

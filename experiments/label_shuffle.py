@@ -70,7 +70,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
-    st = ctx.settings(SETTINGS)
+    st = ctx.chance_floors(ctx.settings(SETTINGS))
     st["radii"] = radii = tuple(ctx.radius(r) for r in st["radii"])
     from jaxhfc.config import merge_sections
 

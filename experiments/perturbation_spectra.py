@@ -10,6 +10,8 @@ high frequencies (the HFC the model uses) than attacks on the adversarially trai
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 
@@ -32,10 +34,24 @@ SETTINGS = {
 }
 
 
+def ratio_se(num, den) -> float:
+    """Standard error over images of the pooled ratio ``sum(num) / sum(den)`` (delta method:
+    ``sd(num_i - ratio den_i) / (mean(den) sqrt(n))``; with one image, ``ratio`` itself, the
+    widest an error of a share can usefully be)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if num.shape != den.shape or num.ndim != 1 or num.size < 1 or den.sum() <= 0:
+        raise ValueError(f"need two equal-length 1-D arrays with a positive total, got {num.shape}, {den.shape}")
+    ratio = num.sum() / den.sum()
+    if num.size < 2:
+        return float(max(ratio, 1.0 - ratio))
+    return float(np.std(num - ratio * den, ddof=1) / (den.mean() * math.sqrt(num.size)))
+
+
 def judge_claims(per_seed: list[dict], settings: dict) -> list:
     """Claim from per-seed ``{model: {"test", "attacked", "share"}}``: test accuracy, number of
     examples right before and wrong after the attack, and their pooled perturbation energy
-    share outside ``radius`` (None when no example was attacked)."""
+    share outside ``radius`` (None when no example was attacked), with its per-image error
+    ``share_se`` (:func:`ratio_se`) when kept."""
     pre = [E.precondition("twin test acc", [m["twin"]["test"] for m in per_seed], minimum=settings["min_test"]),
            E.precondition("adversarial test acc", [m["adversarial"]["test"] for m in per_seed],
                           minimum=settings["adv_min"]),
@@ -44,11 +60,16 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
              for k in ("twin", "adversarial")]]
     vals = [None if m["twin"]["share"] is None or m["adversarial"]["share"] is None
             else m["twin"]["share"] - m["adversarial"]["share"] for m in per_seed]
+    # per-image error of each arm's pooled share (a ratio over its attacked images: delta method,
+    # share_se); the two arms attack different images, so their errors add in quadrature
+    se = None
+    if all("share_se" in m[k] for m in per_seed for k in ("twin", "adversarial")) and all(v is not None for v in vals):
+        se = [math.hypot(m["twin"]["share_se"], m["adversarial"]["share_se"]) for m in per_seed]
     r = settings["radius"]
     shown = lambda k: ", ".join("n/a" if m[k]["share"] is None else f"{m[k]['share']:.3f}" for m in per_seed)  # noqa: E731
     return [claim(NAME, "attacks on a normally trained model use more high-frequency energy than attacks on an "
                         "adversarially trained one",
-                  vals, effect=f"twin minus adversarial share of perturbation energy outside r={r} (successful "
+                  vals, se=se, effect=f"twin minus adversarial share of perturbation energy outside r={r} (successful "
                                "attacks on correctly classified examples only; twin = M_adversarial's recipe without "
                                "the attack)",
                   preconditions=pre, bounds=(-1, 1), evidence=f"share outside r={r}: twin {shown('twin')}; "
@@ -59,7 +80,7 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
     from jaxhfc.evaluation import predict
 
-    st = ctx.scaled(ctx.settings(SETTINGS))
+    st = ctx.chance_floors(ctx.scaled(ctx.settings(SETTINGS)))
     st["radius"] = max(1, round(ctx.radius(st["radius"])))  # the energy shares are per whole radius
     models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
     x, y = ctx.test_arrays(models["vanilla"][0].config)
@@ -76,14 +97,17 @@ def run(ctx: Context) -> dict:
                                                         step_size=2.5 * eps / steps, steps=steps, mesh=ctx.mesh(),
                                                         batch_size=st["batch_size"])
             keep = clean_ok & np.asarray(success, bool)
-            share = None
+            share, share_se = None, None
             if keep.any():
                 sh = analysis.energy_share_outside(delta[keep])
-                share = float(sh["share_pooled"][list(sh["radii"]).index(st["radius"])])
+                k = list(sh["radii"]).index(st["radius"])
+                share = float(sh["share_pooled"][k])
+                share_se = ratio_se(sh["outside"][k], sh["energy"])
                 if i == 0:
                     first[name] = (analysis.perturbation_spectrum(delta[keep]), sh)
                     np.savez_compressed(ctx.artefact_dir(NAME) / f"spectrum_{name}.npz", spectrum=first[name][0], **sh)
-            metrics[name] = {"test": float(clean_ok.mean()), "attacked": int(keep.sum()), "share": share}
+            metrics[name] = {"test": float(clean_ok.mean()), "attacked": int(keep.sum()), "share": share,
+                             "share_se": share_se}
             rows.append({"model": name, "clean acc": float(clean_ok.mean()),
                          "attack success (of clean-correct)": float(keep.sum() / max(clean_ok.sum(), 1)),
                          f"energy share outside r={st['radius']}": share})

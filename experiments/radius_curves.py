@@ -47,7 +47,7 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
 
-    st = ctx.settings(SETTINGS)
+    st = ctx.chance_floors(ctx.settings(SETTINGS))
     models = {"vanilla": ctx.vanillas(), "batchnorm": ctx.batchnorms()}
     cfg = models["vanilla"][0].config
     _, test = ctx.datasets(cfg)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
-                                write_artefact)
-from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attacks_text, checks_ok_at, eval_robust,
-                                     fill_success_on_undefended, merge_seed_checks)
+from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, paired_terms,
+                                save_figure, write_artefact)
+from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attack_subset, attacks_text, checks_ok_at,
+                                     eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 
 NAME = "robustness"
@@ -49,7 +49,7 @@ SETTINGS = {
 
 def attack_settings(ctx: Context) -> dict:
     """This scale's settings with the eps values on the dataset's scale (``Context.eps``)."""
-    return ctx.scaled(ctx.settings(SETTINGS))
+    return ctx.chance_floors(ctx.scaled(ctx.settings(SETTINGS)))
 
 
 def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
@@ -68,14 +68,15 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     adv_ok = E.precondition("M_adversarial test acc", [m["test"]["M_adversarial"] for m in per_seed],
                             minimum=settings["adv_min"])
     twin_ok = E.precondition("twin test acc", [m["test"]["twin"] for m in per_seed], minimum=settings["min_test"])
-    chk = lambda model, d, e: checks_ok_at(f"{model} {d}", [row(m, model, d) for m in per_seed], e)  # noqa: E731
+    chk = lambda model, d, e, g="both": checks_ok_at(f"{model} {d}", [row(m, model, d) for m in per_seed], e,  # noqa: E731
+                                                     guards=g)
 
     def se(model, d1, d2, col, model2=None):  # per-image error of row(model, d1) - row(model2, d2) in col
         model2 = model2 or model
 
         def terms(m):
             c = m.get("correct")
-            return None if not c else c[f"{model}/{d1}"][col].astype(float) - c[f"{model2}/{d2}"][col]
+            return None if not c else paired_terms(c[f"{model}/{d1}"][col], c[f"{model2}/{d2}"][col])
 
         return image_se(per_seed, terms, lambda m: E.diff_se(row(m, model, d1)[col], n_eval,
                                                              row(m, model2, d2)[col], n_eval))
@@ -83,7 +84,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
     # a defence must keep the model a classifier (a constant prediction has clean = worst = chance), and
     # against an undefended worst case of 0 on every seed no defence can do worse: that claim has no power
     defended_ok = lambda d: E.precondition(f"M_natural {d} clean acc", val("M_natural", d, "clean"),  # noqa: E731
-                                           minimum=settings["min_test"])
+                                           minimum=settings["min_test"], guards="holds")
     undefended_above_floor = any(v > 0 for v in val("M_natural", "none", big))
     claims = [
         claim(NAME, "adversarially trained models have smoother first-layer kernels",
@@ -101,8 +102,8 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                     f"({big}: worst case over {attacks_text(settings.get('apgd_targets', 0))})",
               [a - b for a, b in zip(val("M_natural", raw, big), val("M_natural", "none", big))],
               se=se("M_natural", raw, "none", big), effect=f"{big} accuracy with minus without {raw}",
-              preconditions=[nat_ok, defended_ok(raw), chk("M_natural", "none", eps[-1]),
-                             chk("M_natural", raw, eps[-1])],
+              preconditions=[nat_ok, defended_ok(raw), chk("M_natural", "none", eps[-1], "contradicted"),
+                             chk("M_natural", raw, eps[-1], "holds")],
               bounds=(-1, 1), opposite_possible=undefended_above_floor,
               evidence=f"paper's PGD column at {eps[-1]:g}: {mean(val('M_natural', 'none', f'PGD {eps[-1]:g}')):.3f} -> "
                        f"{mean(val('M_natural', raw, f'PGD {eps[-1]:g}')):.3f}; median |logit| "
@@ -112,14 +113,15 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
                     f"accuracy at large eps ({big})",
               [a - b for a, b in zip(val("M_natural", ren, big), val("M_natural", "none", big))],
               se=se("M_natural", ren, "none", big), effect=f"{big} accuracy with minus without {ren}",
-              preconditions=[nat_ok, defended_ok(ren), chk("M_natural", "none", eps[-1]),
-                             chk("M_natural", ren, eps[-1])],
+              preconditions=[nat_ok, defended_ok(ren), chk("M_natural", "none", eps[-1], "contradicted"),
+                             chk("M_natural", ren, eps[-1], "holds")],
               bounds=(-1, 1), opposite_possible=undefended_above_floor),
         claim(NAME, f"adversarial training gives the more robust model at the training eps ({small})",
               [a - b for a, b in zip(val("M_adversarial", "none", small), val("M_natural", "none", small))],
               se=se("M_adversarial", "none", "none", small, model2="M_natural"),
               effect=f"{small} accuracy of M_adversarial minus M_natural", bounds=(-1, 1),
-              preconditions=[nat_ok, adv_ok, chk("M_natural", "none", eps[0]), chk("M_adversarial", "none", eps[0])]),
+              preconditions=[nat_ok, adv_ok, chk("M_natural", "none", eps[0]), chk("M_adversarial", "none", eps[0])],
+              check=True),
     ]
     return claims
 
@@ -133,9 +135,7 @@ def run(ctx: Context) -> dict:
     naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
     penalties = (ctx.train_seeds("kernel_penalty", optim={"kernel_penalty": s["kernel_penalty"]}) if s["penalty"]
                  else None)
-    x, y = ctx.test_arrays(naturals[0].config)
-    if s["n_eval"]:
-        x, y = x[: s["n_eval"]], y[: s["n_eval"]]
+    x, y = attack_subset(*ctx.test_arrays(naturals[0].config), s["n_eval"])
     folder = ctx.artefact_dir(NAME)
     per_example_dir = folder / "per_example"
     per_example_dir.mkdir(exist_ok=True)
@@ -165,7 +165,8 @@ def run(ctx: Context) -> dict:
                                   check_n=s["check_n"], batch_size=s["batch_size"], key=key,
                                   model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None,
-                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes)
+                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes,
+                                  cascade=s["cascade"])
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)

@@ -44,10 +44,25 @@ def test_table1_rule():
     cs = table1.judge_claims(unfit, st, 1000)
     assert verdicts(cs) == ["holds"] * (n_r - 1) + ["not tested"]
     assert failed_names(cs[-1]) == ["HFC-trained r=16 train acc >= 0.9"]
-    # "Fit" means fitted: LFC-trained models at 0.620 training accuracy (the share of easy
-    # images) did not fit their data, whatever their test accuracy.
+    # Models at 0.620 training accuracy (the share of easy images) did not fit their data: that
+    # blocks whatever the failed gate could fake. Both arms under-fitted: not tested.
     partial = [_t1(0.9, 0.3, fit=0.62) for _ in range(3)]
     assert verdicts(table1.judge_claims(partial, st, 1000)) == ["not tested"] * n_r
+    # Only the LFC arm under-fitted: that can only lower the LFC arm, so a holds stands (with a
+    # note naming the gate) while a contradiction is blocked; the HFC arm's gate is the mirror.
+    lfc_unfit = [_t1(0.9, 0.3) for _ in range(3)]
+    for m in lfc_unfit:
+        m["low"] = {r: (0.62, acc) for r, (_, acc) in m["low"].items()}
+    cs = table1.judge_claims(lfc_unfit, st, 1000)
+    assert verdicts(cs) == ["holds"] * n_r and "failed" in cs[0].judgement.note
+    lfc_unfit_rev = [_t1(0.3, 0.9) for _ in range(3)]
+    for m in lfc_unfit_rev:
+        m["low"] = {r: (0.62, acc) for r, (_, acc) in m["low"].items()}
+    assert verdicts(table1.judge_claims(lfc_unfit_rev, st, 1000)) == ["not tested"] * n_r
+    hfc_unfit_rev = [_t1(0.3, 0.9) for _ in range(3)]
+    for m in hfc_unfit_rev:
+        m["high"] = {r: (0.62, acc) for r, (_, acc) in m["high"].items()}
+    assert verdicts(table1.judge_claims(hfc_unfit_rev, st, 1000)) == ["contradicted"] * n_r
     # the interval never leaves [-1, 1]: one seed whose HFC model learned, two that did not
     spread = [_t1(0.9, h) for h in (0.63, 0.126, 0.142)]
     for c in table1.judge_claims(spread, st, 500):
@@ -68,7 +83,7 @@ def _heur(st, *, bn_hfc=0.6, van_hfc=0.3, adv_hfc=0.15, small_gap=0.10, large_ga
 
     # the claim compares the small batch with the large one trained for as many steps
     return {"vanilla": model(van_hfc), "batchnorm": model(bn_hfc), small: model(van_hfc, gap=small_gap),
-            large: model(van_hfc), heuristics.equal_steps_label(st): model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
+            large: model(van_hfc), heuristics.scaled_lr_label(st): model(van_hfc, gap=large_gap), "adversarial": model(adv_hfc, t=adv_test), "mixup": model(van_hfc),
             "adversarial twin": model(van_hfc),
             "dropout 0.5": model(van_hfc)}
 
@@ -99,7 +114,7 @@ def test_heuristics_rules():
     assert heuristics.judge_claims(opposite, st, **kw)[1].mark() == "inconclusive"
     # A "batch 512" that learned only the easy part (train 0.60, test 0.90) has a small (negative)
     # gap because it under-fits: not tested, named.
-    large = heuristics.equal_steps_label(st)
+    large = heuristics.scaled_lr_label(st)
     underfit = [_heur(st) for _ in range(3)]
     for m in underfit:
         m[large].update(train=0.60, test=0.90)
@@ -140,16 +155,20 @@ def test_prediction_counts_radius_selection_uses_the_given_split():
 
 
 def test_prediction_counts_rule_constant_classifier_not_tested():
-    st = prediction_counts.SETTINGS[QUICK]
-    ok = [{"test_acc": 0.9, "r_star": 8.0, "excess": 0.05 + d, "excess_se": 0.005, "counter": 0.3, "counter_se": 0.01,
-           "cells": {"low_wrong_high_right": 0.06}} for d in (0, 0.002, -0.002)]
-    assert verdicts(prediction_counts.judge_claims(ok, st)) == ["holds", "holds"]
+    st = dict(prediction_counts.SETTINGS[QUICK], radii_claimed=(4.0, 8.0))
+    at = lambda v: {4.0: v, 8.0: v}  # noqa: E731
+    ok = [{"test_acc": 0.9, "excess": at(0.05 + d), "excess_se": at(0.005), "counter": 0.3, "counter_se": 0.01,
+           "cells": at({"low_wrong_high_right": 0.06})} for d in (0, 0.002, -0.002)]
+    assert verdicts(prediction_counts.judge_claims(ok, st)) == ["holds", "holds", "holds"]
+    # every claimed radius has its own claim and interval; the first is primary
+    cs = prediction_counts.judge_claims(ok, st)
+    assert [c.primary for c in cs] == [True, False, False] and "r=8" in cs[1].claim
     # Label-blind HFC predictions: excess ~ 0 -> inconclusive, even with many L-H+ images.
-    blind = [dict(m, excess=e, cells={"low_wrong_high_right": 0.09}) for m, e in zip(ok, (0.003, -0.004, 0.001))]
+    blind = [dict(m, excess=at(e), cells=at({"low_wrong_high_right": 0.09})) for m, e in zip(ok, (0.003, -0.004, 0.001))]
     assert prediction_counts.judge_claims(blind, st)[0].mark() == "inconclusive"
     # A constant classifier (test acc 0.1) is not a trained model: not tested.
     const = [dict(m, test_acc=0.1) for m in ok]
-    assert verdicts(prediction_counts.judge_claims(const, st)) == ["not tested", "not tested"]
+    assert verdicts(prediction_counts.judge_claims(const, st)) == ["not tested"] * 3
 
 
 # ------------------------------------------------------------------ radius curves, heat maps, spectra
@@ -332,8 +351,15 @@ def test_image_se_pairs_over_seeds_by_hand_and_falls_back():
     # seed means per image [1, .5, .5, -1] (mean .25, squares 2.25) and two pseudo-images .25 +- 1
     by_hand = math.sqrt((2.25 + 2) / 5) / math.sqrt(6)
     assert common.image_se(per_seed, lambda m: m["t"], lambda m: m["fb"]) == [pytest.approx(by_hand)] * 2
-    # a seed without its terms (metrics saved before outcomes were kept): every seed's fallback
-    assert common.image_se([per_seed[0], {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
+    # no seed with terms (metrics saved before outcomes were kept): every seed's fallback
+    assert common.image_se([{"fb": 0.5}, {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
+    # terms on some seeds only, or of different lengths, or 2-D: misaligned outcomes are an error
+    for bad in ([per_seed[0], {"fb": 0.25}], [per_seed[0], {"t": np.ones(5)}], [{"t": np.ones((2, 2))}] * 2):
+        with pytest.raises(ValueError, match="per-example terms"):
+            common.image_se(bad, lambda m: m.get("t"), lambda m: m["fb"])
+    # an arm of length 1 is not broadcast against 400 images
+    with pytest.raises(ValueError, match="align"):
+        common.paired_terms(np.ones(1, bool), np.ones(400, bool))
 
 
 def test_table1_rule_with_outcomes_cannot_be_fooled():
@@ -372,7 +398,7 @@ def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
     from experiments import common
 
     st = heuristics.SETTINGS[QUICK]
-    small, large = f"batch {st['batches'][0]}", heuristics.equal_steps_label(st)
+    small, large = f"batch {st['batches'][0]}", heuristics.scaled_lr_label(st)
     rng = np.random.default_rng(9)
     n_tr, n_te = 250, 1000
     u_tr, u_te = rng.random(n_tr), rng.random(n_te)  # shared difficulty: the models agree on most images
@@ -388,21 +414,11 @@ def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
     assert se == pytest.approx(np.std(boot), rel=0.1)
 
 
-def test_equal_steps_overrides_by_hand():
-    from jaxhfc.config import TrainConfig
-
-    def cfg(batch, epochs=12):
-        return TrainConfig().merged(optim={"batch_size": batch, "epochs": epochs}, evaluation={"every": 4},
-                                    run={"checkpoint_every": 4})
-
-    # 10,000 images, 12 epochs: 312 steps per epoch at batch 32 (3,744 in all), 19 at batch 512
-    over = heuristics.equal_steps_overrides(cfg(32), cfg(512), 10_000)
-    assert over["optim"] == {"batch_size": 512, "epochs": 197}  # 3744 / 19 = 197.05
-    assert over["evaluation"] == {"every": 66} and over["run"] == {"checkpoint_every": 66}  # 3 per run, as 12 / 4
-    # the paper's full scale: 45,000 CIFAR-10 images, 100 epochs -> 140,600 steps at batch 32, 87 per epoch at 512
-    assert heuristics.equal_steps_overrides(cfg(32, 100), cfg(512, 100), 45_000)["optim"]["epochs"] == 1616
-    with pytest.raises(ValueError, match="no step"):
-        heuristics.equal_steps_overrides(cfg(32), cfg(512), 500)
+def test_scaled_lr_overrides_by_hand():
+    st = dict(heuristics.SETTINGS[QUICK], batches=(32, 512))
+    assert heuristics.lr_factor(st) == 4.0 and heuristics.scaled_lr_label(st) == "batch 512, lr x4"
+    assert heuristics.scaled_lr_overrides(st, 3e-3) == {"optim": {"batch_size": 512, "learning_rate": 0.012}}
+    assert heuristics.lr_factor(dict(st, batches=(32, 128))) == 2.0
 
 
 def test_defence_rules_with_outcomes_cannot_be_fooled():

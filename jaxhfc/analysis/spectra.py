@@ -61,7 +61,8 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
     Returns:
       ``{"radii": (R,), "share_mean": (R,)`` mean over images of each image's share (an
       all-zero perturbation counts as 0), ``"share_pooled": (R,)`` energy outside ``r`` of
-      all images over their total energy, ``"energy_mean": float`` mean ``sum(delta**2)``}.
+      all images over their total energy, ``"energy_mean": float`` mean ``sum(delta**2)``,
+      ``"outside": (R, N)`` each image's energy outside each radius, ``"energy": (N,)`` its total}.
     """
     delta = _check_nhwc(delta, "delta", float_only=True)
     radii = _default_radii(*delta.shape[1:3]) if radii is None else _check_radii(radii)
@@ -69,6 +70,7 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
     share_sum = np.zeros(len(radii))
     out_sum = np.zeros(len(radii))
     energy_sum = 0.0
+    per_out, per_energy = [], []
     r_dev = jnp.asarray(radii)
     for start in range(0, delta.shape[0], bs):
         outside, energy = _power_outside(jnp.asarray(delta[start:start + bs]), r_dev)
@@ -76,11 +78,15 @@ def energy_share_outside(delta, radii=None, *, batch_size: int = 2000) -> dict[s
         share_sum += np.where(energy > 0, outside / np.where(energy > 0, energy, 1.0), 0.0).sum(axis=1)
         out_sum += outside.sum(axis=1)
         energy_sum += energy.sum()
+        per_out.append(outside)
+        per_energy.append(energy)
     n = delta.shape[0]
     return {
         "radii": radii,
         "share_mean": share_sum / n,
         "share_pooled": out_sum / energy_sum if energy_sum > 0 else np.zeros(len(radii)),
+        "outside": np.concatenate(per_out, axis=1) if per_out else np.zeros((len(radii), 0)),
+        "energy": np.concatenate(per_energy) if per_energy else np.zeros(0),
         "energy_mean": energy_sum / n,
     }
 
