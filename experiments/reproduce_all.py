@@ -18,6 +18,7 @@ import re
 import time
 from pathlib import Path
 
+from experiments import protocol
 from experiments.common import Claim, claims_table, compile_seconds, context_from_args, parser, run_cli
 from jaxhfc import results as R
 
@@ -147,30 +148,41 @@ def claims_section(ctx) -> list[str]:
         if (ctx.out / m / "table.json").exists():
             all_found.append([Claim.from_dict(c) for c in R.read_json(ctx.out / m / "table.json")["claims"]
                               if "judgement" in c])
-    n_claims, n_families = sum(len(f) for f in all_found), sum(1 for f in all_found if f)
-    tally: dict[str, int] = {}
-    for f in all_found:
-        for c in f:
-            tally[c.mark()] = tally.get(c.mark(), 0) + 1
-    counts = ", ".join(f"{tally[v]} {v}" for v in ("holds", "contradicted", "inconclusive", "no power", "not tested")
-                       if v in tally) or "none"
+    claims = [c for f in all_found for c in f if not c.check]
+    checks = [c for f in all_found for c in f if c.check]
+    n_families = sum(1 for f in all_found if any(not c.check for c in f))
+    counts = tally_text(claims)
+    rows = protocol.read(ctx.out)
+    answer = ctx.out / "answer.md"
+    seeds_line = (f"Every trained artefact ran {len(seeds)} seed(s) {seeds}." if not rows else
+                  f"Seeds per artefact as the protocol sets them (`protocol.md`: as many as the claims' minimum "
+                  f"detectable effects need, at most {protocol.MAX_SEEDS}, at least {len(seeds)}), from base seed "
+                  f"{ctx.seed} by steps of 1009.")
     return [
         "## Claims",
         "",
-        f"{n_claims} claims in {n_families} families: {counts}.",
+        *([answer.read_text().strip(), ""] if answer.exists() else []),
+        f"{len(claims)} claims in {n_families} families: {counts}"
+        + (f"; and {len(checks)} sanity check(s): {tally_text(checks)}." if checks else "."),
         "",
-        f"Every trained artefact ran {len(seeds)} seed(s) {seeds}. A claim is a signed effect (its sign is the claim), "
+        *([f"Protocol fixed before the run, with each claim's arms, gates, selection, images, seeds and minimum "
+           f"detectable effect: [protocol.md](protocol.md).", ""] if rows else []),
+        f"{seeds_line} A claim is a signed effect (its sign is the claim), "
         "with an interval: Student t over seeds, combined in quadrature with a per-image error where the effect is "
         "measured on images (from each seed's per-example outcomes, saved in `<artefact>/outcomes.npz`, paired "
         "image by image between the two arms and averaged over seeds, smoothed by one pseudo-image each way; the "
         "kernel-roughness, relative-HFC and perturbation-spectra claims have none), and clipped to the range the "
         "effect can take (`jaxhfc.evidence`). The claims of one artefact are one family: Holm's step-down procedure "
         "keeps its family-wise error at 5% (each claim's interval is shown at its Holm confidence); the first claim "
-        "of an artefact is its primary one. **holds**: the interval excludes 0 in the claimed direction; "
-        "**contradicted**: it excludes 0 the other way; **inconclusive**: it contains 0 (or has zero width); "
-        "**no power**: it contains 0 and a floor or ceiling made the other sign impossible; **not tested**: a "
-        "precondition failed (named below). Selections (radii, recipes) are made on validation splits held "
-        "out from the training data, never on the test set.",
+        "of an artefact is its primary one; sanity checks stay outside the families. **holds**: the interval "
+        "excludes 0 in the claimed direction; **contradicted**: it excludes 0 the other way; **inconclusive**: it "
+        "contains 0 (or has zero width); **no power**: it contains 0 and a floor or ceiling made the other sign "
+        "impossible; **not tested**: a precondition failed that could have faked the verdict the interval gives "
+        "(each gate says which verdict it guards; a failed gate that guards only the other direction leaves the "
+        "verdict standing, with a note). Accuracy floors are relative to the dataset's chance level. **MDE**: the "
+        "minimum detectable effect at 80% power from the protocol's pilot; *underpowered* marks an inconclusive "
+        "claim whose MDE exceeds the effect it was sized for. Selections are made on validation splits held out "
+        "from the training data, never on the test set.",
         "",
         compact_claims(ctx).rstrip("\n"),
         "",
@@ -259,10 +271,22 @@ def markers(kind: str, dataset: str) -> tuple[str, str]:
     return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
 
 
+def tally_text(claims) -> str:
+    """``"3 holds, 1 contradicted, ..."`` of some claims' verdicts."""
+    tally: dict[str, int] = {}
+    for c in claims:
+        tally[c.mark()] = tally.get(c.mark(), 0) + 1
+    return ", ".join(f"{tally[v]} {v}" for v in ("holds", "contradicted", "inconclusive", "no power", "not tested")
+                     if v in tally) or "none"
+
+
 def compact_claims(ctx) -> str:
     """The claims of ``ctx.out`` as a table a person can scan: artefact, claim, verdict, effect
-    with its 95% interval, seeds (preconditions and evidence stay in the results README)."""
-    lines = ["| artefact | claim | verdict | effect [95% interval] | seeds |", "|---|---|---|---|---|"]
+    with its 95% interval, seeds, and with a protocol its MDE (preconditions and evidence stay in
+    the results README)."""
+    rows = protocol.read(ctx.out)
+    head = "| artefact | claim | verdict | effect [95% interval] | seeds |" + (" MDE |" if rows else "")
+    lines = [head, "|---|---|---|---|---|" + ("---|" if rows else "")]
     for m, _, _ in ARTEFACTS:
         path = ctx.out / m / "table.json"
         if not path.exists():
@@ -271,8 +295,14 @@ def compact_claims(ctx) -> str:
             if "judgement" not in d:
                 continue
             c = Claim.from_dict(d)
-            text = ("(primary) " if c.primary else "") + c.claim.replace("|", "/")
-            lines.append(f"| {m} | {text} | **{c.mark()}** | {c.effect_text()} | {c.judgement.effect.n} |")
+            text = ("(check) " if c.check else "(primary) " if c.primary else "") + c.claim.replace("|", "/")
+            line = f"| {m} | {text} | **{c.mark()}** | {c.effect_text()} | {c.judgement.effect.n} |"
+            if rows:
+                p = protocol.lookup(rows, m, c.claim)
+                mde = p.get("mde_holm") if p else None
+                under = (mde is not None and c.mark() in ("inconclusive", "no power") and mde > p["target"])
+                line += (" n/a |" if mde is None else f" {mde:.3f}{' (*underpowered*)' if under else ''} |")
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +327,9 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
         what = f"All numbers below come from **real `{ctx.dataset}` images** at `{ctx.scale}` scale on that CPU"
     table = compact_claims(ctx).rstrip("\n")
     tally = next((line for line in ours.splitlines() if " claims in " in line and " families: " in line), "")
+    answer = ctx.out / "answer.md"
     body = "\n".join([
+        *([answer.read_text().strip(), ""] if answer.exists() else []),
         run_line,
         "",
         f"{what}. {time_note.split(';')[0]}. Every table and figure, with preconditions, evidence and the "
@@ -360,11 +392,13 @@ def run(ctx, only=None, meter=None) -> dict:
     done: dict[str, list[Claim]] = {}
     timings: dict[str, float] = {}
     compiling: dict[str, float] = {}  # of which compiling jax programs
+    rows, base_seeds = protocol.read(ctx.out), ctx.seeds  # a protocol fixed before the run sets seeds per artefact
     for module, title, _ in ARTEFACTS:
         if only and module not in only:
             continue
         t0, c0 = time.perf_counter(), compile_seconds()
-        print(f"== {title}", flush=True)
+        ctx.seeds = protocol.artefact_seeds(rows, module, base_seeds) if rows else base_seeds
+        print(f"== {title} ({ctx.seeds} seeds)", flush=True)
         ctx.artefact = module
         with meter.label(module) if meter is not None else contextlib.nullcontext():
             out = importlib.import_module(f"experiments.{module}").run(ctx)
@@ -374,6 +408,7 @@ def run(ctx, only=None, meter=None) -> dict:
         for c in done[module]:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
         print(f"   {timings[module]:.0f} s, of which {compiling[module]:.0f} s compiling jax programs", flush=True)
+    ctx.seeds = base_seeds
     # seconds per artefact, kept across invocations (an --only run updates its artefacts)
     path = write_readme(ctx, _merge_into(ctx.out / "timings.json", timings),
                         _merge_into(ctx.out / "compile_seconds.json", compiling))

@@ -66,6 +66,7 @@ __all__ = [
     "cell_excess_terms",
     "chance_floor",
     "label_blind_terms",
+    "mde",
     "holm",
     "p_value",
     "interval",
@@ -530,6 +531,28 @@ def judge(values: Sequence[float], *, direction: int = 1, se: Optional[Sequence[
             verdict = "not tested"
     return Judgement(verdict, iv, direction, tuple(raw), pre, se_t, None if bounds is None else tuple(bounds),
                      bool(opposite_possible), note)
+
+
+def mde(sd_seed: float, se_image: float, n_seeds: int, *, confidence: float = 0.95, power: float = 0.8) -> float:
+    """Minimum detectable effect of a claim judged by :func:`interval` over ``n_seeds`` seeds: the
+    smallest true effect whose interval excludes 0 in its direction with probability ``power``.
+
+    ``sd_seed``: the spread of the per-seed effect over seeds; ``se_image``: its per-image
+    standard error, shared by the seeds (the seeds score the same test images, so it does not
+    average away). The interval's half-width is ``h = sqrt((t sd / sqrt(n))^2 + (z se)^2)`` and
+    the mean effect varies with ``s = sqrt(sd^2 / n + se^2)``, so ``MDE = h + z_power s``
+    (normal approximation for the mean, the seeds' t quantile in the interval)."""
+    if n_seeds < 2 and se_image <= 0:
+        return float("inf")
+    if not (0.0 < power < 1.0):
+        raise ValueError(f"power must lie in (0, 1), got {power!r}")
+    if sd_seed < 0 or se_image < 0 or not (math.isfinite(sd_seed) and math.isfinite(se_image)):
+        raise ValueError(f"sd_seed and se_image must be finite and >= 0, got {sd_seed!r}, {se_image!r}")
+    t = t_quantile(0.5 + confidence / 2, n_seeds - 1) if n_seeds >= 2 else 0.0
+    z = normal_quantile(0.5 + confidence / 2)
+    half = math.sqrt((t * sd_seed / math.sqrt(n_seeds)) ** 2 + (z * se_image) ** 2)
+    spread = math.sqrt(sd_seed ** 2 / n_seeds + se_image ** 2)
+    return half + normal_quantile(power) * spread
 
 
 def rejudge(j: Judgement, confidence: float) -> Judgement:

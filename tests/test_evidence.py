@@ -350,3 +350,26 @@ def test_label_blind_baseline_within_the_conditioning_set_with_imbalanced_classe
     assert E.label_blind_terms(informative, y).mean() > 0.5
     with pytest.raises(ValueError, match="equal-length"):
         E.label_blind_terms(np.zeros(3), np.zeros(4))
+
+
+def test_mde_by_simulation():
+    """The minimum detectable effect: a true effect of that size is found ("holds") about
+    ``power`` of the time by the interval rule, a smaller one less often."""
+    sd, se, n = 0.04, 0.01, 5
+    m = E.mde(sd, se, n)
+    rng = np.random.default_rng(0)
+
+    def holds_rate(effect, reps=4000):
+        shared = rng.normal(0, se, reps)  # the image error every seed shares
+        vals = effect + shared[:, None] + rng.normal(0, sd, (reps, n))
+        mean, s = vals.mean(1), vals.std(1, ddof=1)
+        half = np.sqrt((E.t_quantile(0.975, n - 1) * s / np.sqrt(n)) ** 2 + (1.959964 * se) ** 2)
+        return float(np.mean(mean - half > 0))
+
+    assert 0.72 < holds_rate(m) < 0.88
+    assert holds_rate(0.5 * m) < 0.5
+    # more seeds, smaller MDE; the shared image error is a floor that seeds cannot remove
+    assert E.mde(sd, se, 10) < m and E.mde(sd, se, 1000) > 2.8 * se
+    assert E.mde(sd, 0.0, 1) == float("inf")
+    with pytest.raises(ValueError, match="power"):
+        E.mde(sd, se, n, power=1.0)
