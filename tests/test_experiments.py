@@ -105,8 +105,10 @@ def test_table_shapes(tiny_run):
         assert common.mean_of(r["test acc (ours)"]) == pytest.approx(np.mean(vals))
     heur = _table(ctx, "heuristics")
     variants = [r["variant"] for r in heur["rows"]]
-    assert variants[:8] == ["vanilla", "mixup", "batch 32", "batch 128", "batch 128, equal steps", "dropout 0.5",
+    assert variants[:8] == ["vanilla", "mixup", "batch 32", "batch 128", "batch 128, lr x2", "dropout 0.5",
                             "batchnorm", "adversarial"]
+    # the HFC-trained models are scored on HFC test images too, and each row says how long it trained
+    assert {"epochs", "test acc, same filter"} <= set(t1["columns"])
     rob = _table(ctx, "robustness")
     for r in rob["rows"]:
         # robust accuracy never exceeds clean accuracy
