@@ -507,6 +507,7 @@ def populations_paired(recipe: dict, ks: list[int], *, rounds: int, steps: int) 
         tot = [k * n * b / t for t in times[k]]
         rows.append({"k": k, "img_per_s_total": statistics.median(tot), "img_per_s_per_model": statistics.median(tot) / k,
                      "vs_sequential": statistics.median(t1 / tk * k for t1, tk in zip(times[None], times[k])),
+                     "vs_sequential_rounds": [t1 / tk * k for t1, tk in zip(times[None], times[k])],
                      "first_s": first[str(k)]})
     return {"steps_per_round": n, "rounds": rounds, "single_img_per_s": statistics.median(single),
             "single_first_s": first["None"], "populations": rows}
@@ -581,10 +582,36 @@ def run_worker(spec: dict, *, timeout: float) -> dict:
 # ----------------------------------------------------------------------------- decisions and main
 
 
-def decide(ratio: float | None, *, on: str, off: str) -> str:
+#: A win also needs this share of the paired rounds above 1 (one noisy round cannot decide).
+WIN_ROUNDS = 0.75
+
+
+def decide(ratio: float | None, *, on: str, off: str, rounds: list[float] | None = None) -> str:
+    """``ratio`` (a median of paired ratios) as a decision: a win needs ``ratio >= WIN_MARGIN`` and,
+    when the per-round ratios are given, at least ``WIN_ROUNDS`` of them above 1."""
     if ratio is None:
         return "not measured"
-    return f"{ratio:.2f}x -> {on if ratio >= WIN_MARGIN else off}"
+    spread = ""
+    steady = True
+    if rounds:
+        above = sum(r > 1 for r in rounds) / len(rounds)
+        steady = above >= WIN_ROUNDS
+        spread = f" (rounds {min(rounds):.2f}-{max(rounds):.2f}, {above:.0%} above 1)"
+    if ratio >= WIN_MARGIN and steady:
+        verdict = on
+    elif ratio >= WIN_MARGIN:
+        verdict = f"not a steady win: {off}"
+    else:
+        verdict = off
+    return f"{ratio:.2f}x{spread} -> {verdict}"
+
+
+def round_ratios(paired_: dict, a: str, c: str) -> list[float]:
+    """Per-round img/s ratios of variant ``a`` over ``c`` (same rounds)."""
+    v = (paired_ or {}).get("variants", {})
+    if a not in v or c not in v:
+        return []
+    return [x / y for x, y in zip(v[a]["img_per_s_rounds"], v[c]["img_per_s_rounds"])]
 
 
 def summarise(default: dict, setting_rounds: list[list[dict]]) -> dict:
@@ -613,20 +640,32 @@ def summarise(default: dict, setting_rounds: list[list[dict]]) -> dict:
                      "vs_default": statistics.median(a / b for a, b in pairs) if pairs else None,
                      "vs_default_rounds": [a / b for a, b in pairs],
                      "error": next((w["error"] for w in ws if w.get("error")), None)})
-    d = (default.get("paired") or {}).get("ratios", {})
+    return {"settings": rows, "decisions": decisions_of(default.get("paired"), rows, default.get("populations"))}
+
+
+def decisions_of(paired_: dict | None, rows: list[dict], pop: dict | None) -> dict:
+    """The decision each measurement implies (see :func:`decide`)."""
+    d = (paired_ or {}).get("ratios", {})
     decisions = {
-        "bf16 (whole network, upper bound)": decide(d.get("jax_bf16_over_f32"), on="worth a bf16 recipe (input, first conv and attacks in f32)", off="keep float32 on this CPU"),
-        "data on device (vs host-fed batches)": decide(d.get("jax_on_device_over_host_fed"), on="keep (fit already holds each run's data on the device)", off="no measurable gain at this size; fit already holds each run's data on the device, keep it"),
+        "bf16 (whole network, upper bound)": decide(
+            d.get("jax_bf16_over_f32"), rounds=round_ratios(paired_, "jax_bf16", "jax_f32"),
+            on="worth a bf16 recipe (input, first conv and attacks in f32)", off="keep float32 on this CPU"),
+        "data on device (vs host-fed batches)": decide(
+            d.get("jax_on_device_over_host_fed"), rounds=round_ratios(paired_, "jax_f32", "jax_host_fed"),
+            on="keep it (fit already holds each run's data on the device)",
+            off="no clear gain at this size; fit already holds each run's data on the device, keep it"),
     }
     for row in rows[1:]:
         if row["vs_default"] is not None:
-            decisions[f"setting {row['setting']} (vs default_2dev)"] = decide(row["vs_default"], on="switch to it", off="keep the default")
-    pop = default.get("populations") or {}
+            decisions[f"setting {row['setting']} (vs default_2dev)"] = decide(
+                row["vs_default"], rounds=row.get("vs_default_rounds"), on="switch to it", off="keep the default")
+    pop = pop or {}
     if pop.get("populations"):
         best = max(pop["populations"], key=lambda p: p["vs_sequential"])
         decisions["populations (best K vs one after another)"] = decide(
-            best["vs_sequential"], on="keep populations on the CPU", off="switch populations off on the CPU")
-    return {"settings": rows, "decisions": decisions}
+            best["vs_sequential"], rounds=best.get("vs_sequential_rounds"),
+            on="keep populations on the CPU", off="switch populations off on the CPU")
+    return decisions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -645,8 +684,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per worker process")
     p.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
+    p.add_argument("--update-doc", action="store_true", help="fill the cost block of docs/performance.md")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="only fill docs/performance.md's cost block from this cost JSON (measures nothing)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.render:
+        print(f"updated {update_doc(Path(args.render))}")
+        return 0
     if args.worker:
         print(WORKER_TAG + json.dumps(_worker(json.loads(args.worker)), default=float), flush=True)
         return 0
@@ -713,7 +758,104 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in summary["decisions"].items():
         print(f"{k}: {v}")
     print(f"wrote {path}")
+    if args.update_doc:
+        print(f"updated {update_doc(path)}")
     return 0
+
+
+DOC_START, DOC_END = "<!-- cost:start -->", "<!-- cost:end -->"
+
+
+def _n(v, fmt="{:,.0f}"):
+    return "—" if v is None else fmt.format(v)
+
+
+def markdown(rec: dict, name: str = "") -> str:
+    """The profile section of docs/performance.md from a cost JSON (no number typed by hand)."""
+    hw, fl, rc = rec["hardware"], rec.get("cpu_flags", {}), rec["recipe"]
+    v = hw.get("versions", {})
+    have = [f for f in ("avx512_bf16", "amx_bf16") if fl.get(f)]
+    lines = [f"Measured {rec['time']} on **{hw['cpu']}** ({hw['cpu_cores']} cores; bf16 instructions: "
+             f"{', '.join(have) if have else 'none (no avx512_bf16, no amx_bf16)'}), jax {v.get('jax')}, "
+             f"torch {v.get('torch') or 'not installed'}. The quick recipe's step: {rc['model']} width {rc['width']} "
+             f"(norm {rc['norm']}), batch {rc['batch']}, {rc['optimizer']} {rc['learning_rate']}, input "
+             f"{'x'.join(map(str, rc['input_shape']))}. Ratios are medians of per-round ratios (variants interleaved "
+             "in one process); a setting wins only at >= " + f"{rec['win_margin']:.2f}x.", ""]
+    tp = rec.get("throughput") or {}
+    if tp.get("variants"):
+        lines += [f"**Training step, paired** ({tp['rounds']} rounds of {tp['steps_per_round']} steps per variant, "
+                  "2 XLA devices as the reproduction runs, PyTorch at as many threads as cores):", "",
+                  "| variant | img/s | ms/step | first call s |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_n(x['img_per_s'])} | {x['step_ms']:.1f} | {x['first_s']:.1f} |" for k, x in tp["variants"].items()]
+        r = tp.get("ratios", {})
+        lines += ["", "Paired ratios: " + ", ".join(f"{k} **{x:.2f}x**" for k, x in r.items() if x is not None) + ".", ""]
+    st = rec.get("settings") or []
+    if st:
+        lines += ["**XLA / thread settings** (short worker processes, the default first, in rounds run one after "
+                  "the other; `vs default` = median over rounds of JAX img/s over the default's in the same round; "
+                  "`jax/torch` = paired with PyTorch at that setting's thread count):", "",
+                  "| setting | XLA devices | extra XLA flags | cores | JAX img/s | PyTorch img/s | jax/torch | vs default |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s_ in st:
+            flags = " ".join(f for f in (s_.get("xla_flags") or "").split() if "device_count" not in f) or "—"
+            cores = len(s_["affinity"]) if s_.get("affinity") else "—"
+            lines.append(f"| {s_['setting']} | {s_.get('jax_devices')} | `{flags}` | {cores} | {_n(s_['jax_img_per_s'])} | "
+                         f"{_n(s_['torch_img_per_s'])} | {_n(s_['jax_over_torch'], '{:.2f}x')} | "
+                         f"{_n(s_['vs_default'], '{:.2f}x')} |" + (f" error: {s_['error']}" if s_.get("error") else ""))
+        lines.append("")
+    cv = rec.get("convolutions") or {}
+    if cv.get("conv_share") is not None:
+        lines += [f"**Convolutions**: {100 * cv['conv_share']:.0f}% of XLA's op time in the training step "
+                  f"({cv['conv_ms_per_step']:.1f} of {1e3 * cv['op_s_per_step']:.1f} ms of thunk time per step, summed over "
+                  f"threads, {cv['devices']} devices). Method: {cv['method']}. Largest ops:", "",
+                  "| op | share | convolution |", "|---|---|---|"]
+        lines += [f"| `{t['op']}` | {100 * t['share']:.0f}% | {'yes' if t['conv'] else 'no'} |" for t in cv["top_ops"][:8]]
+        lines.append("")
+    po = rec.get("populations") or {}
+    if po.get("populations"):
+        lines += [f"**Populations** (K models vmapped in one program vs one model, one step per call as `fit` runs on "
+                  f"a CPU; one model {_n(po['single_img_per_s'])} img/s):", "",
+                  "| K | img/s, all models | vs one after another |", "|---|---|---|"]
+        lines += [f"| {x['k']} | {_n(x['img_per_s_total'])} | {x['vs_sequential']:.2f}x |" for x in po["populations"]]
+        lines.append("")
+    rp = rec.get("reproduction") or {}
+    if rp.get("artefacts"):
+        src = "done.json" if rp["runs_present"] else f"estimated at {_n(rp['estimate_img_per_s'])} img/s (no runs/ folder)"
+        lines += [f"**Quick reproduction** (`{Path(rp['results_dir']).name}`): {rp['total_wall_s'] / 60:.1f} min of "
+                  f"artefact wall time, {_n(rp['total_compile_s'])} s compiling. "
+                  + ("" if rp["from_empty_folder"] else f"That invocation trained {rp['invocation_trained']} of its "
+                     f"{rp['models_in_runs']} models and loaded the others, so the wall times are not those of a run "
+                     "from an empty folder (own work not split). ") + f"Training seconds: {src}.", "",
+                  "| artefact | wall s | compiling s | trainings | training s | own work | own work s |",
+                  "|---|---|---|---|---|---|---|"]
+        for a_ in rp["artefacts"]:
+            tr = a_["training_s"] if a_["training_s"] is not None else a_["training_s_estimated"]
+            est = "" if a_["training_s"] is not None else " (est.)"
+            lines.append(f"| {a_['artefact']} | {a_['wall_s']:.0f} | {_n(a_['compile_s'])} | {a_['trainings']} | "
+                         f"{_n(tr)}{est if tr is not None else ''} | {a_['own_work']} | {_n(a_['own_work_s'])} |")
+        lines += ["", "| model role | trainings | epochs | batch | optimizer steps | image passes | training s |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in rp["roles"]:
+            sec = g["seconds"] if g["seconds"] is not None else g["estimated_seconds"]
+            lines.append(f"| {g['role']} | {g['trainings']} | {g.get('epochs')} | {g.get('batch')} | {g['steps']:,} | "
+                         f"{g['image_passes']:,} | {_n(sec)}{'' if g['seconds'] is not None else ' (est.)'} |")
+        lines.append("")
+    if rec.get("decisions"):
+        lines += ["**Decisions**:", ""] + [f"- {k}: {x}" for k, x in rec["decisions"].items()] + [""]
+    lines.append(f"(Generated by `benchmarks/cost.py` from `benchmarks/results/{name}`.)" if name else "")
+    return "\n".join(lines) + "\n"
+
+
+def update_doc(json_path: Path, doc: Path | None = None) -> Path:
+    """Fill the cost block of docs/performance.md (between DOC_START and DOC_END) from a cost JSON."""
+    from experiments.reproduce_all import fill_block
+
+    doc = Path(doc) if doc else ROOT / "docs" / "performance.md"
+    rec = json.loads(Path(json_path).read_text())
+    rec["decisions"] = decisions_of(rec.get("throughput"), rec.get("settings") or [], rec.get("populations"))
+    if not fill_block(doc, DOC_START, DOC_END, markdown(rec, Path(json_path).name)):
+        raise ValueError(f"{doc} has no {DOC_START} ... {DOC_END} block to fill")
+    return doc
 
 
 def _cpu_flags() -> dict:

@@ -230,3 +230,21 @@ def test_cost_benchmark_tiny_writes_its_json(tmp_path):
     assert [s["setting"] for s in rec["settings"]] == ["default_2dev"]
     assert rec["settings"][0]["vs_default"] == pytest.approx(1.0)  # the default against itself, round by round
     assert any(k.startswith("populations") for k in rec["decisions"])
+    md = cost.markdown(rec, path.name)
+    for heading in ("Training step, paired", "Convolutions", "Populations", "Quick reproduction", "Decisions"):
+        assert heading in md
+    doc = tmp_path / "perf.md"
+    doc.write_text(f"keep\n{cost.DOC_START}\nOLD-NUMBERS\n{cost.DOC_END}\ntail\n")
+    cost.update_doc(path, doc)
+    text = doc.read_text()
+    assert "OLD-NUMBERS" not in text and text.startswith("keep\n") and text.endswith("tail\n") and path.name in text
+
+
+def test_cost_decisions_need_a_steady_margin():
+    from benchmarks import cost
+
+    assert cost.decide(None, on="a", off="b") == "not measured"
+    assert cost.decide(1.2, on="a", off="b").endswith("-> a")
+    assert cost.decide(1.02, on="a", off="b").endswith("-> b")  # under the margin
+    assert cost.decide(1.2, on="a", off="b", rounds=[0.5, 2.0, 1.2, 0.9]).endswith("not a steady win: b")
+    assert cost.decide(1.2, on="a", off="b", rounds=[1.1, 1.3, 1.2, 1.15]).endswith("-> a")
