@@ -39,7 +39,8 @@ import numpy as np
 from benchmarks import common
 
 
-def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | None, num_devices: int | None):
+def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | None, num_devices: int | None,
+           input_shape: tuple[int, int, int] = (32, 32, 3)):
     import jax
     import jax.numpy as jnp
 
@@ -50,7 +51,7 @@ def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | 
     model = models.get_model(model_name, width=width, dtype=dtype)
     tx = make_optimizer(optimizer="adam", learning_rate=1e-4)
     loop = make_train_loop(model, tx, mesh, global_batch=batch, num_classes=10, population=k)
-    members = [create_train_state(model, tx, jax.random.key(i), (32, 32, 3), mesh=mesh) for i in range(k or 1)]
+    members = [create_train_state(model, tx, jax.random.key(i), input_shape, mesh=mesh) for i in range(k or 1)]
     if k is None:
         state = members[0]
         keys = {n: v for n, v in named_keys(0).items() if n != "init"}
@@ -61,7 +62,7 @@ def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | 
                                                        for i in range(k)])) for n in ("data", "dropout", "attack")}
     rng = np.random.default_rng(0)
     n_images = 4 * batch
-    images = parallel.global_from_full(mesh, rng.random((n_images, 32, 32, 3), dtype=np.float32))
+    images = parallel.global_from_full(mesh, rng.random((n_images, *input_shape), dtype=np.float32))
     labels = parallel.global_from_full(mesh, rng.integers(0, 10, n_images).astype(np.int32))
     shape = (batch,) if k is None else (k, batch)
     idx = rng.integers(0, n_images, (64,) + shape).astype(np.int32)
