@@ -504,3 +504,141 @@ def test_radius_curves_rule_with_outcomes():
     same["per_image"]["batchnorm"] = same["per_image"]["vanilla"]
     same["batchnorm"]["hfc_area"] = same["vanilla"]["hfc_area"]
     assert radius_curves.judge_claims([same] * 3, st)[0].mark() == "not tested"
+
+
+# ------------------------------------------------------------------ null simulations, rule by rule
+# Every seed scores the same test images (hard images stay hard for every seed, as on the shared
+# test subset); both arms come from one distribution, so any "holds" is false. Each rule must keep
+# it at the nominal 2.5% within Monte Carlo error.
+
+REPS = 300
+MC = 0.025 + 3 * math.sqrt(0.025 * 0.975 / REPS)
+
+
+def _shared_draws(rng, p, seeds, shared=0.8):
+    """(seeds, N) bool outcomes with per-image probabilities p: a share ``shared`` fixed per image."""
+    fixed = rng.random(p.shape) < p
+    return np.stack([np.where(rng.random(p.shape) < shared, fixed, rng.random(p.shape) < p) for _ in range(seeds)])
+
+
+def _false_holds(make, judge, reps=REPS, seed=0):
+    rng = np.random.default_rng(seed)
+    return float(np.mean([judge(make(rng)) == "holds" for _ in range(reps)]))
+
+
+def test_null_simulation_table1_rule():
+    st = dict(table1.SETTINGS[QUICK], radii=(4,))
+    n = 400
+
+    def make(rng):
+        p = rng.beta(3, 1.5, n)
+        a, b = _shared_draws(rng, p, 5), _shared_draws(rng, p, 5)
+        return [{"low": {4: (0.95, x.mean())}, "high": {4: (0.95, y.mean())},
+                 "correct": {"low": {4: x}, "high": {4: y}}} for x, y in zip(a, b)]
+
+    assert _false_holds(make, lambda m: table1.judge_claims(m, st, n)[0].mark()) <= MC
+
+
+def _heur_null(rng, n=400, seeds=5, classes=10):
+    """Per-seed heuristics metrics where every pair the claims compare comes from one model
+    distribution: predictions right with a per-image probability (shared over seeds), else a
+    random other class."""
+    st = heuristics.SETTINGS[QUICK]
+    radii = (4,)
+    y = rng.integers(0, classes, n)
+    p_clean, p_high = rng.beta(6, 1, n), rng.beta(1, 3, n)
+
+    def preds(p):
+        right = _shared_draws(rng, p, seeds)
+        other = (y + rng.integers(1, classes, (seeds, n))) % classes
+        return np.where(right, y, other)
+
+    out = [dict() for _ in range(seeds)]
+    small, large = "batch 32", heuristics.scaled_lr_label(st)
+    arms = {v: {"test": preds(p_clean), "test_high_4": preds(p_high)}
+            for v in ("vanilla", "batchnorm", "adversarial twin", "adversarial")}
+    for s in range(seeds):
+        m = out[s]
+        m["pred"] = {v: {k: a[k][s] for k in a} for v, a in arms.items()}
+        m["labels"] = {"test": y, "test_high_4": y}
+        for v, a in arms.items():
+            m[v] = {"test": float(np.mean(a["test"][s] == y)), "train": 0.95,
+                    "test_high_4": float(np.mean(a["test_high_4"][s] == y))}
+        for v in (small, large, "batch 512"):
+            m[v] = {"test": 0.85, "train": 0.95}
+        tr, te = _shared_draws(rng, np.full(250, 0.95), 2), _shared_draws(rng, np.full(n, 0.85), 2)
+        m["correct"] = {small: {"train": tr[0], "test": te[0]}, large: {"train": tr[1], "test": te[1]}}
+        m[small] = {"train": float(tr[0].mean()), "test": float(te[0].mean())}
+        m[large] = {"train": float(tr[1].mean()), "test": float(te[1].mean())}
+    return out, dict(st, running_arm="adversarial twin"), radii, n
+
+
+def test_null_simulation_heuristics_rules():
+    """BatchNorm (both statistics), the batch gap and the adversarial HFC reliance, with their
+    per-image errors from predictions against the label-blind baseline."""
+    rng = np.random.default_rng(1)
+    rates = np.zeros(4)
+    for _ in range(REPS):
+        per_seed, st, radii, n = _heur_null(rng)
+        cs = heuristics.judge_claims(per_seed, st, radii=radii, n_test=n, num_classes=10)
+        assert len(cs) == 4
+        rates += [c.mark() == "holds" for c in cs]
+    assert np.all(rates / REPS <= MC), rates / REPS
+
+
+def test_null_simulation_prediction_counts_rule():
+    """HFC predictions that carry no label information among the LFC-wrong images (shared over
+    seeds image by image), with imbalanced classes: the per-radius excess must not hold."""
+    st = dict(prediction_counts.SETTINGS[QUICK], radii_claimed=(4.0,))
+    n = 600
+
+    def make(rng):
+        y = rng.choice(10, n, p=np.r_[0.4, np.full(9, 0.6 / 9)])
+        low_right = _shared_draws(rng, rng.beta(2, 2, n), 5)
+        fav = rng.integers(0, 10, n)  # each image's favourite HFC class, whatever its label
+        out = []
+        for lr in low_right:
+            hp = np.where(rng.random(n) < 0.7, fav, rng.integers(0, 10, n))
+            t = evidence_terms(lr, hp, y)
+            out.append({"test_acc": 0.9, "excess": {4.0: float(t.mean())}, "excess_terms": {4.0: t},
+                        "excess_se": {4.0: 0.0}, "counter": 0.0, "counter_terms": np.zeros(n), "counter_se": 0.0,
+                        "cells": {4.0: {"low_wrong_high_right": 0.0}}})
+        return out
+
+    assert _false_holds(make, lambda m: prediction_counts.judge_claims(m, st)[0].mark()) <= MC
+
+
+def evidence_terms(low_right, high_pred, labels):
+    from jaxhfc import evidence as E
+
+    return E.cell_excess_terms(low_right, high_pred, labels)
+
+
+def test_null_simulation_perturbation_spectra_rule():
+    """Two arms whose perturbation energies come from one distribution (each seed attacks the
+    same images, so the spread over seeds is small): the ratio's per-image error keeps false
+    holds at the nominal rate."""
+    st = perturbation_spectra.SETTINGS[QUICK]
+    n = 300
+
+    def make(rng):
+        base_out, base_tot = rng.gamma(2.0, 1.0, n), rng.gamma(5.0, 1.0, n)  # per image, shared by seeds
+        out = []
+        for _ in range(5):
+            arms = {}
+            for k in ("twin", "adversarial"):
+                keep = rng.random(n) < 0.7
+                o = base_out[keep] * rng.gamma(20, 1 / 20, keep.sum())
+                tot = base_tot[keep] + o
+                arms[k] = {"test": 0.9, "attacked": int(keep.sum()), "share": float(o.sum() / tot.sum()),
+                           "share_se": perturbation_spectra.ratio_se(o, tot)}
+            out.append(arms)
+        return out
+
+    assert _false_holds(make, lambda m: perturbation_spectra.judge_claims(m, st)[0].mark()) <= MC
+    # the error by hand: a ratio of two columns
+    num, den = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 4.0])
+    r = 6 / 8
+    assert perturbation_spectra.ratio_se(num, den) == pytest.approx(np.std(num - r * den, ddof=1) / (8 / 3 * math.sqrt(3)))
+    with pytest.raises(ValueError, match="equal-length"):
+        perturbation_spectra.ratio_se(num, den[:2])
