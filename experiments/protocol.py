@@ -28,6 +28,15 @@ from jaxhfc import results as R
 
 #: Seeds a claim may use at most (the issue's budget).
 MAX_SEEDS = 10
+#: Artefacts whose seeds stay at the default whatever their claims need, with the reason: the
+#: cost of a seed there (fixed before those artefacts ran; their claims are reported with their MDE
+#: and the seeds they would need).
+SEED_CAPS = {
+    "heuristics": (5, "a seed there is 11 trainings, one of them PGD training (about 13 vanilla trainings); "
+                      "7 seeds did not fit the 2-core CPU budget of this run"),
+    "robustness": (5, "its extra seeds need M_adversarial (PGD training) and its twin, and 7 seeds of 1,000-image "
+                      "attack rows"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,12 +197,14 @@ def markdown(rows: Sequence[dict], *, seeds: int, pilot_text: str) -> str:
         "with 80% power (`jaxhfc.evidence.mde`), from the pilot's spread over seeds and its per-image error (scaled "
         "to this protocol's image count), at 95% and at the strictest Holm level of the claim's family. A claim is "
         "**underpowered** when its Holm-level MDE exceeds the effect it is sized for; 'seeds needed' is the fewest "
-        f"seeds (at most {MAX_SEEDS}) that would reach it. A gate that guards one direction blocks only that verdict "
+        f"seeds (at most {MAX_SEEDS}) that would reach it; the seeds each artefact runs are the most its claims need, "
+        "except where a seed costs too much: "
+        + "; ".join(f"{k} runs {v[0]} ({v[1]})" for k, v in SEED_CAPS.items()) + ". A gate that guards one direction blocks only that verdict "
         "(`jaxhfc.evidence`); every floor is put on the dataset's chance scale. Checks are sanity checks, not claims.",
         "",
-        "| artefact | claim | arms | gates (what each guards) | selection | images | sized for | MDE (95%) | "
-        "MDE (Holm) | seeds needed | power |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| artefact | claim | arms | gates (what each guards) | selection | images | seeds run | sized for | "
+        "MDE (95%) | MDE (Holm) | seeds needed | power |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
@@ -201,7 +212,8 @@ def markdown(rows: Sequence[dict], *, seeds: int, pilot_text: str) -> str:
         kind = "check: " if r["check"] else ""
         note = f" ({r['pilot_note']})" if r["pilot_note"] else ""
         lines.append(f"| {r['artefact']} | {kind}{r['match'].strip(' (;')} | {r['arms']} | {r['gates']} | "
-                     f"{r['selection']} | {r['images'] or 'n/a'} | {r['target']:g} ({r['target_source']}) | "
+                     f"{r['selection']} | {r['images'] or 'n/a'} | {artefact_seeds(rows, r['artefact'], seeds)} | "
+                     f"{r['target']:g} ({r['target_source']}) | "
                      f"{fmt(r['mde'])}{note} | {fmt(r['mde_holm'])} | "
                      f"{r['seeds_needed'] or f'> {MAX_SEEDS}'} | {power} |")
     return "\n".join(lines) + "\n"
@@ -210,8 +222,11 @@ def markdown(rows: Sequence[dict], *, seeds: int, pilot_text: str) -> str:
 def artefact_seeds(rows: Sequence[dict], artefact: str, default: int) -> int:
     """Seeds an artefact runs under the protocol: as many as its most demanding claim needs to
     reach the effect it is sized for (at most :data:`MAX_SEEDS`), and never fewer than
-    ``default``; a claim no affordable number of seeds reaches stays at ``default`` (underpowered)."""
+    ``default``; a claim no affordable number of seeds reaches stays at ``default`` (underpowered),
+    and so do the artefacts of :data:`SEED_CAPS`."""
     needed = [r["seeds_needed"] for r in rows if r["artefact"] == artefact and not r["check"] and r["seeds_needed"]]
+    if artefact in SEED_CAPS:
+        return max(int(default), min(SEED_CAPS[artefact][0], max(needed, default=0)))
     return max([int(default), *needed])
 
 
