@@ -119,7 +119,6 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "eval_radii": ("evaluation", "radii"),
     "eval_train": ("evaluation", "train"),
     "eval_train_subset": ("evaluation", "train_subset"),
-    "eval_stop_at_train": ("evaluation", "stop_at_train"),
     "checkpoint_every": ("run", "checkpoint_every"),
     "keep_checkpoints": ("run", "keep_checkpoints"),
     "seed": ("run", "seed"),
@@ -130,6 +129,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "adv_norm": ("adversary", "norm"),
     "kernel_penalty": ("optim", "kernel_penalty"),
     "num_devices": ("run", "num_devices"),
+    "eval_stop_at_train": ("evaluation", "stop_at_train"),
 }
 _NESTED_TO_FLAT = {v: k for k, v in FLAT_FIELDS.items()}
 
@@ -232,7 +232,6 @@ class TrainConfig:
         eval_radii: tuple[float, ...]  # evaluation.radii
         eval_train: bool  # evaluation.train
         eval_train_subset: int | None  # evaluation.train_subset
-        eval_stop_at_train: float | None  # evaluation.stop_at_train
         checkpoint_every: int  # run.checkpoint_every
         keep_checkpoints: int  # run.keep_checkpoints
         seed: int  # run.seed
@@ -243,6 +242,7 @@ class TrainConfig:
         adv_norm: str  # adversary.norm
         kernel_penalty: float  # optim.kernel_penalty
         num_devices: int | None  # run.num_devices
+        eval_stop_at_train: float | None  # evaluation.stop_at_train
 
     def __init__(
         self,

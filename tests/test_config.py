@@ -35,6 +35,7 @@ OLD_FLAT_DEFAULTS = {
     "eval_batch_size": 1000, "eval_radii": (4, 8, 12, 16), "eval_train": False, "eval_train_subset": None,
     "checkpoint_every": 10, "keep_checkpoints": 3, "seed": 0, "adv_eps": 0.0, "adv_steps": 10,
     "adv_step_size": 0.003, "adv_random_start": False, "adv_norm": "linf", "kernel_penalty": 0.0, "num_devices": None,
+    "eval_stop_at_train": None,
 }
 
 #: A config with every field off its default (valid), in flat names.
@@ -46,7 +47,7 @@ ALL_CHANGED = dict(
     momentum=0.8, weight_decay=5e-4, schedule="cosine", epochs=7, batch_size=32, eval_every=2, eval_batch_size=128,
     eval_radii=(4, 12.5), eval_train=True, eval_train_subset=50, checkpoint_every=3, keep_checkpoints=2, seed=11,
     adv_eps=0.03, adv_steps=4, adv_step_size=0.01, adv_random_start=True, adv_norm="l2", kernel_penalty=0.2,
-    num_devices=4,
+    num_devices=4, eval_stop_at_train=0.9,
 )
 
 
@@ -194,8 +195,8 @@ def test_hashes_equal_those_of_the_flat_version():
     # literals from the flat TrainConfig of the earlier version
     assert C.TrainConfig().config_hash() == "2b4f6e6b0e776e6f"
     assert C.TrainConfig(model="small_cnn", eval_radii=(4, 8)).config_hash() == "28ffc92ac185f67e"
-    # fields added later (test_seed) leave the hash unchanged at their default
-    old_fields = {k: v for k, v in ALL_CHANGED.items() if k != "test_seed"}
+    # fields added later (test_seed, eval_stop_at_train) leave the hash unchanged at their default
+    old_fields = {k: v for k, v in ALL_CHANGED.items() if k not in ("test_seed", "eval_stop_at_train")}
     assert C.TrainConfig(**old_fields).config_hash() == "c1205e535fd11842"
     assert C.TrainConfig(**ALL_CHANGED).config_hash() != "c1205e535fd11842"
     assert C.TrainConfig(seed=1).config_hash() != C.TrainConfig().config_hash()
@@ -218,6 +219,8 @@ def test_committed_nested_configs_read_back_with_their_hashes():
         written = c.to_dict()
         if "test_seed" not in nested["data"] and written["data"]["test_seed"] is None:  # written before the field
             del written["data"]["test_seed"]
+        if "stop_at_train" not in nested["evaluation"] and written["evaluation"]["stop_at_train"] is None:
+            del written["evaluation"]["stop_at_train"]
         assert written == nested and c.config_hash() == digest
 
 
@@ -279,7 +282,8 @@ def test_population_key_per_field():
     key = population_key(base)
     hash(key)
     for name, value in changes.items():
-        other = base.replace(**{name: value})
+        # a fit criterion needs the training set evaluated
+        other = base.replace(**{name: value}, **({"eval_train": True} if name == "eval_stop_at_train" else {}))
         assert getattr(other, name) != getattr(base, name), name
         assert (population_key(other) == key) == (name in OUTSIDE_THE_PROGRAM), name
     # the derived constants say the same
