@@ -141,6 +141,8 @@ DEVIATIONS: tuple[str, ...] = (
     "Adam 1e-4, batch 100, 100 epochs.",
     "Quick scale M_adversarial: PGD-3 with step 0.012 (paper PGD-10, step 0.003) at the paper's eps 0.03, "
     "and BatchNorm (running averages) in the small CNN so that PGD training leaves the ln 10 plateau.",
+    "Quick scale heuristics: no Fig. 6 models (LFC-only training with and without BatchNorm; no claim is judged "
+    "on them), to fit the 2-core CPU budget; full scale trains them.",
     "Quick scale robustness table: the kernel defences of M_natural are attacked at eps 0.09 only (where the "
     "claims about them are made) and there is no smoothness-penalty model (no claim is judged on it); full "
     "scale has both at every eps.",
