@@ -642,3 +642,24 @@ def test_null_simulation_perturbation_spectra_rule():
     assert perturbation_spectra.ratio_se(num, den) == pytest.approx(np.std(num - r * den, ddof=1) / (8 / 3 * math.sqrt(3)))
     with pytest.raises(ValueError, match="equal-length"):
         perturbation_spectra.ratio_se(num, den[:2])
+
+
+def test_context_puts_floors_on_the_datasets_chance_scale(tmp_path):
+    """A 2-class dataset whose test split is 70% one class: every floor of a driver's settings is
+    raised above what a constant classifier scores there; 10 balanced classes keep them."""
+    from experiments import common, heuristics as H
+
+    rng = np.random.default_rng(0)
+    y_test = np.r_[np.zeros(70, np.uint8), np.ones(30, np.uint8)]
+    path = tmp_path / "two.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (200, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 2, 200),
+             x_test=rng.integers(0, 255, (100, 8, 8), dtype=np.uint8), y_test=y_test)
+    ctx = common.Context(dataset=f"npz:{path}", scale="tiny", out=tmp_path / "out", progress=False)
+    st = ctx.chance_floors(dict(H.SETTINGS["quick"]))
+    for k in ("min_test", "adv_min", "hfc_min", "fit_min"):
+        assert st[k] > 0.7 and st["floors"][k] == [H.SETTINGS["quick"][k], st[k]]
+    balanced = common.Context(dataset="synthetic", scale="tiny", out=tmp_path / "syn", progress=False)
+    st10 = balanced.chance_floors(dict(H.SETTINGS["quick"]))
+    # (its tiny test split is nearly balanced: 20 of 192 in the largest class, so the floors barely move)
+    assert all(st10[k] == pytest.approx(H.SETTINGS["quick"][k], abs=0.005) for k in ("min_test", "adv_min", "hfc_min",
+                                                                                         "fit_min"))
