@@ -309,7 +309,8 @@ def run(ctx: Context) -> dict:
                          "in the figures (dashed: HFC). The paper reports these as figures only, so there is no paper "
                          f"column. '{eq}': the large batch at the same epochs with its learning rate scaled by the "
                          f"square root of the batch ratio (the batch-size claim's comparison with {small}). outcomes.npz: per "
-                         "seed, variant and evaluation set behind a claim, whether each image was classified right.")
+                         "seed, variant and evaluation set behind a claim, whether each image was classified right (and under "
+                         "'pred|seed <s>|<variant>|<set>' the predicted labels behind the label-blind baselines).")
     return {"rows": rows, "claims": claims}
 
 
