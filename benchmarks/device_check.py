@@ -22,8 +22,8 @@ Stages, in the order of the decisions they inform:
    :func:`jaxhfc.fit.fit`, with its evaluation (test set and its LFC/HFC copies at 4 radii,
    the training subset), from the IDX files in ``--data-dir`` (default ``.data``: carry it).
 
-Each stage runs as ``python -m benchmarks.device_check --stage NAME`` in a new process session;
-the driver kills the session when the stage's limit is reached (``min(cap, budget left)``) and
+Each stage runs as ``python -m benchmarks.device_check --stage NAME`` in its own process group;
+the driver kills the group when the stage's limit is reached (``min(cap, budget left)``) and
 records ``"status": "timeout"``. A stage that raises (or calls ``sys.exit``) records
 ``"status": "error"``; one that dies without a record, ``"status": "crashed"`` with the end
 of its output. The next stage runs either way. Each stage's record is written to
@@ -343,15 +343,25 @@ def run_stage(name: str, *, out: Path, tiny: bool, data_dir: str | None, work: P
 
 
 def _child(name: str, *, out: Path, tiny: bool, data_dir: str | None, work: Path, limit: float) -> dict:
-    """Run a stage in a new process session; kill the session at ``limit`` seconds."""
+    """Run a stage in its own process group; kill the group at ``limit`` seconds."""
     cmd = [sys.executable, "-m", "benchmarks.device_check", "--stage", name, "--out", str(out),
            "--work", str(work)] + (["--tiny"] if tiny else []) + (["--data-dir", data_dir] if data_dir else [])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     tail: collections.deque[str] = collections.deque(maxlen=40)
     t0 = time.perf_counter()
+    # its own process group (not a new session, so whatever ends this driver's session ends it too)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            process_group=0)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):  # the driver told to stop: take the stage down with it
+        os.killpg(proc.pid, signal.SIGKILL)
+        signal.signal(signal.SIGTERM, previous)
+        raise SystemExit(f"device_check stopped by signal {signum} during stage {name}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
     def pump():
         for line in proc.stdout:
@@ -361,11 +371,15 @@ def _child(name: str, *, out: Path, tiny: bool, data_dir: str | None, work: Path
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        rc = proc.wait(timeout=limit)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        rc, timed_out = proc.wait(), True
+        try:
+            rc = proc.wait(timeout=limit)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc, timed_out = proc.wait(), True
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     reader.join(timeout=5)
     wall = time.perf_counter() - t0
     path = stage_path(out, name)
