@@ -69,7 +69,7 @@ def test_tiny_run_of_the_first_and_last_stages(tmp_path, lent_env, fmnist_dir):
     assert "jaxhfc environment: ok" in res.stdout
 
 
-@pytest.mark.slow  # 60-90 s on 2 shared cores; quick variant: the test above
+@pytest.mark.slow  # 1-3 min on 2 shared cores (60 s alone); quick variant: the test above
 def test_tiny_run_writes_every_stage_into_out(tmp_path, lent_env, fmnist_dir):
     out = tmp_path / "out"
     res = _run(lent_env, "--tiny", "--out", str(out), "--data-dir", fmnist_dir)
