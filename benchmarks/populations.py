@@ -40,7 +40,7 @@ from benchmarks import common
 
 
 def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | None, num_devices: int | None,
-           input_shape: tuple[int, int, int] = (32, 32, 3)):
+           input_shape: tuple[int, int, int] = (32, 32, 3), norm: str | None = None):
     import jax
     import jax.numpy as jnp
 
@@ -48,7 +48,7 @@ def _setup(model_name: str, width: int | None, dtype: str, batch: int, k: int | 
     from jaxhfc.step import create_train_state, make_optimizer, make_train_loop, named_keys
 
     mesh = parallel.make_mesh(num_devices)
-    model = models.get_model(model_name, width=width, dtype=dtype)
+    model = models.get_model(model_name, width=width, dtype=dtype, norm=norm)
     tx = make_optimizer(optimizer="adam", learning_rate=1e-4)
     loop = make_train_loop(model, tx, mesh, global_batch=batch, num_classes=10, population=k)
     members = [create_train_state(model, tx, jax.random.key(i), input_shape, mesh=mesh) for i in range(k or 1)]

@@ -47,13 +47,24 @@ DEFAULT_ACCELERATOR, DEFAULT_UTILISATION = "H200", 0.30
 GOAL_MINUTES_PER_SEED = 30
 
 
+#: Training images of a dataset's standard train split, for configs that take all of it
+#: (``data.num_train`` None).
+TRAIN_SIZES = {"cifar10": 50_000, "synthetic": 50_000, "fashion_mnist": 60_000, "mnist": 60_000}
+
+
+def _train_size(config) -> int:
+    """Training images a config loads: ``data.num_train``, else its dataset's standard train
+    split (:data:`TRAIN_SIZES`; 50,000 for a source not listed)."""
+    return config.data.num_train or TRAIN_SIZES.get(config.data.name, 50_000)
+
+
 def _eval_images(config) -> tuple[int, int]:
     """``(images evaluated per evaluation, evaluations)`` of a training config: the test set and
     its LFC/HFC copies at every radius, plus the training subset and its LFC copies when
     ``evaluation.train``; an evaluation every ``every`` epochs and after the last."""
     d, ev = config.data, config.evaluation
     n_test = d.num_test or 10_000
-    n_train = (d.num_train or 50_000) - (d.num_val or 0)
+    n_train = _train_size(config) - (d.num_val or 0)
     per = n_test * (1 + 2 * len(ev.radii))
     if ev.train:
         per += min(ev.train_subset or n_train, n_train) * (1 + len(ev.radii))
@@ -63,7 +74,7 @@ def _eval_images(config) -> tuple[int, int]:
 
 
 def _steps(config) -> int:
-    n_train = (config.data.num_train or 50_000) - (config.data.num_val or 0)
+    n_train = _train_size(config) - (config.data.num_val or 0)
     return config.optim.epochs * (n_train // config.optim.batch_size)
 
 

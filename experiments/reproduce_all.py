@@ -349,12 +349,22 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     return readme
 
 
-PLAN_START, PLAN_END = "<!-- plan:cifar10:start -->", "<!-- plan:cifar10:end -->"
+def plan_markers(dataset: str) -> tuple[str, str]:
+    """The README's marker pair of a dataset's cost-plan block: ``<!-- plan:cifar10:start -->``,
+    ``<!-- plan:fashion_mnist:start -->``."""
+    from jaxhfc import datasets
+
+    tag = f"plan:{datasets.dataset_slug(dataset)}"
+    return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+
+
+PLAN_START, PLAN_END = plan_markers("cifar10")
 
 
 def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> Path:
-    """Fill the README's cost-plan block from a ``--plan`` run: the plan's table and prediction,
-    with the command, machine, commit and the metered smoke run's wall time."""
+    """Fill the README's cost-plan block of ``ctx.dataset`` (:func:`plan_markers`) from a
+    ``--plan`` run: the plan's table and prediction, with the command, machine, commit and the
+    metered smoke run's wall time. Raises ValueError when the README has no such block."""
     readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
     saved = R.read_json(ctx.out / "plan.json").get("environment") if (ctx.out / "plan.json").exists() else None
     if saved:  # the environment the metered run was made in
@@ -370,12 +380,14 @@ def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> 
     except ValueError:
         where = ctx.out
     body = "\n".join([
-        f"Made by `python -m experiments.reproduce_all --dataset cifar10 --plan --out {where}` on {env['processor']} "
+        f"Made by `python -m experiments.reproduce_all --dataset {ctx.dataset} --plan --out {where}` on {env['processor']} "
         f"({env['backend']}, jax {env['versions']['jax']}), commit {env['git_commit'][:7]}, {env['time'][:10]}: "
         f"the metered smoke run took {int(wall // 60)} min {wall % 60:.0f} s on that machine "
         f"([{where}/plan.md]({where}/plan.md)).",
         "", md, ""])
-    fill_block(readme, PLAN_START, PLAN_END, body)
+    start, end = plan_markers(ctx.dataset)
+    if not fill_block(readme, start, end, body):
+        raise ValueError(f"{readme} has no {start} ... {end} block to fill")
     return readme
 
 
@@ -428,6 +440,11 @@ def main(argv=None):
                         "to the uncapped recipes; per artefact the models, steps, FLOPs per step (XLA cost analysis), "
                         "peak memory per program (XLA memory analysis) and the predicted time on one H200")
     args = p.parse_args(argv)
+    from jaxhfc import compat
+
+    errors, _ = compat.problems()
+    if errors:  # one line, before any data is read or program compiled
+        p.error(compat.summary(errors, []))
     if args.plan:
         if args.quick or args.tiny:
             p.error("--plan plans the full-scale run (it runs it as a metered --smoke run); drop --quick/--tiny")

@@ -91,26 +91,6 @@ def test_plan_of_one_artefact_counts_resnet18_steps(tmp_path, small_archive, cap
     assert (out / "plan.json").exists()
 
 
-def test_device_check_tiny_mode(tmp_path):
-    from benchmarks import device_check
-
-    doc = tmp_path / "performance.md"
-    doc.write_text(f"# Performance\n\n{device_check.START}\nold\n{device_check.END}\n")
-    record = device_check.main(["--tiny", "--out", str(tmp_path / "out"), "--doc", str(doc),
-                                "--work", str(tmp_path / "work")])
-    assert set(record["stages"]) == set(device_check.STAGES)
-    for name, st in record["stages"].items():
-        assert "error" not in st and "skipped" not in st, (name, st)
-    assert record["stages"]["table1_epoch"]["models"] == 4  # tiny table1: LFC/HFC at 2 radii
-    (saved,) = (tmp_path / "out").glob("device-check-*.json")
-    assert json.loads(saved.read_text())["tiny"] is True
-    text = doc.read_text()
-    assert "old" not in text and "Tiny mode" in text and "table1_epoch" in text
-    # a budget already spent skips every stage, and says so
-    skipped = device_check.run(tiny=True, budget_s=-1, work=tmp_path / "work", only=("throughput",))
-    assert "budget" in skipped["stages"]["throughput"]["skipped"]
-
-
 @pytest.mark.slow  # about 20-30 minutes on a 2-core CPU; quick variant: the plan test above
 def test_full_smoke_run_on_a_full_size_archive(tmp_path):
     out = tmp_path / "smoke"
