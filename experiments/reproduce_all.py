@@ -47,6 +47,7 @@ def write_readme(ctx, timings: dict, compiling: dict | None = None) -> Path:
     lines = [
         f"# jaxhfc reproduction: `{ctx.dataset}` data, `{ctx.scale}` scale",
         "",
+        *answer_lines(ctx),
         f"Made by `python -m experiments.reproduce_all{flags} --dataset {ctx.dataset} --seed {ctx.seed} "
         f"--seeds {len(seeds)}` on {env['processor']} "
         f"({env['backend']}, {env['device_count']} device(s): {env['device_kind']}), jax {env['versions']['jax']}, "
@@ -153,7 +154,6 @@ def claims_section(ctx) -> list[str]:
     n_families = sum(1 for f in all_found if any(not c.check for c in f))
     counts = tally_text(claims)
     rows = protocol.read(ctx.out)
-    answer = ctx.out / "answer.md"
     seeds_line = (f"Every trained artefact ran {len(seeds)} seed(s) {seeds}." if not rows else
                   f"Seeds per artefact as the protocol sets them (`protocol.md`: as many as the claims' minimum "
                   f"detectable effects need, at most {protocol.MAX_SEEDS}, at least {len(seeds)}), from base seed "
@@ -161,7 +161,6 @@ def claims_section(ctx) -> list[str]:
     return [
         "## Claims",
         "",
-        *([answer.read_text().strip(), ""] if answer.exists() else []),
         f"{len(claims)} claims in {n_families} families: {counts}"
         + (f"; and {len(checks)} sanity check(s): {tally_text(checks)}." if checks else "."),
         "",
@@ -181,7 +180,8 @@ def claims_section(ctx) -> list[str]:
         "(each gate says which verdict it guards; a failed gate that guards only the other direction leaves the "
         "verdict standing, with a note). Accuracy floors are relative to the dataset's chance level. **MDE**: the "
         "minimum detectable effect at 80% power from the protocol's pilot; *underpowered* marks an inconclusive "
-        "claim whose MDE exceeds the effect it was sized for. Selections are made on validation splits held out "
+        "claim whose MDE exceeds the effect it was sized for and whose interval holds both 0 and that effect (an "
+        "interval that excludes the target shows the effect is smaller than the paper's, whatever the MDE). Selections are made on validation splits held out "
         "from the training data, never on the test set.",
         "",
         compact_claims(ctx).rstrip("\n"),
@@ -192,12 +192,24 @@ def claims_section(ctx) -> list[str]:
     ]
 
 
+def answer_lines(ctx) -> list[str]:
+    """The answer paragraph a results README opens with (``<out>/answer.md``, written by a person
+    who read the run's claims), or nothing."""
+    answer = ctx.out / "answer.md"
+    return [answer.read_text().strip(), ""] if answer.exists() else []
+
+
 def rewrite_claims(ctx) -> Path:
-    """Rewrite the claims sections of ``<out>/README.md`` from the artefacts' table.json files,
-    leaving the rest of it (the run line, the deviations, the time) as that run wrote it."""
+    """Rewrite the answer paragraph and the claims sections of ``<out>/README.md`` from
+    ``answer.md`` and the artefacts' table.json files, leaving the rest of it (the run line, the
+    deviations, the time) as that run wrote it."""
     path = ctx.out / "README.md"
     text = path.read_text()
     head, rest = text.split("## Claims\n", 1)
+    title, body = head.split("\n", 1)
+    if body.lstrip("\n").startswith("**Does "):  # an earlier answer paragraph
+        body = body.lstrip("\n").split("\n\n", 1)[1]
+    head = "\n".join([title, "", *answer_lines(ctx)]) + "\n" + body.lstrip("\n")
     tail = rest[rest.index("\n## Where we differ"):] if "\n## Where we differ" in rest else ""
     path.write_text(head + "\n".join(claims_section(ctx)) + "\n" + tail)
     return path
@@ -300,7 +312,10 @@ def compact_claims(ctx) -> str:
             if rows:
                 p = protocol.lookup(rows, m, c.claim)
                 mde = p.get("mde_holm") if p else None
-                under = (mde is not None and c.mark() in ("inconclusive", "no power") and mde > p["target"])
+                # underpowered: the MDE exceeds the target and the interval cannot tell 0 from the target
+                iv, target = c.judgement.effect, c.judgement.direction * p["target"] if p else 0.0
+                under = (mde is not None and c.mark() in ("inconclusive", "no power") and mde > p["target"]
+                         and iv.low <= target <= iv.high)
                 line += (" n/a |" if mde is None else f" {mde:.3f}{' (*underpowered*)' if under else ''} |")
             lines.append(line)
     return "\n".join(lines) + "\n"
@@ -316,7 +331,7 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
     if start not in text or end not in text:
         raise ValueError(f"{readme} has no {start} ... {end} section to fill")
     ours = (ctx.out / "README.md").read_text()
-    run_line = ours.split("\n")[2]
+    run_line = next(line for line in ours.splitlines() if line.startswith("Made by "))
     time_note = ours.split("## Time\n\n", 1)[1].split("\n\n", 1)[0]
     rel = ctx.out.resolve().relative_to(readme.resolve().parent) if ctx.out.resolve().is_relative_to(
         readme.resolve().parent) else ctx.out
