@@ -13,7 +13,6 @@ training makes a model rely less on HFC.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 

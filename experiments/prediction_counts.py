@@ -109,7 +109,6 @@ def run(ctx: Context) -> dict:
         vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.data.scaling,
                                          batch_size=st["batch_size"], mesh=ctx.mesh())
         r_star = select_radius(vp["pred_low"] == val.labels, vp["pred_high"], val.labels, sel)
-        k_star = int(np.flatnonzero(radii == r_star)[0])
         low_right = preds["pred_low"] == test.labels
         high_right = preds["pred_high"] == test.labels
         k_of = {r: int(np.flatnonzero(radii == np.float32(r))[0]) for r in st["radii_claimed"]}
