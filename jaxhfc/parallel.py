@@ -402,6 +402,7 @@ def sweep(
     batch_size: int,
     mesh: Mesh | None = None,
     with_index: bool = False,
+    bucket: bool = False,
 ) -> Any:
     """Map a per-batch function over the rows of whole arrays: pad, shard, run, fetch, unpad.
 
@@ -441,6 +442,13 @@ def sweep(
         batch_size: Rows per compiled call (>= 1).
         mesh: 1-D mesh with axis ``"data"`` (:func:`make_mesh`), or None.
         with_index: Also pass the global row numbers.
+        bucket: Round a call smaller than ``batch_size`` (``N < batch_size``) up to a power of
+            two (at most ``batch_size``) before the device count: at most ``log2(batch_size) + 1``
+            call shapes, so one program per shape serves sets of every size (attacks run on
+            changing subsets: the survivors of a cascade, the unbroken images of a minimal-eps
+            search), for at most twice the rows of such a call. Without it a set of ``N <
+            batch_size`` rows runs in one call of ``N`` rows (rounded up to the device count),
+            a new program for every new ``N``.
 
     Returns:
         ``out`` with every leaf a numpy array ``(N, ...)`` in input order, on every process.
@@ -458,7 +466,10 @@ def sweep(
     if mesh is not None and tuple(mesh.axis_names) != (DATA_AXIS,):
         raise ValueError(f"mesh must be 1-D with axis {DATA_AXIS!r}; got axes {mesh.axis_names}")
     n_dev = 1 if mesh is None else int(mesh.devices.size)
-    b = -(-min(int(batch_size), n) // n_dev) * n_dev
+    rows = min(int(batch_size), n)
+    if bucket and rows < batch_size:
+        rows = min(int(batch_size), 1 << (rows - 1).bit_length())
+    b = -(-rows // n_dev) * n_dev
     leaves, treedef = jax.tree_util.tree_flatten(batched)
     on_device = tuple(isinstance(a, jax.Array) for a in leaves)
     program = _sweep_program(fn, mesh, treedef, on_device, len(broadcast), bool(with_index))

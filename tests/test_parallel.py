@@ -232,3 +232,33 @@ def test_sweep_pads_shards_and_unpads_in_order():
         parallel.sweep(_rows, (x, y), (w, key), batch_size=0, with_index=True)
     with pytest.raises(ValueError, match="at least one"):
         parallel.sweep(_rows, (x[:0], y[:0]), (w, key), batch_size=4, with_index=True)
+
+
+def test_bucketed_sweep_serves_every_size_with_few_programs():
+    """With ``bucket``, sets smaller than the batch run in power-of-two calls: the same results
+    as unbucketed calls, and sizes 1..N compile at most log2(batch) + 1 call shapes where the
+    unbucketed sweep compiles one per size (counted by the shapes the function is traced at)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 9, 40).astype(np.int32)
+    w = rng.normal(size=(5, 3)).astype(np.float32)
+    key = jax.random.key(3)
+    mesh = parallel.make_mesh()
+    shapes = {True: set(), False: set()}
+
+    def make(bucketed):
+        def fn(w, key, xb, yb, index):  # a distinct function per mode: its own programs
+            shapes[bucketed].add(xb.shape[0])
+            return _rows(w, key, xb, yb, index)
+        return fn
+
+    fns = {b: make(b) for b in (True, False)}
+    for n in range(1, 41, 3):
+        out = {b: parallel.sweep(fns[b], (x[:n], y[:n]), (w, key), batch_size=32, with_index=True, bucket=b)
+               for b in (True, False)}
+        sharded = parallel.sweep(_rows, (x[:n], y[:n]), (w, key), batch_size=32, mesh=mesh, with_index=True,
+                                 bucket=True)
+        for o in (out[True], sharded):
+            np.testing.assert_allclose(o["z"], out[False]["z"], rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(o["index"], np.arange(n))
+    assert shapes[True] == {1, 4, 8, 16, 32} and len(shapes[False]) == 12  # n = 1, 4, ..., 31, then 32
