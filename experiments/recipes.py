@@ -127,8 +127,10 @@ DEVIATIONS: tuple[str, ...] = (
     "model's; the code's `trainMadry` does not max-scale them.",
     "Dropout (an option) sits before the final Dense layer, as the paper text says (FC layers); the code "
     "has it, commented out, on the last conv feature map.",
-    "Attacks use fixed eps (FGSM/PGD Linf at 0.03/0.06/0.09); the code's Foolbox attacks searched the "
-    "minimal eps.",
+    "Attacks use fixed eps (FGSM/PGD Linf at 0.03/0.06/0.09, and the radius chosen on validation images where "
+    "the defence claims are judged: M_natural's median minimal eps); the code's Foolbox attacks searched each "
+    "image's minimal eps, which we search on a doubling grid for the rows the claims compare (worst case over our "
+    "attacks; its median is a claim).",
     "The batch-size claim compares batch 32 with batch 512 at equal epochs and the large batch's learning rate "
     "scaled by sqrt(512 / 32) = 4 (the square-root rule for Adam, fixed before the run); the paper's figure compares "
     "them at one learning rate, where the larger batch takes 16x fewer steps and under-fits. That batch-512 model "

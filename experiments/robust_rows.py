@@ -4,6 +4,7 @@ escalation (:func:`eval_robust`), and the checks a claim needs at an eps."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from experiments.common import Context
@@ -20,13 +21,19 @@ from jaxhfc import evidence as E
 #: need, to fit a 2-core CPU: APGD-T over 9 targets costs 9 APGD runs per eps and check, and with
 #: the attack loops unrolled (:func:`UNROLL`) the quick robustness driver with it was still
 #: compiling after 20 minutes, at 22 GiB of memory, when it was stopped (2-core VM, 24 GiB).
+#: ``search_n``/``search_points``: the minimal-eps search (:func:`minimal_eps_row`) on a
+#: class-balanced ``search_n`` of the attacked images, over ``search_points`` radii doubling up
+#: to the largest eps; the same search on ``search_n`` validation images of every seed's
+#: M_natural chooses the radius the claims are judged at (:func:`claim_eps`).
 ATTACKS = {
     "full": dict(eps=(0.03, 0.06, 0.09), pgd_steps=20, apgd_steps=100, apgd_targets=9, n_eval=None, check_n=1000,
-                 batch_size=1000, min_test=0.5, adv_min=0.5, escalate=1, cascade=True),
+                 batch_size=1000, min_test=0.5, adv_min=0.5, escalate=1, cascade=True, search_n=1000,
+                 search_points=7),
     "quick": dict(eps=(0.03, 0.09), pgd_steps=5, apgd_steps=10, apgd_targets=0, n_eval=1000, check_n=250,
-                  batch_size=250, min_test=0.5, adv_min=0.6, escalate=1, cascade=True),
+                  batch_size=250, min_test=0.5, adv_min=0.6, escalate=1, cascade=True, search_n=250,
+                  search_points=7),
     "tiny": dict(eps=(0.03,), pgd_steps=2, apgd_steps=3, apgd_targets=0, n_eval=32, check_n=32, batch_size=32,
-                 min_test=0.0, adv_min=0.0, escalate=1, cascade=False),
+                 min_test=0.0, adv_min=0.0, escalate=1, cascade=False, search_n=16, search_points=3),
 }
 
 
@@ -96,7 +103,7 @@ def merge_seed_checks(rows: list, per_seed_rows: list) -> None:
 
 
 #: Sanity-check columns of every row (see ``eval_robust``).
-CHECK_COLUMNS = ["attack x", "median |logit|", "scale d", "PGD scale d", "steps d", "noise acc", "CE grad~0",
+CHECK_COLUMNS = ["median min eps", "attack x", "median |logit|", "scale d", "PGD scale d", "steps d", "noise acc", "CE grad~0",
                  "success on undefended", "checks"]
 
 
@@ -114,9 +121,70 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_")
 
 
+def search_grid(settings: dict) -> tuple[float, ...]:
+    """The radii of the minimal-eps search: ``search_points`` doubling up to the largest eps of
+    ``settings`` (already on the dataset's scale)."""
+    from jaxhfc import attacks
+
+    return attacks.doubling_grid(max(settings["eps"]), settings["search_points"])
+
+
+def minimal_eps_row(ctx: Context, logits, x, y, *, settings: dict, key, memo_key=None) -> np.ndarray:
+    """Per-image minimal eps (:func:`jaxhfc.attacks.ascending_minimal_eps` with the rows' attacks,
+    on :func:`search_grid`) of a class-balanced ``settings["search_n"]`` of ``x, y`` (``inf``:
+    not broken on the grid, 0: wrong clean). ``memo_key`` as in :func:`eval_robust`."""
+    from jaxhfc import attacks
+
+    s = settings
+    grid = search_grid(s)
+    mk = None if memo_key is None else ("minimal_eps", memo_key, grid, s["search_n"], s["pgd_steps"], s["apgd_steps"],
+                                        s["apgd_targets"], s["batch_size"], len(y), s["cascade"])
+    if mk is not None and mk in ctx.memo:
+        return ctx.memo[mk]
+    xs, ys = attack_subset(x, y, s["search_n"])
+    out = attacks.ascending_minimal_eps(logits, xs, ys, key, eps_grid=grid, batch_size=s["batch_size"],
+                                        attacks=attack_list(s["pgd_steps"], s["apgd_steps"], s["apgd_targets"],
+                                                            cascade=s["cascade"]),
+                                        mesh=ctx.mesh(), unroll=UNROLL(), cascade=ctx.cascade)["min_eps"]
+    if mk is not None:
+        ctx.memo[mk] = out
+    return out
+
+
+def above_grid(settings: dict) -> float:
+    """The value a minimal eps above the search grid counts as in a median: the next radius."""
+    return 2.0 * search_grid(settings)[-1]
+
+
+def claim_eps(ctx: Context, naturals, settings: dict) -> tuple[float, dict]:
+    """The radius the robustness claims are judged at, chosen on validation images only: the
+    median minimal eps of M_natural over the validation images it classifies right, pooled over
+    every seed (each seed's own held-out split, ``search_n`` class-balanced images, the rows'
+    attacks): the radius at which M_natural keeps half of what it gets right, where a defence
+    can move the worst case either way. A grid radius (the lower median); the grid's largest
+    when more than half survive it. Returns ``(eps, {"grid", "per seed": medians, "pooled n"})``."""
+    grid = search_grid(settings)
+    pooled, per_seed = [], []
+    for t in naturals:
+        xv, yv = ctx.test_arrays(t.config, split="val")
+        m = minimal_eps_row(ctx, t.logits_fn(), xv, yv, settings=settings, key=jax.random.key(attack_seed(t.config.run.seed)),
+                            memo_key=(str(t.run_dir), "validation"))
+        right = m[m > 0]
+        pooled.append(right)
+        per_seed.append(float(np.quantile(np.minimum(right, above_grid(settings)), 0.5, method="lower"))
+                        if right.size else 0.0)
+    allr = np.concatenate(pooled)
+    if allr.size == 0:
+        raise ValueError("M_natural classifies no validation image right: no radius to choose for the claims")
+    med = float(np.quantile(np.minimum(allr, above_grid(settings)), 0.5, method="lower"))
+    eps = min(med, grid[-1]) if med > 0 else grid[0]
+    return eps, {"grid": list(grid), "per seed": per_seed, "pooled n": int(allr.size), "chosen": eps}
+
+
 def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
                 model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
-                escalate: int = 0, apgd_targets: int = 0, outcomes: dict | None = None, cascade: bool = True) -> dict:
+                escalate: int = 0, apgd_targets: int = 0, outcomes: dict | None = None, cascade: bool = True,
+                search: dict | None = None) -> dict:
     """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
     the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant), and
     APGD-T over ``apgd_targets`` target classes when > 0 (:func:`attack_list`); and
@@ -138,6 +206,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
       ``escalate`` times, and the checks are re-run on top of them. The paper's ``FGSM`` and
       ``PGD`` columns always come from the set steps.
 
+    - ``median min eps`` (with ``search``, the attack settings of :data:`ATTACKS` on the dataset's
+      scale): the median per-image minimal eps on the search images (:func:`minimal_eps_row`).
+
     ``success on undefended`` is filled in by the caller from the model's undefended row.
     With ``memo_key`` (hashable, naming the model and ``x``, ``y``, ``key``: e.g. the run folder,
     the defence and the seed), each eps's :func:`jaxhfc.attacks.robust_accuracy` result is kept
@@ -145,7 +216,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     reports the undefended rows robustness already attacked).
     With ``outcomes`` (a dict), it is filled with the per-example outcomes behind the row:
     ``"clean"`` and ``"worst <e>"``, ``(N,) bool``, whether each image is classified right (under
-    the worst case of the attacks at ``e``).
+    the worst case of the attacks at ``e``); with the checks, ``"PGD <e>"`` and ``"PGD/10 <e>"``,
+    ``(check_n,) bool``, right clean and under the paper's PGD on the logits and on the logits
+    divided by 10, on the images the logit-scale check re-ran; with ``search``, ``"min eps"``.
     Per-example results go to ``per_example_dir/<model_id>_eps<e>.json`` when given, and the
     minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
     to ``<model_id>_min_eps.json``.
@@ -189,6 +262,11 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
         if outcomes is not None:
             outcomes["clean"] = np.asarray(r.clean_correct, bool)
             outcomes[f"worst {e:g}"] = np.asarray(r.robust_correct, bool)
+            scaled = runs[0].scaled_attack_correct
+            if scaled is not None:  # the paper's PGD, set steps, on logits and logits / 10: the same images
+                nc = len(scaled[pg])
+                outcomes[f"PGD {e:g}"] = np.asarray(runs[0].clean_correct[:nc] & runs[0].attack_correct[pg][:nc], bool)
+                outcomes[f"PGD/10 {e:g}"] = np.asarray(scaled[pg], bool)
         out[f"success {e:g}"] = r.success_rate
         flags |= set(r.flags)
         out[f"checks {e:g}"] = flags_text(r.flags)  # per eps, for claims at one eps (checks_at)
@@ -197,6 +275,8 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             c = r.checks
             scale_d = max(scale_d, abs(c["logit_scale"]["delta"]))
             pgd_scale_d = max(pgd_scale_d, abs(c["logit_scale"]["delta_per_attack"][r.attacks[1]]))  # the PGD run
+            c0 = runs[0].checks  # the paper's PGD column (set steps) on logits / 10 minus on the logits, signed
+            out[f"PGD scale d {e:g}"] = c0["logit_scale"]["delta_per_attack"][pg]
             steps_d = max(steps_d, abs(c["more_steps"]["delta"]))
             out["noise acc"] = c["noise"]["noise_accuracy"]
             out["CE grad~0"] = c["near_zero_grad"]["fraction"]
@@ -204,6 +284,11 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             R.write_json(per_example_dir / f"{_slug(model_id)}_eps{e:g}.json",
                          r.per_example(model_id=model_id, dataset=ctx.dataset, labels=y))
     out["median |logit|"] = r.median_abs_logit
+    if search is not None:
+        m = minimal_eps_row(ctx, logits, x, y, settings=search, key=key, memo_key=memo_key)
+        out["median min eps"] = attacks.median_min_eps(m, above=above_grid(search))
+        if outcomes is not None:
+            outcomes["min eps"] = m
     if per_example_dir is not None and model_id is not None:
         # the paper code's minimal-eps search on the grid (as attacks.minimal_eps), from the runs above
         min_eps = np.full(len(y), np.inf)

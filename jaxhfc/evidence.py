@@ -249,6 +249,25 @@ def seeds_paired_se(terms, *, pseudo: float = 1.0) -> list[float]:
     return [se] * d.shape[0]
 
 
+def median_shift_se(a, b, *, n_boot: int = 500, seed: int = 0) -> list[float]:
+    """Per-image standard error of a mean-over-seeds median shift ``mean_s [median(a[s]) -
+    median(b[s])]``, where ``a`` and ``b`` ``(S, N)`` are per-example values of two arms of ``S``
+    seeds on the same ``N`` images (e.g. minimal eps; +-inf allowed, NaN not): the spread of that
+    shift when the images are drawn again (a bootstrap of image indices shared by every seed
+    and both arms, so the pairing is kept; ``seed`` fixes it). Returned once per seed, as
+    :func:`seeds_paired_se` does, for :func:`judge`'s ``se``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] < 2 or np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError(f"a and b must align as (seeds, images >= 2) without NaN, got {a.shape} and {b.shape}")
+    if int(n_boot) < 2:
+        raise ValueError(f"n_boot must be >= 2, got {n_boot!r}")
+    idx = np.random.default_rng(seed).integers(0, a.shape[1], size=(int(n_boot), a.shape[1]))
+    shift = (np.median(a[:, idx], axis=2) - np.median(b[:, idx], axis=2)).mean(axis=0)  # (n_boot,)
+    shift = shift[np.isfinite(shift)]
+    se = float(np.std(shift, ddof=1)) if shift.size >= 2 else float("inf")
+    return [se] * a.shape[0]
+
+
 def diff_se(p1: float, n1: int, p2: float, n2: int) -> float:
     """Standard error of a difference of two independent proportions ``p1 - p2`` measured on
     ``n1`` and ``n2`` examples (binomial, ``sqrt(q1(1-q1)/n1 + q2(1-q2)/n2)`` with the add-one

@@ -234,3 +234,40 @@ def test_minimal_eps_on_planted_optimum():
     with pytest.raises(ValueError, match="increasing"):
         A.minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=(0.1, 0.05),
                       batch_size=8)
+
+
+def test_ascending_minimal_eps_equals_the_planted_optimum_and_the_full_search():
+    """Attacking each radius only on what smaller radii left gives the exact minimal eps of a
+    linear model (as the full search does); an image wrong clean has minimal eps 0."""
+    p, x, y, _, _ = planted_linear()
+    w = np.asarray(p["w"], np.float64)
+    z = np.asarray(x, np.float64).reshape(len(y), -1) @ w + np.asarray(p["b"], np.float64)
+    yn = np.asarray(y)
+    dist = np.full(len(yn), np.inf)
+    for j in range(3):
+        l1 = np.abs(w[:, [j]].T - w[:, yn].T).sum(1)
+        dist = np.minimum(dist, np.where(yn == j, np.inf, (z[np.arange(len(yn)), yn] - z[:, j]) / l1))
+    grid = A.doubling_grid(0.008, 3)
+    assert grid == (0.002, 0.004, 0.008)
+    keep = np.all(np.abs(dist[:, None] - np.asarray(grid)[None]) > 3e-4, axis=1)
+    xs, ys, d = x[keep], np.asarray(y)[keep].copy(), dist[keep]
+    ys[:2] = (ys[:2] + 1) % 3  # two images wrong before any attack
+    atk = (A.Attack("apgd", "dlr", steps=10),)
+    out = A.ascending_minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=grid, batch_size=16,
+                                  attacks=atk)
+    expected = np.array([min([e for e in grid if e >= di], default=np.inf) for di in d], np.float32)
+    expected[:2] = 0.0
+    np.testing.assert_array_equal(out["min_eps"], expected)
+    assert 0 < np.isinf(expected).sum() < len(expected) - 2  # the grid breaks some, not all
+    full = A.minimal_eps(Partial(scaled_linear, p), xs, ys, jax.random.key(0), eps_grid=grid, batch_size=16,
+                         attacks=atk, checks=False)
+    np.testing.assert_array_equal(out["min_eps"], full["min_eps"])
+    np.testing.assert_allclose(out["accuracy"], full["accuracy"])
+    # the median: above-grid images count as the next radius; half wrong clean gives 0
+    assert A.median_min_eps(np.array([0.0, 0.002, np.inf, np.inf, 0.004]), above=0.016) == 0.004
+    assert A.median_min_eps(np.array([np.inf, np.inf, 0.002]), above=0.016) == 0.016
+    assert A.median_min_eps(np.array([0.0, 0.0, 0.008]), above=0.016) == 0.0
+    with pytest.raises(ValueError, match="NaN"):
+        A.median_min_eps(np.array([np.nan, 1.0]), above=2.0)
+    with pytest.raises(ValueError, match="eps_max"):
+        A.doubling_grid(0.0, 3)

@@ -220,9 +220,12 @@ def test_undefended_rows_are_one_computation_in_both_tables(tiny_run):
     undefended = [json.loads(x) for x in (ctx.out / "robustness" / "metrics.jsonl").read_text().splitlines()]
     undefended = [x for x in undefended if x["defence"] == "none"]
     memo = [k for k in ctx.memo if k[0] == "robust_accuracy"]
-    from experiments.robustness import SETTINGS
-
-    assert len(memo) == len(undefended) * len(SETTINGS["tiny"]["eps"])  # one per row and eps; input_defence added none
+    rob = json.loads((ctx.out / "robustness" / "config.json").read_text())["settings"]
+    inp = json.loads((ctx.out / "input_defence" / "config.json").read_text())["settings"]
+    assert rob["claim_eps"] == inp["claim_eps"] and rob["claim_eps"] in rob["eps"] and inp["eps"] == [rob["claim_eps"]]
+    assert len(memo) == len(undefended) * len(rob["eps"])  # one per row and eps; input_defence added none
+    # the validation search that chose the claims' eps ran once per seed, shared by both drivers
+    assert len([k for k in ctx.memo if k[0] == "minimal_eps" and k[1][1] == "validation"]) == len(ctx.seed_list)
 
 
 def test_read_only_checkpoint_warnings_are_filtered_and_others_kept():

@@ -283,8 +283,8 @@ def test_kernel_smoothing_defence_rules_cannot_be_fooled():
 def test_input_defence_rule_cannot_be_fooled():
     from experiments import input_defence, robustness
 
-    st = {**robustness.SETTINGS[QUICK], **input_defence.SETTINGS[QUICK]}
-    e = f"worst {st['eps'][0]:g}"
+    st = {**robustness.SETTINGS[QUICK], **input_defence.SETTINGS[QUICK], "claim_eps": 0.05}
+    e = "worst 0.05"
     m = lambda base, low, low_clean=0.8: {"r_star": 4, "test": 0.9,  # noqa: E731
                                           "rows": {"none": {"clean": 0.9, e: base, "checks": "ok"},
                                                    4: {"clean": low_clean, e: low, "checks": "ok"}}}
@@ -444,8 +444,8 @@ def test_defence_rules_with_outcomes_cannot_be_fooled():
                                      nat_small=0.0)) for _ in range(3)]
     assert robustness.judge_claims(floor, st, n)[4].mark() != "holds"
 
-    st = {**st, **input_defence.SETTINGS[QUICK]}
-    e = f"worst {st['eps'][0]:g}"
+    st = {**st, **input_defence.SETTINGS[QUICK], "claim_eps": 0.05}
+    e = "worst 0.05"
 
     def m(base, low, low_clean=0.8):
         rows = {"none": {"clean": 0.9, e: base, "checks": "ok"}, 4: {"clean": low_clean, e: low, "checks": "ok"}}
@@ -663,3 +663,97 @@ def test_context_puts_floors_on_the_datasets_chance_scale(tmp_path):
     # (its tiny test split is nearly balanced: 20 of 192 in the largest class, so the floors barely move)
     assert all(st10[k] == pytest.approx(H.SETTINGS["quick"][k], abs=0.005) for k in ("min_test", "adv_min", "hfc_min",
                                                                                          "fit_min"))
+
+
+# ------------------------------------------------------------------ minimal eps and logit saturation
+
+GRID = (0.3 / 64, 0.3 / 32, 0.3 / 16, 0.3 / 8, 0.3 / 4, 0.3 / 2, 0.3)
+
+
+def _min_eps_seed(none_eps, smooth_eps, *, pgd=(0.3, 0.3), n_check=250, rng=None):
+    """A robustness seed with the search's per-image minimal eps of M_natural and its smoothed
+    row, and the paper's PGD on logits / on logits / 10 of the smoothed row at the claim eps."""
+    from experiments import robustness
+    from jaxhfc import attacks as A
+
+    m = _rob_seed(nat_worst=0.3, smooth_clean=0.85, smooth_worst=0.3)
+    ce = 0.3 / 8
+    for k in list(m["rows"]):
+        m["rows"][k][f"worst {ce:g}"] = 0.3
+        m["rows"][k][f"PGD {ce:g}"] = 0.3
+    raw = "smooth rho=1"
+    m["rows"][("M_natural", "none")]["median min eps"] = A.median_min_eps(none_eps, above=0.6)
+    m["rows"][("M_natural", raw)]["median min eps"] = A.median_min_eps(smooth_eps, above=0.6)
+    a, b = _right(pgd[0], n_check, rng), _right(pgd[1], n_check, rng)
+    m["rows"][("M_natural", raw)][f"PGD scale d {ce:g}"] = float(b.mean() - a.mean())
+    m["correct"] = {f"{k[0]}/{k[1]}": {c: _right(r[c], 1000, rng) for c in ("clean", "worst 0.03", f"worst {ce:g}")}
+                    for k, r in m["rows"].items()}
+    m["correct"]["M_natural/none"]["min eps"] = none_eps
+    m["correct"][f"M_natural/{raw}"].update({"min eps": smooth_eps, f"PGD {ce:g}": a, f"PGD/10 {ce:g}": b})
+    return m, dict(robustness.SETTINGS[QUICK], claim_eps=ce, eps=(0.03, ce, 0.09), paper_eps=(0.03, 0.09))
+
+
+def _grid_eps(rng, n, shift=0):
+    k = np.clip(rng.integers(0, 7, n) + shift, 0, 7)
+    return np.where(k == 7, np.inf, np.asarray(GRID + (0.6,))[k])
+
+
+def test_min_eps_and_saturation_claims_hold_contradict_and_need_their_inputs():
+    from experiments import robustness
+
+    rng = np.random.default_rng(3)
+    base = [_grid_eps(rng, 250) for _ in range(3)]
+    up = [_min_eps_seed(b, np.where(np.isfinite(b), np.minimum(b * 4, 0.3), b), rng=rng) for b in base]
+    down = [_min_eps_seed(b, np.where(b > 0.0047 * 2, b / 4, b), rng=rng) for b in base]
+    same = [_min_eps_seed(b, b, rng=rng) for b in base]
+
+    def marks(seeds):
+        cs = robustness.judge_claims([m for m, _ in seeds], seeds[0][1], 1000)
+        return {("min" if "minimal eps" in c.claim else "sat" if "overstates" in c.claim else "other"): c
+                for c in cs}
+
+    assert marks(up)["min"].mark() == "holds" and marks(down)["min"].mark() == "contradicted"
+    assert marks(same)["min"].mark() != "holds"
+    assert marks(up)["min"].judgement.effect.mean > 0
+    sat = [_min_eps_seed(b, b, pgd=(0.3, 0.05), rng=rng) for b in base]
+    none = [_min_eps_seed(b, b, pgd=(0.05, 0.05), rng=rng) for b in base]
+    assert marks(sat)["sat"].mark() == "holds" and marks(none)["sat"].mark() != "holds"
+    assert marks(sat)["sat"].judgement.effect.mean == pytest.approx(0.25, abs=0.01)
+    # rows without the search or the signed PGD check: neither claim is made
+    plain = [_rob_seed(nat_worst=0.05, smooth_clean=0.85, smooth_worst=0.4) for _ in range(3)]
+    assert len(robustness.judge_claims(plain, robustness.SETTINGS[QUICK], 128)) == 5
+
+
+def test_null_simulation_min_eps_and_saturation_rules():
+    """Both arms' minimal eps (and PGD outcomes) drawn from one per-image distribution shared
+    over seeds: the bootstrap and paired per-image errors keep false holds at the nominal rate."""
+    from experiments import robustness
+
+    n = 250
+
+    def make(rng):
+        k = rng.integers(0, 8, n)  # each image's typical grid position, shared by seeds and arms
+        p_pgd = rng.beta(1, 3, n)
+
+        def draw():
+            j = np.clip(k + rng.integers(-1, 2, n), 0, 7)
+            return np.where(j == 7, np.inf, np.asarray(GRID + (0.6,))[j])
+
+        seeds = []
+        for _ in range(5):
+            m, st = _min_eps_seed(draw(), draw(), rng=rng)
+            a, b = _shared_draws(rng, p_pgd, 2)
+            raw = "M_natural/smooth rho=1"
+            m["correct"][raw]["PGD 0.0375"], m["correct"][raw]["PGD/10 0.0375"] = a, b
+            m["rows"][("M_natural", "smooth rho=1")]["PGD scale d 0.0375"] = float(b.mean() - a.mean())
+            seeds.append(m)
+        return [m for m in seeds], st
+
+    def verdict(which):
+        def judge(made):
+            per_seed, st = made
+            return next(c.mark() for c in robustness.judge_claims(per_seed, st, 1000) if which in c.claim)
+        return judge
+
+    assert _false_holds(make, verdict("minimal eps"), reps=150) <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / 150)
+    assert _false_holds(make, verdict("overstates")) <= MC

@@ -46,7 +46,7 @@ from jaxhfc.attacks.apgd import apgd, apgd_checkpoints, apgd_targeted
 from jaxhfc.attacks.defences import lowpass_defended
 from jaxhfc.attacks.evaluation import (Attack, RobustResult, fgsm_attack, pgd_attack, robust_accuracy,
                                        standard_attacks)
-from jaxhfc.attacks.search import minimal_eps
+from jaxhfc.attacks.search import ascending_minimal_eps, doubling_grid, median_min_eps, minimal_eps
 
 __all__ = [
     "LOSSES",
@@ -65,6 +65,9 @@ __all__ = [
     "fgsm_attack",
     "margin_loss",
     "minimal_eps",
+    "ascending_minimal_eps",
+    "doubling_grid",
+    "median_min_eps",
     "pgd_attack",
     "standard_attacks",
     "lowpass_defended",

@@ -162,6 +162,10 @@ class RobustResult:
         accuracy: an example counts only if it is right before and after every attack).
       attack_correct: ``{attack name: (N,) bool}``, right under that attack alone (a
         ``cascade`` attack: right under it and every attack before it without cascade).
+      scaled_attack_correct: ``{attack name: (n,) bool}``, right clean and under that attack
+        alone on ``logits / logit_scale``, for the first ``n`` examples (those the logit-scale
+        check re-ran; None when it did not run): with ``attack_correct`` on the same examples,
+        per image what a saturated softmax does to each attack.
       successful_attack: ``(N,)`` int, index into ``attacks`` of the first attack that made the
         correctly classified example wrong (-1: none did, or it was wrong already; AutoAttack's
         order).
@@ -213,6 +217,7 @@ class RobustResult:
     checks: dict = dataclasses.field(default_factory=dict)
     flags: tuple[str, ...] = ()
     median_abs_logit: float = float("nan")
+    scaled_attack_correct: dict | None = None
 
     @property
     def n(self) -> int:
@@ -338,7 +343,7 @@ def _batch_attacks(spec, plan, dyn, key, eps, scale, x, y, idx):
             "pert": _pert_norm(x_w - x, norm), "pert_max": pert_max, "in_box": in_box}
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def _eval_fn(batch, spec, plan):
     """The per-batch function of one (batch function, logits_fn structure, plan): a stable
     object, so that :func:`jaxhfc.parallel.sweep` compiles it once."""
@@ -367,8 +372,10 @@ def _sweep(logits_fn, x, y, key, *, plan, batch_size, mesh, eps, scale=1.0, batc
     rows = (np.asarray(x, np.float32), np.asarray(y, np.int32))
     if index is not None:
         rows += (np.asarray(index, np.int32),)
+    # bucketed calls: the cascade's survivors and the checks' subsets change size from row to row, and
+    # each new size of an unrolled attack program would be a new compilation
     return parallel.sweep(fn, rows, (dyn, key, np.float32(eps), np.float32(scale)),
-                          batch_size=batch_size, mesh=mesh, with_index=index is None)
+                          batch_size=batch_size, mesh=mesh, with_index=index is None, bucket=True)
 
 
 def _single_pgd(eps, step_size, steps, norm, random_start, keep_best, clip_min, clip_max) -> tuple[Attack, ...]:
@@ -609,4 +616,5 @@ def robust_accuracy(
         checks=report.checks,
         flags=report.flags,
         median_abs_logit=float(np.median(res["abs_logit"])),
+        scaled_attack_correct=report.scaled_correct,
     )

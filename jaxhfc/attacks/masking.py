@@ -57,6 +57,7 @@ class Report:
     zero_grad: np.ndarray | None
     ce_gain: np.ndarray | None
     margin_gain: np.ndarray | None
+    scaled_correct: dict | None = None
 
 
 def sanity_checks(res: dict, *, clean, per_attack, attacks, x, y, rerun, checks: bool, logit_scale, more_steps,
@@ -84,7 +85,7 @@ def sanity_checks(res: dict, *, clean, per_attack, attacks, x, y, rerun, checks:
         flag("adv_above_clean", f"adversarial accuracy {adv.mean():.4f} > clean accuracy "
              f"{clean.mean():.4f}: the attack is weaker than no attack (broken attack or masked "
              "gradients)")
-    noise = zero = ce_gain = margin_gain = None
+    noise = zero = ce_gain = margin_gain = scaled_correct = None
     if checks:
         noise, zero = res["noise"].astype(bool), res["zero_grad"].astype(bool)
         ce_gain, margin_gain = res["ce_gain"], res["margin_gain"]
@@ -127,6 +128,7 @@ def sanity_checks(res: dict, *, clean, per_attack, attacks, x, y, rerun, checks:
                     for j, nm in enumerate(names)}
         if logit_scale is not None:
             r = rerun(xs, ys, attacks, scale=1.0 / float(logit_scale))
+            scaled_correct = {nm: r["clean"].astype(bool) & r["adv"].astype(bool)[:, j] for j, nm in enumerate(names)}
             acc_s = float((r["clean"].astype(bool) & r["adv"].astype(bool).all(1)).mean())
             d = acc_s - base_sub
             check_out["logit_scale"] = {"T": float(logit_scale), "n": nc, "robust_accuracy": base_sub,
@@ -154,4 +156,4 @@ def sanity_checks(res: dict, *, clean, per_attack, attacks, x, y, rerun, checks:
                      "masked gradients)")
     check_out = {k: {kk: (vv.item() if isinstance(vv, np.generic) else vv) for kk, vv in v.items()}
                  for k, v in check_out.items()}  # plain Python values: JSON-ready
-    return Report(tuple(flags), tuple(msgs), check_out, noise, zero, ce_gain, margin_gain)
+    return Report(tuple(flags), tuple(msgs), check_out, noise, zero, ce_gain, margin_gain, scaled_correct)
