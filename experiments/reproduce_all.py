@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import time
 from pathlib import Path
@@ -259,10 +260,7 @@ def update_time_section(readme: Path, results_dir: Path, *, dataset: str = "synt
     :func:`time_markdown` of ``results_dir``; False (README unchanged) when the README has no
     such block or the folder holds no finished run."""
     readme, results_dir = Path(readme), Path(results_dir)
-    try:
-        label = results_dir.resolve().relative_to(readme.resolve().parent).as_posix()
-    except ValueError:
-        label = str(results_dir)
+    label = Path(os.path.relpath(results_dir.resolve(), readme.resolve().parent)).as_posix()
     md = time_markdown(results_dir, label)
     if not md:
         return False
@@ -323,8 +321,9 @@ def compact_claims(ctx) -> str:
 
 def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/batchnorm.png") -> Path:
     """Fill the project README's results section from ``<out>/README.md`` (the claims table,
-    the run line and one figure), and its reproduction-time block (:func:`update_time_section`)
-    when it has one, so the README shows only numbers this code produced."""
+    the run line and one figure), and the reproduction-time block (:func:`update_time_section`)
+    of ``docs/reproduce.md`` (of ``readme`` itself when it is another file) when it has one, so
+    the README shows only numbers this code produced."""
     readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
     text = readme.read_text()
     start, end = markers("results", ctx.dataset)
@@ -358,8 +357,10 @@ def update_readme(ctx, readme: Path | None = None, *, figure: str = "heuristics/
         "",
     ])
     fill_block(readme, start, end, body)
-    update_time_section(readme, ctx.out, dataset=ctx.dataset)
-    if readme.parent == Path(__file__).resolve().parent.parent:  # the project's own README
+    project = readme.parent == Path(__file__).resolve().parent.parent  # the project's own README
+    # its per-artefact times live in docs/reproduce.md (the README gives the totals)
+    update_time_section(readme.parent / "docs" / "reproduce.md" if project else readme, ctx.out, dataset=ctx.dataset)
+    if project:
         update_deviations()
     return readme
 
@@ -377,10 +378,11 @@ PLAN_START, PLAN_END = plan_markers("cifar10")
 
 
 def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> Path:
-    """Fill the README's cost-plan block of ``ctx.dataset`` (:func:`plan_markers`) from a
+    """Fill the cost-plan block of ``ctx.dataset`` (:func:`plan_markers`; in ``docs/reproduce.md``
+    unless ``readme`` names another file) from a
     ``--plan`` run: the plan's table and prediction, with the command, machine, commit and the
     metered smoke run's wall time. Raises ValueError when the README has no such block."""
-    readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(readme) if readme else Path(__file__).resolve().parent.parent / "docs" / "reproduce.md"
     saved = R.read_json(ctx.out / "plan.json").get("environment") if (ctx.out / "plan.json").exists() else None
     if saved:  # the environment the metered run was made in
         env = saved
@@ -390,10 +392,7 @@ def update_plan_section(ctx, md: str, env: dict, readme: Path | None = None) -> 
         env = {**env, "git_commit": found.group(1)} if found else env
     timings = R.read_json(ctx.out / "timings.json") if (ctx.out / "timings.json").exists() else {}
     wall = sum(timings.values())
-    try:
-        where = ctx.out.resolve().relative_to(readme.parent.resolve())
-    except ValueError:
-        where = ctx.out
+    where = Path(os.path.relpath(ctx.out.resolve(), readme.parent.resolve())).as_posix()
     body = "\n".join([
         f"Made by `python -m experiments.reproduce_all --dataset {ctx.dataset} --plan --out {where}` on {env['processor']} "
         f"({env['backend']}, jax {env['versions']['jax']}), commit {env['git_commit'][:7]}, {env['time'][:10]}: "
