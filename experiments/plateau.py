@@ -27,9 +27,9 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.common import hardware
 from experiments import recipes
 from jaxhfc import datasets, parallel, pipeline
+from jaxhfc import results as R
 from jaxhfc.config import TrainConfig
 from jaxhfc.evaluation import evaluate
 from jaxhfc.prepare import load_splits
@@ -93,7 +93,7 @@ def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, wi
             f.flush()
     summary = {"model": model, "steps": steps, "seed": seed, "first_loss": losses[0],
                "final_test_accuracy": rows[-1]["test_accuracy"], "seconds": time.perf_counter() - t0,
-               "hardware": hardware(),
+               "hardware": R.environment_info(),
                **left_plateau(np.asarray(losses), np.asarray(correct), config.optim.batch_size, window=window)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     _plot(rows, out / "loss.png", title=f"{model}, paper setting (no BN, Adam 1e-4, batch 100)")

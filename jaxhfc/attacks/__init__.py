@@ -44,7 +44,8 @@ from jaxhfc.attacks.losses import LOSSES, cross_entropy_loss, dlr_loss, dlr_targ
 from jaxhfc.attacks.pgd import fgsm, madry_adversary, pgd
 from jaxhfc.attacks.apgd import apgd, apgd_checkpoints, apgd_targeted
 from jaxhfc.attacks.defences import lowpass_defended
-from jaxhfc.attacks.evaluation import (Attack, RobustResult, fgsm_attack, pgd_attack, robust_accuracy,
+from jaxhfc.attacks.result import RobustResult
+from jaxhfc.attacks.evaluation import (Attack, fgsm_attack, pgd_attack, robust_accuracy,
                                        standard_attacks)
 from jaxhfc.attacks.search import ascending_minimal_eps, doubling_grid, median_min_eps, minimal_eps
 
