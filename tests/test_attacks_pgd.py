@@ -210,10 +210,9 @@ def test_madry_adversary_defaults():
                            ga, gb)
 
 
-def test_minimal_eps_on_planted_optimum():
-    # linear model: example i is breakable at eps iff eps >= its exact Linf distance to the
-    # nearest decision boundary, min_j (z_y - z_j) / ||w_y - w_j||_1
-    p, x, y, _, _ = planted_linear()
+def _planted_distances(p, x, y):
+    """Each example's exact Linf distance to the nearest decision boundary of the planted linear
+    model: min over other classes j of (z_y - z_j) / ||w_y - w_j||_1."""
     w = np.asarray(p["w"], np.float64)
     z = np.asarray(x, np.float64).reshape(len(y), -1) @ w + np.asarray(p["b"], np.float64)
     yn = np.asarray(y)
@@ -222,6 +221,14 @@ def test_minimal_eps_on_planted_optimum():
         l1 = np.abs(w[:, [j]].T - w[:, yn].T).sum(1)
         gap = z[np.arange(len(yn)), yn] - z[:, j]
         dist = np.minimum(dist, np.where(yn == j, np.inf, gap / np.where(yn == j, 1.0, l1)))
+    return dist
+
+
+def test_minimal_eps_on_planted_optimum():
+    # linear model: example i is breakable at eps iff eps >= its exact Linf distance to the
+    # nearest decision boundary, min_j (z_y - z_j) / ||w_y - w_j||_1
+    p, x, y, _, _ = planted_linear()
+    dist = _planted_distances(p, x, y)
     grid = (0.002, 0.004, 0.006, 0.008)
     keep = np.all(np.abs(dist[:, None] - np.asarray(grid)[None]) > 3e-4, axis=1)  # none on a grid point
     xs, ys, d = x[keep], y[keep], dist[keep]
@@ -240,13 +247,7 @@ def test_ascending_minimal_eps_equals_the_planted_optimum_and_the_full_search():
     """Attacking each radius only on what smaller radii left gives the exact minimal eps of a
     linear model (as the full search does); an image wrong clean has minimal eps 0."""
     p, x, y, _, _ = planted_linear()
-    w = np.asarray(p["w"], np.float64)
-    z = np.asarray(x, np.float64).reshape(len(y), -1) @ w + np.asarray(p["b"], np.float64)
-    yn = np.asarray(y)
-    dist = np.full(len(yn), np.inf)
-    for j in range(3):
-        l1 = np.abs(w[:, [j]].T - w[:, yn].T).sum(1)
-        dist = np.minimum(dist, np.where(yn == j, np.inf, (z[np.arange(len(yn)), yn] - z[:, j]) / l1))
+    dist = _planted_distances(p, x, y)
     grid = A.doubling_grid(0.008, 3)
     assert grid == (0.002, 0.004, 0.008)
     keep = np.all(np.abs(dist[:, None] - np.asarray(grid)[None]) > 3e-4, axis=1)
