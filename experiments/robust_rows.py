@@ -163,7 +163,11 @@ def claim_eps(ctx: Context, naturals, settings: dict) -> tuple[float, dict]:
     attacks): the radius at which M_natural keeps half of what it gets right, where a defence
     can move the worst case either way. A grid radius (the lower median); the grid's largest
     when more than half survive it. Returns ``(eps, {"grid", "per seed": medians, "pooled n"})``."""
-    grid = search_grid(settings)
+    grid, above = search_grid(settings), above_grid(settings)
+
+    def grid_median(v):  # a grid radius (the lower median), above-grid images counted as the next radius
+        return float(np.quantile(np.minimum(v, above), 0.5, method="lower"))
+
     pooled, per_seed = [], []
     for t in naturals:
         xv, yv = ctx.test_arrays(t.config, split="val")
@@ -171,12 +175,11 @@ def claim_eps(ctx: Context, naturals, settings: dict) -> tuple[float, dict]:
                             memo_key=(str(t.run_dir), "validation"))
         right = m[m > 0]
         pooled.append(right)
-        per_seed.append(float(np.quantile(np.minimum(right, above_grid(settings)), 0.5, method="lower"))
-                        if right.size else 0.0)
+        per_seed.append(grid_median(right) if right.size else 0.0)
     allr = np.concatenate(pooled)
     if allr.size == 0:
         raise ValueError("M_natural classifies no validation image right: no radius to choose for the claims")
-    med = float(np.quantile(np.minimum(allr, above_grid(settings)), 0.5, method="lower"))
+    med = grid_median(allr)
     eps = min(med, grid[-1]) if med > 0 else grid[0]
     return eps, {"grid": list(grid), "per seed": per_seed, "pooled n": int(allr.size), "chosen": eps}
 

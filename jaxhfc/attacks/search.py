@@ -13,6 +13,19 @@ from jaxhfc.attacks.base import LogitsFn
 from jaxhfc.attacks.evaluation import Attack, robust_accuracy, standard_attacks
 
 
+def _increasing_grid(eps_grid: Sequence[float]) -> list[float]:
+    grid = [float(e) for e in eps_grid]
+    if not grid or any(e <= 0 for e in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"eps_grid must be increasing positive radii, got {list(eps_grid)!r}")
+    return grid
+
+
+def _search_result(grid: list[float], min_eps: np.ndarray) -> dict:
+    """The grid, the per-example minimal eps and the robust accuracy at each radius."""
+    return {"eps_grid": np.asarray(grid, np.float32), "min_eps": min_eps,
+            "accuracy": np.asarray([(min_eps > e).mean() for e in grid], np.float64)}
+
+
 def minimal_eps(
     logits_fn: LogitsFn,
     x,
@@ -41,9 +54,7 @@ def minimal_eps(
       ``inf`` when no eps of the grid breaks them), ``"accuracy": (E,)`` at each threshold,
       ``"results": [RobustResult per eps]}``.
     """
-    grid = [float(e) for e in eps_grid]
-    if not grid or any(e <= 0 for e in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
-        raise ValueError(f"eps_grid must be increasing positive radii, got {list(eps_grid)!r}")
+    grid = _increasing_grid(eps_grid)
     attacks = standard_attacks() if attacks is None else attacks
     results = [robust_accuracy(logits_fn, x, y, key, eps=e, batch_size=batch_size, attacks=attacks,
                                **kwargs) for e in grid]
@@ -52,9 +63,7 @@ def minimal_eps(
     for e, r in zip(reversed(grid), reversed(results)):
         min_eps = np.where(~r.robust_correct, np.float32(e), min_eps)
     min_eps = np.where(results[0].clean_correct, min_eps, np.float32(0.0))
-    return {"eps_grid": np.asarray(grid, np.float32), "min_eps": min_eps,
-            "accuracy": np.asarray([(min_eps > e).mean() for e in grid], np.float64),
-            "results": results}
+    return {**_search_result(grid, min_eps), "results": results}
 
 
 def doubling_grid(eps_max: float, points: int) -> tuple[float, ...]:
@@ -93,9 +102,7 @@ def ascending_minimal_eps(
       ``inf`` when no radius of the grid breaks them), ``"accuracy": (E,)`` robust accuracy at
       each radius (the share of examples whose minimal eps is above it)``}``.
     """
-    grid = [float(e) for e in eps_grid]
-    if not grid or any(e <= 0 for e in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
-        raise ValueError(f"eps_grid must be increasing positive radii, got {list(eps_grid)!r}")
+    grid = _increasing_grid(eps_grid)
     attacks = standard_attacks() if attacks is None else attacks
     for k in ("checks", "logit_scale", "more_steps"):
         kwargs.pop(k, None)
@@ -112,8 +119,7 @@ def ascending_minimal_eps(
         broken = ~r.robust_correct
         min_eps[alive[broken & (min_eps[alive] != 0.0)]] = np.float32(e)
         alive = alive[~broken]
-    return {"eps_grid": np.asarray(grid, np.float32), "min_eps": min_eps,
-            "accuracy": np.asarray([(min_eps > e).mean() for e in grid], np.float64)}
+    return _search_result(grid, min_eps)
 
 
 def median_min_eps(min_eps, *, above: float) -> float:
