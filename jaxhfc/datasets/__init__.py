@@ -20,15 +20,15 @@ The device-side input pipeline (permutation, crop/flip, mixup, normalisation) is
 from jaxhfc.datasets.core import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, SYNTHETIC_CLASSES, CorruptDatasetError,
                                   Dataset, DatasetNotFoundError, default_data_dir)
 from jaxhfc.datasets.folder import image_array
-from jaxhfc.datasets.registry import load_dataset, load_spec
-from jaxhfc.datasets.specs import BUILTIN, KINDS, Spec, dataset_arg, dataset_slug, is_spec, parse_spec
+from jaxhfc.datasets.registry import READERS, dataset_arg, load_dataset, load_spec, register_reader
+from jaxhfc.datasets.specs import BUILTIN, KINDS, Spec, dataset_slug, is_spec, parse_spec
 from jaxhfc.datasets.synthetic import make_synthetic
 from jaxhfc.datasets.transforms import (EMPTY_IMAGE_MAX, balanced_indices, balanced_subset, filter_dataset,
                                         shuffle_labels, to_model_input)
 
 __all__ = [
     "BUILTIN", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "EMPTY_IMAGE_MAX", "KINDS", "SYNTHETIC_CLASSES",
-    "CorruptDatasetError", "Dataset", "DatasetNotFoundError", "Spec", "balanced_indices", "balanced_subset",
+    "CorruptDatasetError", "Dataset", "DatasetNotFoundError", "READERS", "Spec", "balanced_indices", "balanced_subset",
     "dataset_arg", "dataset_slug", "default_data_dir", "filter_dataset", "image_array", "is_spec", "load_dataset",
-    "load_spec", "make_synthetic", "parse_spec", "shuffle_labels", "to_model_input",
+    "load_spec", "make_synthetic", "parse_spec", "register_reader", "shuffle_labels", "to_model_input",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from jaxhfc.datasets.core import SPLITS, Dataset, default_data_dir
 from jaxhfc.datasets.transforms import balanced_subset
 
 logger = logging.getLogger(__name__)
+
+Reader = Callable[..., Dataset]
 
 
 def load_dataset(
@@ -69,9 +71,12 @@ def load_dataset(
     class), with options ``?channels=1|3&size=N``; see :mod:`jaxhfc.datasets.specs`. Their images
     keep the source's size; grey images become 3 channels unless ``channels=1``.
     """
-    if isinstance(name, str) and name.partition(":")[0] in specs.KINDS and ":" in name:
+    if specs.is_spec(name):
         return load_spec(name, split=split, data_dir=data_dir, source=source, seed=seed,
                          num_train=num_train, num_test=num_test)
+    if name not in READERS:
+        raise ValueError(f"name must be one of {tuple(READERS)} or a spec tfds:NAME, npz:PATH, folder:PATH; "
+                         f"got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if source not in cifar10.SOURCES:
@@ -79,25 +84,67 @@ def load_dataset(
     n = num_train if split == "train" else num_test
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"num_{split} must be a positive int or None, got {n!r}")
-    if name in ("fashion_mnist", "mnist"):
-        if source != "auto":
-            raise ValueError(f"{name} has no source {source!r}; use 'auto'")
-        return idx.load_split(name, split=split, data_dir=data_dir, seed=seed, n=None if n is None else int(n))
-    if name == "synthetic":
-        if source != "auto":
-            raise ValueError(f"the synthetic dataset has no source {source!r}; use 'auto'")
-        size = int(n) if n is not None else (50_000 if split == "train" else 10_000)
-        images, labels, names = synthetic.generate_split(split, size, seed=seed)
-        return Dataset(images, labels, len(names), "synthetic", names)
-    if name != "cifar10":
-        raise ValueError(
-            f"name must be 'synthetic', 'cifar10', 'fashion_mnist', 'mnist' or a spec tfds:NAME, npz:PATH, "
-            f"folder:PATH; got {name!r}")
+    return READERS[name](split, data_dir=data_dir, source=source, seed=seed, n=None if n is None else int(n))
+
+
+def _auto_only(name: str, source: str) -> None:
+    if source != "auto":
+        raise ValueError(f"{name} has no source {source!r}; use 'auto'")
+
+
+def read_synthetic(split: str, *, data_dir, source: str, seed: int, n: Optional[int]) -> Dataset:
+    """The built-in generator's split (default sizes 50,000 / 10,000); ``data_dir`` is ignored."""
+    _auto_only("the synthetic dataset", source)
+    size = n if n is not None else (50_000 if split == "train" else 10_000)
+    images, labels, names = synthetic.generate_split(split, size, seed=seed)
+    return Dataset(images, labels, len(names), "synthetic", names)
+
+
+def read_cifar10(split: str, *, data_dir, source: str, seed: int, n: Optional[int]) -> Dataset:
+    """CIFAR-10 from the archive or a prepared TFDS copy; a class-balanced subset of ``n``."""
     data_dir = os.path.expanduser(str(data_dir)) if data_dir is not None else default_data_dir()
     ds = cifar10.load(data_dir, split, source)
-    if n is not None:
-        ds = balanced_subset(ds, int(n), seed=seed)
-    return ds
+    return balanced_subset(ds, n, seed=seed) if n is not None else ds
+
+
+def idx_reader(name: str) -> Reader:
+    """The reader of an IDX dataset (``fashion_mnist``, ``mnist``: :mod:`jaxhfc.datasets.idx`)."""
+    def read(split: str, *, data_dir, source: str, seed: int, n: Optional[int]) -> Dataset:
+        _auto_only(name, source)
+        return idx.load_split(name, split=split, data_dir=data_dir, seed=seed, n=n)
+
+    read.__name__ = f"read_{name}"
+    return read
+
+
+#: Readers of the datasets known by name: ``reader(split, *, data_dir, source, seed, n)`` returns
+#: one split as a :class:`Dataset` (``n``: a class-balanced subset of that many images, or the
+#: generated size; None: the whole split). :func:`load_dataset` checks the arguments they share.
+READERS: dict[str, Reader] = {
+    "synthetic": read_synthetic,
+    "cifar10": read_cifar10,
+    "fashion_mnist": idx_reader("fashion_mnist"),
+    "mnist": idx_reader("mnist"),
+}
+
+
+def register_reader(name: str, reader: Reader) -> None:
+    """Make ``name`` loadable by :func:`load_dataset` (and accepted by ``--dataset``) through
+    ``reader`` (the signature of :data:`READERS`). A spec-like name (``KIND:...``) is refused."""
+    if not isinstance(name, str) or not name or ":" in name or "/" in name:
+        raise ValueError(f"a dataset name is a non-empty string without ':' or '/', got {name!r}")
+    if not callable(reader):
+        raise TypeError(f"reader of {name!r} must be callable, got {type(reader).__name__}")
+    READERS[name] = reader
+
+
+def dataset_arg(text: str) -> str:
+    """``argparse`` type of a ``--dataset`` flag: a name of :data:`READERS` or a valid spec. The
+    path of an ``npz:``/``folder:`` spec is made absolute, so a run's recorded config finds its
+    data from any working directory (``jaxhfc eval``, ``jaxhfc analyze``)."""
+    if text in READERS:
+        return text
+    return specs.spec_arg(text, names=tuple(READERS))
 
 
 def load_spec(

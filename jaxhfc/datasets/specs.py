@@ -100,16 +100,14 @@ def dataset_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", slug).strip("-")
 
 
-def dataset_arg(text: str) -> str:
-    """``argparse`` type of a ``--dataset`` flag: a built-in name or a valid spec. The path
-    of an ``npz:``/``folder:`` spec is made absolute, so a run's recorded config finds its
-    data from any working directory (``jaxhfc eval``, ``jaxhfc analyze``)."""
-    if text in BUILTIN:
-        return text
+def spec_arg(text: str, names: tuple = BUILTIN) -> str:
+    """``argparse`` check of a ``--dataset`` spec (``names``: the datasets known by name, for the
+    message). The path of an ``npz:``/``folder:`` spec is made absolute."""
     try:
         spec = parse_spec(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        msg = str(err).replace(f"one of {BUILTIN}", f"one of {names}")
+        raise argparse.ArgumentTypeError(msg) from None
     if spec.kind == "tfds":
         return text
     _, _, query = text.partition("?")
