@@ -84,11 +84,11 @@ SETTINGS = (
 
 
 def quick_recipe() -> dict:
-    """The quick Fashion-MNIST recipe's network and step (experiments/recipes.py)."""
-    from experiments import recipes
+    """The quick Fashion-MNIST recipe's network and step (experiments/recipes.py and its profile)."""
+    from experiments import profiles, recipes
 
     base = recipes.BASE["quick"]
-    fm = recipes.DATASETS["fashion_mnist"]["base"]["quick"]
+    fm = profiles.profile("fashion_mnist").recipe("quick")
     net = {**base["net"], **fm.get("net", {})}
     optim = {**base["optim"], **fm.get("optim", {})}
     return {"model": net["name"], "width": net["width"], "norm": net["norm"], "batch": optim["batch_size"],
@@ -127,7 +127,7 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
     Raises:
       FileNotFoundError: no such folder, or no ``timings.json`` in it (a one-line message).
     """
-    from experiments.reproduce_all import ARTEFACTS
+    from experiments.reporting import ARTEFACTS
 
     folder = Path(results_dir)
     if not (folder / "timings.json").is_file():
@@ -848,7 +848,7 @@ def markdown(rec: dict, name: str = "") -> str:
 
 def update_doc(json_path: Path, doc: Path | None = None) -> Path:
     """Fill the cost block of docs/performance.md (between DOC_START and DOC_END) from a cost JSON."""
-    from experiments.reproduce_all import fill_block
+    from experiments.readme_blocks import fill_block
 
     doc = Path(doc) if doc else ROOT / "docs" / "performance.md"
     rec = json.loads(Path(json_path).read_text())

@@ -103,7 +103,7 @@ def _paper_config(tiny: bool, work: Path, data_dir: str | None = None, dataset: 
 
     ctx = Context(dataset=dataset, scale="tiny" if tiny else "full", out=Path(work), data_dir=data_dir, seeds=1,
                   progress=False)
-    return ctx, ctx.config()
+    return ctx, ctx.setup.config()
 
 
 def _rows_status(record: dict) -> dict:
@@ -302,9 +302,9 @@ def stage_fmnist_epoch(tiny: bool, work: Path, data_dir: str | None = None, **_)
     from jaxhfc.fit import fit
 
     ctx, _ = _paper_config(tiny, work / "fmnist", data_dir=data_dir, dataset="fashion_mnist")
-    config = ctx.config(optim={"epochs": 1}, run={"checkpoint_every": 0})
+    config = ctx.setup.config(optim={"epochs": 1}, run={"checkpoint_every": 0})
     t0 = time.perf_counter()
-    datasets = ctx.datasets(config)
+    datasets = ctx.models.datasets(config)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = fit(config, work / "fmnist" / "run", progress=False, datasets=datasets)
@@ -521,9 +521,9 @@ def main(argv: list[str] | None = None) -> dict | int:
                   data_dir=data_dir, work=Path(args.work) if args.work else None, caps=caps)
     print(f"wrote {Path(args.out) / SUMMARY}")
     if args.doc:
-        from experiments import reproduce_all
+        from experiments import readme_blocks
 
-        if not reproduce_all.fill_block(Path(args.doc), START, END, markdown(summary) + "\n"):
+        if not readme_blocks.fill_block(Path(args.doc), START, END, markdown(summary) + "\n"):
             print(f"{args.doc} has no {START} ... {END} block; left as it is", file=sys.stderr)
         else:
             print(f"updated {args.doc}")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.common import Claim
-from experiments.reproduce_all import ARTEFACTS
+from experiments.claims import Claim
+from experiments.reporting import ARTEFACTS
 from jaxhfc import results as R
 
 

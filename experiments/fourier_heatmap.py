@@ -15,8 +15,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
-                                write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import attack_subset
 from jaxhfc import evidence as E
 
@@ -71,16 +72,16 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
     from jaxhfc.evaluation import predict
 
-    st = ctx.chance_floors(ctx.settings(SETTINGS))
-    st["cut"] = ctx.radius(st["cut"])
+    st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
+    st["cut"] = ctx.setup.radius(st["cut"])
     eps, n = st["eps"], st["n_images"]
-    models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
-    x, y = attack_subset(*ctx.test_arrays(models["vanilla"][0].config), n)
+    models = {"vanilla": ctx.models.vanillas(), "twin": ctx.models.twins(), "adversarial": ctx.models.adversarials()}
+    x, y = attack_subset(*ctx.models.test_arrays(models["vanilla"][0].config), n)
     n = len(y)
     h, w = x.shape[1:3]
     dist = fourier.distance_grid(h, w)
     per_seed_metrics, per_seed_rows, first_maps = [], [], {}
-    for i, seed in enumerate(ctx.seed_list):
+    for i, seed in enumerate(ctx.setup.seed_list):
         metrics, rows = {"per_image": {}}, []
         for name, ts in models.items():
             if name == "vanilla" and i > 0:  # no claim uses M_natural's map: the first seed's, for the figure
@@ -89,13 +90,13 @@ def run(ctx: Context) -> dict:
                              "high-freq minus clean": None})
                 continue
             t = ts[i]
-            m, wrong = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(seed + 3), eps=eps, mesh=ctx.mesh(),
+            m, wrong = analysis.fourier_heatmap(t.logits_fn(), x, y, jax.random.key(seed + 3), eps=eps, mesh=ctx.models.mesh(),
                                                 freq_chunk=st["freq_chunk"], batch_size=st["batch_size"],
                                                 per_image=True)
             if i == 0:
                 first_maps[name] = m
                 np.save(ctx.artefact_dir(NAME) / f"heatmap_{name}.npy", m)
-            clean_err = (np.asarray(predict(t.state, t.model, ctx.mesh(), x, batch_size=st["batch_size"])) != y)
+            clean_err = (np.asarray(predict(t.state, t.model, ctx.models.mesh(), x, batch_size=st["batch_size"])) != y)
             per_image = {"clean": clean_err.astype(np.float64), "low": wrong[:, dist < st["cut"]].mean(axis=1),
                          "high": wrong[:, dist >= st["cut"]].mean(axis=1)}
             clean, lo, hi = (float(per_image[k].mean()) for k in ("clean", "low", "high"))
@@ -106,7 +107,7 @@ def run(ctx: Context) -> dict:
                          "high-freq minus clean": hi - clean})
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
-    fig = plotting.heatmap_figure(first_maps, title=f"Fourier sensitivity (seed {ctx.seed_list[0]}): error rate, "
+    fig = plotting.heatmap_figure(first_maps, title=f"Fourier sensitivity (seed {ctx.setup.seed_list[0]}): error rate, "
                                                     f"L2 eps={eps:g} (centre = low frequencies)")
     figs = [save_figure(fig, ctx.artefact_dir(NAME) / "heatmaps.png")]
     claims = judge_claims(per_seed_metrics, st, n)
@@ -114,7 +115,7 @@ def run(ctx: Context) -> dict:
     write_artefact(ctx, NAME, title="Beyond the paper: Fourier sensitivity heat maps", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
                    settings={**st, "eps_l2_per_channel": eps, "n_images": int(n)},
-                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list, key="per_image"),
+                   outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list, key="per_image"),
                    notes="Yin et al. 2019's method on our models; the first seed's heat maps are saved as "
                          "heatmap_<model>.npy (indexed like the shifted spectrum, zero frequency at the centre). "
                          "outcomes.npz: per seed, model and image, its clean error and its error rate over the low / "

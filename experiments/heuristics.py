@@ -16,8 +16,10 @@ import math
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, final, image_se, main_for, outcome_records,
-                                paired_terms, save_figure, seed_curve, write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
+from experiments.training import final, seed_curve
 from jaxhfc import evidence as E
 from jaxhfc.evaluation import eval_set_name
 
@@ -213,41 +215,41 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
 def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
-    settings = ctx.chance_floors(ctx.settings(SETTINGS))
-    radii = ctx.config().evaluation.radii
+    settings = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
+    radii = ctx.setup.config().evaluation.radii
     # at a scale where M_adversarial's clean twin is the vanilla model with BatchNorm and running
     # statistics at test time, the BatchNorm claim is judged under those statistics too
-    bn_running = ctx.config(net={"norm": "batch", "bn_eval": "running"})
-    settings["running_arm"] = "adversarial twin" if ctx.config(**ctx.twin_overrides()) == bn_running else None
+    bn_running = ctx.setup.config(net={"norm": "batch", "bn_eval": "running"})
+    settings["running_arm"] = "adversarial twin" if ctx.setup.config(**ctx.setup.twin_overrides()) == bn_running else None
     labels = list(variants(settings))
     named, keys = [], []
     for label, over in variants(settings).items():
         name = label.replace(" ", "_")
         if over == "adversarial":
-            over = ctx.adversarial_overrides()
+            over = ctx.setup.adversarial_overrides()
         elif over == "scaled_lr":
             name, over = f"batch_{settings['batches'][1]}_lr_scaled", scaled_lr_overrides(
-                settings, ctx.config().optim.learning_rate)
+                settings, ctx.setup.config().optim.learning_rate)
         elif over == "twin":
-            name, over = "adv_twin", ctx.twin_overrides()
-        for s in ctx.seed_list:
-            named.append((name, ctx.config(seed=s, **over)))
+            name, over = "adv_twin", ctx.setup.twin_overrides()
+        for s in ctx.setup.seed_list:
+            named.append((name, ctx.setup.config(seed=s, **over)))
             keys.append((label, s))
-    r6 = ctx.radius(settings["lfc_radius"])
+    r6 = ctx.setup.radius(settings["lfc_radius"])
     for norm in (("none", "batch") if settings.get("fig6", True) else ()):
-        for s in ctx.seed_list:
-            named.append((f"lfc{r6}_{norm}", ctx.config(seed=s, data={"train_filter": "low", "train_radius": float(r6)},
+        for s in ctx.setup.seed_list:
+            named.append((f"lfc{r6}_{norm}", ctx.setup.config(seed=s, data={"train_filter": "low", "train_radius": float(r6)},
                                                         net={"norm": norm}, evaluation={"radii": (r6,)})))
             keys.append((f"lfc_{norm}", s))
-    trained = dict(zip(keys, ctx.train_many(named)))
+    trained = dict(zip(keys, ctx.models.train_many(named)))
     small = f"batch {settings['batches'][0]}"
     eq = scaled_lr_label(settings)
-    models = {label: [trained[(label, s)] for s in ctx.seed_list] for label in labels}
-    fig6 = {norm: [trained[(f"lfc_{norm}", s)] for s in ctx.seed_list]
+    models = {label: [trained[(label, s)] for s in ctx.setup.seed_list] for label in labels}
+    fig6 = {norm: [trained[(f"lfc_{norm}", s)] for s in ctx.setup.seed_list]
             for norm in (("none", "batch") if settings.get("fig6", True) else ())}
 
     per_seed_metrics, per_seed_rows = [], []
-    for i, s in enumerate(ctx.seed_list):
+    for i, s in enumerate(ctx.setup.seed_list):
         metrics, rows = {}, []
         for label in labels:
             t = models[label][i]
@@ -262,17 +264,17 @@ def run(ctx: Context) -> dict:
         sets = {"test": "test", **{f"test_high_{r}": eval_set_name("test_high", r) for r in radii}}
         metrics["pred"], metrics["labels"] = {}, {}
         for variant in ("vanilla", "batchnorm", "adversarial twin", "adversarial"):
-            p = ctx.predictions(models[variant][i], list(sets.values()))
+            p = ctx.models.predictions(models[variant][i], list(sets.values()))
             metrics["pred"][variant] = {k: p[v][0] for k, v in sets.items()}
             metrics["labels"] = {k: p[v][1] for k, v in sets.items()}
-        metrics["correct"] = {small: ctx.outcomes(models[small][i], ["train", "test"]),
-                              eq: ctx.outcomes(models[eq][i], ["train", "test"])}
+        metrics["correct"] = {small: ctx.models.outcomes(models[small][i], ["train", "test"]),
+                              eq: ctx.models.outcomes(models[eq][i], ["train", "test"])}
         for norm, ts in fig6.items():
             rows.append({"variant": f"trained on LFC r={r6}, norm={norm}", "train acc": ts[i].history[-1]["train_accuracy"],
                          "test": final(ts[i], "test"), f"LFC {r6}": final(ts[i], eval_set_name("test_low", r6))})
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
-    _, test = ctx.datasets(named[0][1])
+    _, test = ctx.models.datasets(named[0][1])
     n_train = named[0][1].evaluation.train_subset
     claims = judge_claims(per_seed_metrics, settings, radii=radii, n_test=len(test), num_classes=test.num_classes,
                           n_train=n_train)
@@ -299,8 +301,8 @@ def run(ctx: Context) -> dict:
     rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 4-6: heuristics, accuracy on original / LFC / HFC test data", rows=rows,
                    per_seed=per_seed_rows, columns=cols, claims=claims,
-                   outcomes={**outcome_records(per_seed_metrics, ctx.seed_list),
-                             **{f"pred|{k}": v for k, v in outcome_records(per_seed_metrics, ctx.seed_list, "pred").items()}},
+                   outcomes={**outcome_records(per_seed_metrics, ctx.setup.seed_list),
+                             **{f"pred|{k}": v for k, v in outcome_records(per_seed_metrics, ctx.setup.seed_list, "pred").items()}},
                    models={**models, **{f"lfc_{k}": v for k, v in fig6.items()}}, figures=figs,
                    settings={**settings, "radii": list(radii)},
                    notes="Last-evaluation accuracies; 'train acc' is measured in eval mode on clean training data "

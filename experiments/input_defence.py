@@ -13,8 +13,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, paired_terms,
-                                save_figure, write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, attack_list, attack_seed, attack_subset, attacks_text,
                                      checks_ok_at, claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
@@ -66,34 +67,34 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import attacks, plotting
 
-    attack = ctx.scaled(ctx.settings(ATTACKS))
-    s = ctx.chance_floors(ctx.scaled({**ctx.settings(ATTACKS), **ctx.settings(SETTINGS)}))
-    s["radii"] = radii = tuple(ctx.radius(r) for r in s["radii"])
-    naturals, adversarials = ctx.vanillas(), ctx.adversarials()
+    attack = ctx.setup.scaled(ctx.setup.settings(ATTACKS))
+    s = ctx.models.chance_floors(ctx.setup.scaled({**ctx.setup.settings(ATTACKS), **ctx.setup.settings(SETTINGS)}))
+    s["radii"] = radii = tuple(ctx.setup.radius(r) for r in s["radii"])
+    naturals, adversarials = ctx.models.vanillas(), ctx.models.adversarials()
     # the robustness claims' radius, on validation images (the search on the attack settings' radii)
     s["claim_eps"], s["eps_selection"] = claim_eps(ctx, naturals, attack)
     s["eps"] = tuple(sorted({*s["eps"], s["claim_eps"]}))
     cfg = naturals[0].config
-    x, y = attack_subset(*ctx.test_arrays(cfg), s["n_eval"])
+    x, y = attack_subset(*ctx.models.test_arrays(cfg), s["n_eval"])
     per_example_dir = ctx.artefact_dir(NAME) / "per_example"
     per_example_dir.mkdir(exist_ok=True)
     e0 = s["claim_eps"]
     per_seed_metrics, per_seed_rows = [], []
-    for i, seed in enumerate(ctx.seed_list):
+    for i, seed in enumerate(ctx.setup.seed_list):
         key = jax.random.key(attack_seed(seed))
         rows, metrics = [], {}
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i])):
             base = t.logits_fn()
             if mname == "M_natural":
-                xv, yv = ctx.test_arrays(t.config, split="val")  # this seed's own held-out images
+                xv, yv = ctx.models.test_arrays(t.config, split="val")  # this seed's own held-out images
                 xv, yv = xv[: s["n_val"]], yv[: s["n_val"]]
                 # the radius is chosen on validation images (the rows' attacks, no checks needed to rank), never on the test set
                 val_acc = {r: attacks.robust_accuracy(attacks.lowpass_defended(base, r), xv, yv, key, eps=e0,
-                                                      batch_size=s["batch_size"], mesh=ctx.mesh(),
+                                                      batch_size=s["batch_size"], mesh=ctx.models.mesh(),
                                                       attacks=attack_list(s["pgd_steps"], s["apgd_steps"],
                                                                           s["apgd_targets"], cascade=s["cascade"]),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
-                                                      more_steps=None, cascade=ctx.cascade,
+                                                      more_steps=None, cascade=ctx.setup.cascade,
                                                       ).robust_accuracy for r in radii}
                 r_star = max(radii, key=lambda r: val_acc[r])
                 metrics = {"r_star": r_star, "val": val_acc, "rows": {}, "correct": {}}
@@ -135,7 +136,7 @@ def run(ctx: Context) -> dict:
             curves[f"{mname} {label}"] = (xs, [c["mean"] if isinstance(c, dict) else c for c in cells],
                                           [c["low"] if isinstance(c, dict) else c for c in cells],
                                           [c["high"] if isinstance(c, dict) else c for c in cells])
-    figs = [save_figure(plotting.curves_figure(curves, title=f"input low-pass defence ({len(ctx.seed_list)} seeds)",
+    figs = [save_figure(plotting.curves_figure(curves, title=f"input low-pass defence ({len(ctx.setup.seed_list)} seeds)",
                                                xlabel="radius r",
                                                styles={k: "--" if "worst" in k else "-" for k in curves}),
                         ctx.artefact_dir(NAME) / "input_defence.png")]
@@ -145,7 +146,7 @@ def run(ctx: Context) -> dict:
                    + [f"{a} {e:g}" for e in s["eps"] for a in ("FGSM", "PGD", "worst")]
                    + [c for c in CHECK_COLUMNS if c != "median min eps"],
                    claims=claims, models={"natural": naturals, "adversarial": adversarials}, figures=figs,
-                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
+                   outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list),
                    settings=s,
                    notes=f"The claim's eps {e0:g} is the robustness claims' radius, chosen on validation images "
                          "(M_natural's median minimal eps, see the robustness notes). "

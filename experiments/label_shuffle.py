@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, curve, final, image_se, main_for, outcome_records,
-                                save_figure, seed_curve, write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
+from experiments.training import curve, final, seed_curve
 from jaxhfc import evidence as E
 from jaxhfc.evaluation import eval_set_name
 
@@ -70,20 +72,20 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import plotting
 
-    st = ctx.chance_floors(ctx.settings(SETTINGS))
-    st["radii"] = radii = tuple(ctx.radius(r) for r in st["radii"])
+    st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
+    st["radii"] = radii = tuple(ctx.setup.radius(r) for r in st["radii"])
     from jaxhfc.config import merge_sections
 
     common = merge_sections({"evaluation": {"train": True, "radii": radii}}, st["overrides"])
 
     def cfg(seed: int, epochs: int, every: int, shuffle: float):
-        return ctx.config(seed=seed, **merge_sections(common, {"optim": {"epochs": epochs}, "evaluation": {"every": every},
+        return ctx.setup.config(seed=seed, **merge_sections(common, {"optim": {"epochs": epochs}, "evaluation": {"every": every},
                                                                "data": {"shuffle_labels": shuffle}}))
 
-    named = [("natural", cfg(s, st["epochs"], st["natural_eval_every"], 0.0)) for s in ctx.seed_list]
-    named += [("shuffle", cfg(s, st["shuffle_epochs"], st["shuffle_eval_every"], 1.0)) for s in ctx.seed_list]
-    trained = ctx.train_many(named)
-    n = len(ctx.seed_list)
+    named = [("natural", cfg(s, st["epochs"], st["natural_eval_every"], 0.0)) for s in ctx.setup.seed_list]
+    named += [("shuffle", cfg(s, st["shuffle_epochs"], st["shuffle_eval_every"], 1.0)) for s in ctx.setup.seed_list]
+    trained = ctx.models.train_many(named)
+    n = len(ctx.setup.seed_list)
     models = {"natural": trained[:n], "shuffle": trained[n:]}
     keys = ["train"] + [eval_set_name("train_low", r) for r in radii] + ["test"]
     per_seed_metrics, per_seed_rows = [], []
@@ -99,10 +101,10 @@ def run(ctx: Context) -> dict:
                              "last epoch (poster)": ref, "last epoch (ours)": ours,
                              "difference": None if ref is None or ours is None else ours - ref})
         claim_key = eval_set_name("train_low", st["radii"][0])
-        metrics["correct"] = {name: ctx.outcomes(ts[i], [claim_key]) for name, ts in models.items()}
+        metrics["correct"] = {name: ctx.models.outcomes(ts[i], [claim_key]) for name, ts in models.items()}
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
-    n_eval = min(st["overrides"].get("evaluation", {}).get("train_subset") or 10**9, len(ctx.datasets(named[0][1])[0]))
+    n_eval = min(st["overrides"].get("evaluation", {}).get("train_subset") or 10**9, len(ctx.models.datasets(named[0][1])[0]))
     claims = judge_claims(per_seed_metrics, st, n_eval)
     figs = []
     for name, ts in models.items():
@@ -113,7 +115,7 @@ def run(ctx: Context) -> dict:
     rows = combine_seeds(per_seed_rows)
     write_artefact(ctx, NAME, title="Fig. 3: label shuffling, accuracy on training data and its LFC copies", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, figures=figs,
-                   settings={k: v for k, v in st.items()}, outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
+                   settings={k: v for k, v in st.items()}, outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list),
                    notes="Accuracies of M_shuffle are against the shuffled labels it was trained on (measured in eval "
                          "mode). 'poster' values are approximate readings of the authors' poster (CIFAR-10). outcomes.npz: "
                          "per seed and model, whether each evaluated training image's LFC (the claim's radius) was "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import Context, main_for, save_figure, write_artefact
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 
 NAME = "occlusion"
 
@@ -19,15 +20,15 @@ def run(ctx: Context) -> dict:
 
     from jaxhfc import analysis
 
-    models = {"vanilla": ctx.vanilla(), "adversarial": ctx.adversarial()}
-    x, y = ctx.test_arrays(models["vanilla"].config)
+    models = {"vanilla": ctx.models.vanilla(), "adversarial": ctx.models.adversarial()}
+    x, y = ctx.models.test_arrays(models["vanilla"].config)
     n_show = 6
     x, y = x[:n_show], y[:n_show]
     patch, stride = 8, 2
     maps, rows = {}, []
     for name, t in models.items():
         m = analysis.occlusion_map(t.logits_fn(), x, y, patch=patch, stride=stride,
-                                   mesh=ctx.mesh(), batch_size=8)
+                                   mesh=ctx.models.mesh(), batch_size=8)
         maps[name] = m
         np.save(ctx.artefact_dir(NAME) / f"occlusion_{name}.npy", m)
         for i in range(n_show):

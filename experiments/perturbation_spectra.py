@@ -15,7 +15,9 @@ import math
 import jax
 import numpy as np
 
-from experiments.common import Context, claim, combine_seeds, main_for, save_figure, write_artefact
+from experiments.claims import claim, combine_seeds
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from jaxhfc import evidence as E
 
 NAME = "perturbation_spectra"
@@ -80,21 +82,21 @@ def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
     from jaxhfc.evaluation import predict
 
-    st = ctx.chance_floors(ctx.scaled(ctx.settings(SETTINGS)))
-    st["radius"] = max(1, round(ctx.radius(st["radius"])))  # the energy shares are per whole radius
-    models = {"vanilla": ctx.vanillas(), "twin": ctx.twins(), "adversarial": ctx.adversarials()}
-    x, y = ctx.test_arrays(models["vanilla"][0].config)
+    st = ctx.models.chance_floors(ctx.setup.scaled(ctx.setup.settings(SETTINGS)))
+    st["radius"] = max(1, round(ctx.setup.radius(st["radius"])))  # the energy shares are per whole radius
+    models = {"vanilla": ctx.models.vanillas(), "twin": ctx.models.twins(), "adversarial": ctx.models.adversarials()}
+    x, y = ctx.models.test_arrays(models["vanilla"][0].config)
     n = st["n_images"]
     x, y = x[:n], y[:n]
     eps, steps = st["eps"], st["steps"]
     per_seed_metrics, per_seed_rows, first = [], [], {}
-    for i, seed in enumerate(ctx.seed_list):
+    for i, seed in enumerate(ctx.setup.seed_list):
         metrics, rows = {}, []
         for name, ts in models.items():
             t = ts[i]
-            clean_ok = predict(t.state, t.model, ctx.mesh(), x) == y
+            clean_ok = predict(t.state, t.model, ctx.models.mesh(), x) == y
             delta, success = analysis.pgd_perturbations(t.logits_fn(), x, y, jax.random.key(seed + 5), eps=eps,
-                                                        step_size=2.5 * eps / steps, steps=steps, mesh=ctx.mesh(),
+                                                        step_size=2.5 * eps / steps, steps=steps, mesh=ctx.models.mesh(),
                                                         batch_size=st["batch_size"])
             keep = clean_ok & np.asarray(success, bool)
             share, share_se = None, None

@@ -33,6 +33,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from experiments import profiles
+from experiments.recipes import SMOKE
+from experiments.setup import VALIDATION
 from jaxhfc import results as R
 
 #: Dense peak FLOP/s of accelerators the plan can predict for (vendor data sheets, no sparsity).
@@ -47,15 +50,10 @@ DEFAULT_ACCELERATOR, DEFAULT_UTILISATION = "H200", 0.30
 GOAL_MINUTES_PER_SEED = 30
 
 
-#: Training images of a dataset's standard train split, for configs that take all of it
-#: (``data.num_train`` None).
-TRAIN_SIZES = {"cifar10": 50_000, "synthetic": 50_000, "fashion_mnist": 60_000, "mnist": 60_000}
-
-
 def _train_size(config) -> int:
     """Training images a config loads: ``data.num_train``, else its dataset's standard train
-    split (:data:`TRAIN_SIZES`; 50,000 for a source not listed)."""
-    return config.data.num_train or TRAIN_SIZES.get(config.data.name, 50_000)
+    split (its profile's ``train_size``; 50,000 when unknown)."""
+    return config.data.num_train or profiles.profile(config.data.name).train_size or 50_000
 
 
 def _eval_images(config) -> tuple[int, int]:
@@ -106,8 +104,6 @@ def image_map(pairs: list[tuple[dict, dict]]) -> dict[int, float]:
     validation splits (``recipes.SMOKE``) and the image settings of an artefact (``n_eval``,
     ``check_n``, ``n_val``, ``n_images``; the caps are distinct numbers, so a count names its
     setting). ``n_eval`` None (every test image) is 10,000."""
-    from experiments.common import VALIDATION
-    from experiments.recipes import SMOKE
 
     out = {SMOKE["num_test"]: 10_000.0, SMOKE["num_val"]: float(VALIDATION["full"])}
     full, capped = _merged(pairs)
@@ -143,7 +139,7 @@ def build(ctx, meter) -> dict:
     ``train_eval_flops``, ``eval_flops``, ``flops`` and ``max_train_peak_bytes``.
     """
     by_run: dict[str, Any] = {}
-    for run_dir, trained in ctx._trained.items():
+    for run_dir, trained in ctx.models._trained.items():
         by_run[str(run_dir)] = trained.config
     rows, programs = [], {}
     artefacts = []
@@ -167,7 +163,7 @@ def build(ctx, meter) -> dict:
                     continue
                 seen_runs.add(run)
                 capped = by_run.get(run)
-                full = ctx.full_configs.get(capped.config_hash()) if capped is not None else None
+                full = ctx.setup.full_configs.get(capped.config_hash()) if capped is not None else None
                 if full is None:
                     continue
                 models += 1
@@ -180,7 +176,7 @@ def build(ctx, meter) -> dict:
             if r.memory:
                 peak = max(peak, r.memory["peak"])
                 programs.setdefault((r.detail.get("net"), r.detail.get("batch"), k, r.flops_per_call), r.memory["peak"])
-        pairs = ctx.settings_log.get(art, [])
+        pairs = ctx.setup.settings_log.get(art, [])
         eval_flops, unscaled = 0.0, 0.0
         for r in recs:
             if r.kind != "sweep" or "training" in r.labels:
@@ -196,7 +192,7 @@ def build(ctx, meter) -> dict:
     total = {k: sum(r[k] for r in rows) for k in ("models", "steps", "train_flops", "train_eval_flops", "eval_flops",
                                                    "flops")}
     total["max_train_peak_bytes"] = max((r["max_train_peak_bytes"] for r in rows), default=0)
-    return {"artefacts": rows, "total": total, "seeds": len(ctx.seed_list),
+    return {"artefacts": rows, "total": total, "seeds": len(ctx.setup.seed_list),
             "programs": [{"net": n, "batch": b, "models": k, "flops_per_call": f, "peak_bytes": p}
                          for (n, b, k, f), p in programs.items()]}
 

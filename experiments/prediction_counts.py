@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, main_for, outcome_records, save_figure,
-                                write_artefact)
+from experiments.claims import claim, combine_seeds, outcome_records
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from jaxhfc import evidence as E
 
 NAME = "prediction_counts"
@@ -84,30 +85,30 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, fourier, plotting
 
-    st = ctx.chance_floors(ctx.settings(SETTINGS))
-    st["select"] = tuple(ctx.radius(r) for r in st["select"])
-    st["radii_claimed"] = tuple(float(ctx.radius(r)) for r in st["claimed"])
-    st["counter"] = tuple(ctx.radius(r) for r in st["counter"])
-    models = ctx.vanillas()
+    st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
+    st["select"] = tuple(ctx.setup.radius(r) for r in st["select"])
+    st["radii_claimed"] = tuple(float(ctx.setup.radius(r)) for r in st["claimed"])
+    st["counter"] = tuple(ctx.setup.radius(r) for r in st["counter"])
+    models = ctx.models.vanillas()
     cfg = models[0].config
-    _, test = ctx.datasets(cfg)
+    _, test = ctx.models.datasets(cfg)
     h, w = test.images.shape[1:3]
     corner = math.ceil(fourier.corner_radius(h, w) + 1e-9)
     # 0..16 at 32x32 (scaled to other sizes), and beyond the corner (the LFC is the image)
-    radii = np.array(sorted({float(ctx.radius(r)) for r in range(17)}) + [corner], np.float32)
+    radii = np.array(sorted({float(ctx.setup.radius(r)) for r in range(17)}) + [corner], np.float32)
     folder = ctx.artefact_dir(NAME)
     per_seed_metrics, per_seed_rows, all_counts, saved = [], [], [], {}
     for model in models:
         preds = analysis.radius_predictions(model.logits_fn(), test.images, radii, scaling=cfg.data.scaling,
-                                            batch_size=st["batch_size"], mesh=ctx.mesh())
+                                            batch_size=st["batch_size"], mesh=ctx.models.mesh())
         counts = analysis.prediction_counts(preds["pred_low"], preds["pred_high"], test.labels,
                                             pred_orig=preds["pred_orig"])
         n = counts["n"]
         all_counts.append(counts)
-        val = ctx.validation(model.config)  # this seed's own held-out images
+        val = ctx.models.validation(model.config)  # this seed's own held-out images
         sel = np.asarray(st["select"], np.float32)
         vp = analysis.radius_predictions(model.logits_fn(), val.images, sel, scaling=cfg.data.scaling,
-                                         batch_size=st["batch_size"], mesh=ctx.mesh())
+                                         batch_size=st["batch_size"], mesh=ctx.models.mesh())
         r_star = select_radius(vp["pred_low"] == val.labels, vp["pred_high"], val.labels, sel)
         low_right = preds["pred_low"] == test.labels
         high_right = preds["pred_high"] == test.labels
@@ -127,7 +128,7 @@ def run(ctx: Context) -> dict:
         rows = []
         for k, r in enumerate(radii):
             row = {"r": int(r) if float(r).is_integer() else float(r)}
-            ref = REFERENCE.get(int(r)) if ctx.image_size == 32 and float(r).is_integer() else None
+            ref = REFERENCE.get(int(r)) if ctx.setup.image_size == 32 and float(r).is_integer() else None
             for c, v in zip(CELLS, ref or (None,) * 4):
                 row[f"{SHORT[c]} ours %"] = 100.0 * float(counts[c][k]) / n
                 row[f"{SHORT[c]} repro %"] = None if v is None else 100.0 * v / 10000
@@ -172,10 +173,10 @@ def run(ctx: Context) -> dict:
     write_artefact(ctx, NAME, title="Fig. 1/2: test images classified right/wrong from their LFC (L) and HFC (H)",
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims, models={"vanilla": models},
                    figures=figs, digits=2, outcomes={
-                       **outcome_records(per_seed_metrics, ctx.seed_list, key="outcomes"),
-                       **{f"seed {s}|excess terms|r={r:g}": t for s, m in zip(ctx.seed_list, per_seed_metrics)
+                       **outcome_records(per_seed_metrics, ctx.setup.seed_list, key="outcomes"),
+                       **{f"seed {s}|excess terms|r={r:g}": t for s, m in zip(ctx.setup.seed_list, per_seed_metrics)
                           for r, t in m["excess_terms"].items()},
-                       **{f"seed {s}|counter terms": m["counter_terms"] for s, m in zip(ctx.seed_list, per_seed_metrics)}},
+                       **{f"seed {s}|counter terms": m["counter_terms"] for s, m in zip(ctx.setup.seed_list, per_seed_metrics)}},
                    settings={**st, "radii": radii.tolist(), "scaling": cfg.data.scaling, "n_test": n, "n_val": len(val)},
                    notes=f"L+H- = LFC right and HFC wrong, L-H+ = LFC wrong and HFC right, etc.; percentages of the {n} "
                          f"test images (the four cells add up to 100% at every radius). 'L-H+ excess' is the L-H+ share "

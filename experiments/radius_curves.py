@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, save_figure,
-                                write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from jaxhfc import evidence as E
 
 NAME = "radius_curves"
@@ -47,20 +48,20 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 def run(ctx: Context) -> dict:
     from jaxhfc import analysis, plotting
 
-    st = ctx.chance_floors(ctx.settings(SETTINGS))
-    models = {"vanilla": ctx.vanillas(), "batchnorm": ctx.batchnorms()}
+    st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
+    models = {"vanilla": ctx.models.vanillas(), "batchnorm": ctx.models.batchnorms()}
     cfg = models["vanilla"][0].config
-    _, test = ctx.datasets(cfg)
+    _, test = ctx.models.datasets(cfg)
     per_seed_metrics, per_seed_rows, per_seed_curves = [], [], []
-    for i in range(len(ctx.seed_list)):
+    for i in range(len(ctx.setup.seed_list)):
         metrics, rows, curves = {"per_image": {}}, [], {}
         for name, ts in models.items():
             fn = ts[i].logits_fn()
-            res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.data.scaling, mesh=ctx.mesh(),
+            res = analysis.accuracy_vs_radius(fn, test.images, test.labels, scaling=cfg.data.scaling, mesh=ctx.models.mesh(),
                                               batch_size=st["batch_size"], return_predictions=True)
             metrics["per_image"][name] = np.mean(res["pred_high"] == np.asarray(test.labels), axis=0)
             rings = analysis.ring_accuracy(fn, test.images, test.labels, width=st["ring_width"], scaling=cfg.data.scaling,
-                                           mesh=ctx.mesh(), batch_size=st["batch_size"])
+                                           mesh=ctx.models.mesh(), batch_size=st["batch_size"])
             metrics[name] = {"test": float(res["acc_orig"]), "crossing": res["crossing"],
                              "hfc_area": float(np.mean(res["acc_high"]))}
             curves[name] = res
@@ -80,7 +81,7 @@ def run(ctx: Context) -> dict:
             ivs = [E.interval(per[:, k]) for k in range(per.shape[1])]
             bands[f"{name} {'LFC' if kind == 'low' else 'HFC'}"] = (
                 radii.tolist(), [iv.mean for iv in ivs], [iv.low for iv in ivs], [iv.high for iv in ivs])
-    fig = plotting.curves_figure(bands, title=f"accuracy vs radius ({len(ctx.seed_list)} seeds; crossings marked)",
+    fig = plotting.curves_figure(bands, title=f"accuracy vs radius ({len(ctx.setup.seed_list)} seeds; crossings marked)",
                                  xlabel="radius r", styles={k: "--" if "HFC" in k else "-" for k in bands})
     ax = fig.axes[0]
     for name in models:
@@ -94,7 +95,7 @@ def run(ctx: Context) -> dict:
     write_artefact(ctx, NAME, title="Beyond the paper: accuracy vs radius and band-pass rings", rows=rows,
                    per_seed=per_seed_rows, columns=["model", "r", "LFC acc", "HFC acc", "ring", "ring acc"],
                    claims=claims, models=models, figures=figs, settings=st,
-                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list, key="per_image"),
+                   outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list, key="per_image"),
                    notes="outcomes.npz: per seed, model and test image, the share of the radii at which its HFC copy "
                          "is classified right (the claim's per-image terms).")
     return {"rows": rows, "claims": claims, "crossings": [{k: m[k]["crossing"] for k in models}

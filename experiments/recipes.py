@@ -2,8 +2,9 @@
 
 Each entry is a dict of :class:`jaxhfc.config.TrainConfig` sections (``net``, ``data``, ``optim``,
 ``augment``, ``adversary``, ``evaluation``, ``run``), each a dict of that section's fields.
-``Context.config`` layers them: ``BASE[scale]``, then the dataset's own (``DATASETS``), then the
-dataset, seed and artefact overrides (``jaxhfc.config.merge_sections``).
+``Setup.config`` layers them: ``BASE[scale]``, then the dataset profile's recipe
+(``experiments/profiles.py``), then the dataset, seed and artefact overrides
+(``jaxhfc.config.merge_sections``).
 An artefact's own per-scale settings (radii, epochs, variants) live at the top of its driver
 module in a ``SETTINGS`` dict with the same three keys.
 
@@ -64,7 +65,7 @@ ADVERSARIAL: dict[str, dict] = {
 #: ``num_test`` test, ``num_val`` validation and ``train_subset`` training images evaluated (in every
 #: config, after the driver's own settings), and the driver settings under ``settings`` capped to at
 #: most those values (image counts, attack steps). A check that the whole pipeline runs, not a
-#: result: ``Context.config`` and ``Context.settings`` apply it.
+#: result: ``Setup.config`` and ``Setup.settings`` apply it.
 SMOKE: dict = dict(
     epochs=1, steps_per_epoch=2, num_test=100, num_val=40, train_subset=50,
     settings=dict(n_eval=16, check_n=6, n_val=32, n_images=4, pgd_steps=2, apgd_steps=2, steps=2),
@@ -74,45 +75,8 @@ SMOKE: dict = dict(
 )
 
 #: The Linf radius that ``ADVERSARIAL`` and the attack settings are written for (CIFAR-10's
-#: 8/255 ~ 0.03); :meth:`experiments.common.Context.eps` rescales them to a dataset's own.
+#: 8/255 ~ 0.03); :meth:`experiments.setup.Setup.eps` rescales them to a dataset's own.
 REFERENCE_EPS = 0.03
-
-_IDX_QUICK = dict(net=dict(width=16), data=dict(num_train=10_512, num_test=2000), optim=dict(epochs=12),
-                  evaluation=dict(every=4), run=dict(checkpoint_every=4))
-
-#: Real datasets other than CIFAR-10: the recipe changes per scale (applied over ``BASE``, before
-#: the artefact's overrides), the dataset's standard Linf eps for adversarial training, and the
-#: seeds by default per scale. Recipes are chosen on the validation split only
-#: (``experiments/select_recipe.py``; the record is ``results/<dataset>/recipe_selection.md``).
-#: ``num_test`` draws a fixed class-balanced test subset (``test_seed`` 0) shared by every seed.
-DATASETS: dict[str, dict] = {
-    # Fashion-MNIST / MNIST: 28x28 grey images; eps 0.1 / 0.3 are the usual Linf budgets of
-    # adversarial training and evaluation on these datasets (0.3 is Madry et al.'s MNIST budget).
-    # Quick: 10,000 training images (+ the 512-image validation split), 12 epochs, width 16: the
-    # cheapest of seven candidates reaching validation accuracy 0.89 (0.900 on two selection seeds;
-    # results/fashion_mnist/recipe_selection.md).
-    # base seed 2 by default (seeds 2, 1011, ...): base seed 0's run (the pilot of the protocol's
-    # minimum detectable effects) and base seed 1's seed check were reported under the earlier rules
-    "fashion_mnist": dict(eps=0.1, base_seed=2, seeds={"quick": 5}, base={"quick": _IDX_QUICK}, deviations=(
-        "Fashion-MNIST (28x28 grey): radii scaled by 28/32 (the paper's 4, 8, 12, 16 become 3.5, 7, 10.5, 14); "
-        "every Linf eps scaled by 0.1 / 0.03 (adversarial training at eps 0.1 with PGD-3 steps of 0.04; attacks at "
-        "0.1 and 0.3 for CIFAR-10's 0.03 and 0.09): 0.1 is the usual Linf budget for Fashion-MNIST, as 8/255 is for "
-        "CIFAR-10, and CIFAR-10's 0.03 is less than 8 grey levels on images with large flat regions.",
-        "Fashion-MNIST quick recipe: 10,000 training images drawn per seed, 12 epochs, small CNN width 16, chosen on "
-        "validation accuracy only (recipe_selection.md); a fixed 2,000-image class-balanced test subset shared by "
-        "all seeds. A first selection (target 0.87 on validation: 6 epochs) gave M_natural a mean test accuracy of "
-        "0.839 over the 5 seeds, below the 0.85 we require of a healthy model, so the target was raised to 0.89 "
-        "and the candidates extended (that first run was stopped after its first two artefacts, whose claims held; the "
-        "change was made for the accuracy floor, which no verdict enters).",
-    )),
-    "mnist": dict(eps=0.3, seeds={"quick": 5}, base={"quick": _IDX_QUICK}),
-    # base seed 3 by default (seeds 3, 1012, 2021): the quick recipes and the generator were calibrated on
-    # seeds 0-2 (tests/test_calibration.py), and a reported seed must not be one a recipe was chosen on
-    "synthetic": dict(base_seed=3, deviations=(
-        "Quick scale on the built-in data: synthetic images (docs/synthetic.md), small CNN width 16, 2,048 "
-        "training images, 8 epochs; one generated dataset for every seed. Base seed 3 by default: the quick "
-        "recipes were calibrated on seeds 0-2.",)),
-}
 
 #: Where our defaults differ from the paper's released code (one line each; printed in the
 #: results README).

@@ -10,7 +10,7 @@ import numpy as np
 from experiments.common import Context
 from jaxhfc import evidence as E
 
-#: The attack settings per scale. ``eps``: the Linf radii (written for CIFAR-10; ``Context.eps``
+#: The attack settings per scale. ``eps``: the Linf radii (written for CIFAR-10; ``Setup.eps``
 #: rescales them); ``n_eval``: test images attacked (None: all); ``check_n``: images the re-run
 #: checks use (equal to the attack batch, so that the re-runs reuse the compiled attack program
 #: of that shape); ``min_test``/``adv_min``: preconditions on M_natural / M_adversarial test
@@ -139,15 +139,15 @@ def minimal_eps_row(ctx: Context, logits, x, y, *, settings: dict, key, memo_key
     grid = search_grid(s)
     mk = None if memo_key is None else ("minimal_eps", memo_key, grid, s["search_n"], s["pgd_steps"], s["apgd_steps"],
                                         s["apgd_targets"], s["batch_size"], len(y), s["cascade"])
-    if mk is not None and mk in ctx.memo:
-        return ctx.memo[mk]
+    if mk is not None and mk in ctx.models.memo:
+        return ctx.models.memo[mk]
     xs, ys = attack_subset(x, y, s["search_n"])
     out = attacks.ascending_minimal_eps(logits, xs, ys, key, eps_grid=grid, batch_size=s["batch_size"],
                                         attacks=attack_list(s["pgd_steps"], s["apgd_steps"], s["apgd_targets"],
                                                             cascade=s["cascade"]),
-                                        mesh=ctx.mesh(), unroll=UNROLL(), cascade=ctx.cascade)["min_eps"]
+                                        mesh=ctx.models.mesh(), unroll=UNROLL(), cascade=ctx.setup.cascade)["min_eps"]
     if mk is not None:
-        ctx.memo[mk] = out
+        ctx.models.memo[mk] = out
     return out
 
 
@@ -170,7 +170,7 @@ def claim_eps(ctx: Context, naturals, settings: dict) -> tuple[float, dict]:
 
     pooled, per_seed = [], []
     for t in naturals:
-        xv, yv = ctx.test_arrays(t.config, split="val")
+        xv, yv = ctx.models.test_arrays(t.config, split="val")
         m = minimal_eps_row(ctx, t.logits_fn(), xv, yv, settings=settings, key=jax.random.key(attack_seed(t.config.run.seed)),
                             memo_key=(str(t.run_dir), "validation"))
         right = m[m > 0]
@@ -215,7 +215,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     ``success on undefended`` is filled in by the caller from the model's undefended row.
     With ``memo_key`` (hashable, naming the model and ``x``, ``y``, ``key``: e.g. the run folder,
     the defence and the seed), each eps's :func:`jaxhfc.attacks.robust_accuracy` result is kept
-    in ``ctx.memo`` and reused by any later row with the same key and settings (input_defence
+    in ``ctx.models.memo`` and reused by any later row with the same key and settings (input_defence
     reports the undefended rows robustness already attacked).
     With ``outcomes`` (a dict), it is filled with the per-example outcomes behind the row:
     ``"clean"`` and ``"worst <e>"``, ``(N,) bool``, whether each image is classified right (under
@@ -239,23 +239,23 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     for e in eps:
         mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, apgd_targets,
                                             check_n, batch_size, len(y), bool(checks), escalate, cascade)
-        runs = ctx.memo.get(mk) if mk is not None else None
+        runs = ctx.models.memo.get(mk) if mk is not None else None
         if runs is None:
             runs, level_atks = [], atks
             while True:
                 with W.catch_warnings():  # the flags go to the table, not to stderr once per row
                     W.simplefilter("ignore", RuntimeWarning)
-                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.mesh(), eps=e,
+                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.models.mesh(), eps=e,
                                                 attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
                                                 logit_scale=10.0 if checks else None,
                                                 more_steps=2 if checks else None, check_examples=check_n,
-                                                cascade=ctx.cascade)
+                                                cascade=ctx.setup.cascade)
                 runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
                 if len(runs) > escalate or not not_converged(r):
                     break
                 level_atks = tuple(a.stronger(2) for a in level_atks)
             if mk is not None:
-                ctx.memo[mk] = runs
+                ctx.models.memo[mk] = runs
         r = runs[-1]  # the worst case and the checks from the strongest attacks run
         out["clean"] = r.clean_accuracy
         out[f"FGSM {e:g}"] = runs[0].attack_accuracy[fg]  # the paper's columns: the set steps
@@ -285,7 +285,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             out["CE grad~0"] = c["near_zero_grad"]["fraction"]
         if per_example_dir is not None and model_id is not None:
             R.write_json(per_example_dir / f"{_slug(model_id)}_eps{e:g}.json",
-                         r.per_example(model_id=model_id, dataset=ctx.dataset, labels=y))
+                         r.per_example(model_id=model_id, dataset=ctx.setup.dataset, labels=y))
     out["median |logit|"] = r.median_abs_logit
     if search is not None:
         m = minimal_eps_row(ctx, logits, x, y, settings=search, key=key, memo_key=memo_key)
@@ -299,7 +299,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             min_eps = np.where(b, e, min_eps)
         min_eps = np.where(r.clean_correct, min_eps, 0.0)
         R.write_json(per_example_dir / f"{_slug(model_id)}_min_eps.json",
-                     {"model": model_id, "dataset": ctx.dataset, "threat_model": "Linf", "eps_grid": list(eps),
+                     {"model": model_id, "dataset": ctx.setup.dataset, "threat_model": "Linf", "eps_grid": list(eps),
                       "attacks": list(r.attacks),
                       "accuracy_at_threshold": {f"{e:g}": float((min_eps > e).mean()) for e in eps},
                       "min_eps": [None if not np.isfinite(m) else float(m) for m in min_eps]})

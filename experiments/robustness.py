@@ -25,8 +25,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, image_se, main_for, outcome_records, paired_terms,
-                                save_figure, write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
+from experiments.common import Context, main_for
+from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attack_subset, attacks_text, checks_ok_at,
                                      claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
@@ -52,8 +53,8 @@ SETTINGS = {
 
 
 def attack_settings(ctx: Context) -> dict:
-    """This scale's settings with the eps values on the dataset's scale (``Context.eps``)."""
-    return ctx.chance_floors(ctx.scaled(ctx.settings(SETTINGS)))
+    """This scale's settings with the eps values on the dataset's scale (``Setup.eps``)."""
+    return ctx.models.chance_floors(ctx.setup.scaled(ctx.setup.settings(SETTINGS)))
 
 
 def searched(defence: str) -> bool:
@@ -208,16 +209,16 @@ def run(ctx: Context) -> dict:
 
     s = attack_settings(ctx)
     rhos = s["rhos"]
-    naturals, adversarials, twins = ctx.vanillas(), ctx.adversarials(), ctx.twins()
-    penalties = (ctx.train_seeds("kernel_penalty", optim={"kernel_penalty": s["kernel_penalty"]}) if s["penalty"]
+    naturals, adversarials, twins = ctx.models.vanillas(), ctx.models.adversarials(), ctx.models.twins()
+    penalties = (ctx.models.train_seeds("kernel_penalty", optim={"kernel_penalty": s["kernel_penalty"]}) if s["penalty"]
                  else None)
     s = with_claim_eps(s, *claim_eps(ctx, naturals, s))  # on validation images, before any test image is attacked
-    x, y = attack_subset(*ctx.test_arrays(naturals[0].config), s["n_eval"])
+    x, y = attack_subset(*ctx.models.test_arrays(naturals[0].config), s["n_eval"])
     folder = ctx.artefact_dir(NAME)
     per_example_dir = folder / "per_example"
     per_example_dir.mkdir(exist_ok=True)
     per_seed_metrics, per_seed_rows = [], []
-    for i, seed in enumerate(ctx.seed_list):
+    for i, seed in enumerate(ctx.setup.seed_list):
         key = jax.random.key(attack_seed(seed))
         rows, smooth_rows, metrics = [], [], {"rows": {}, "rough": {}, "test": {}, "correct": {}}
         models = (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]))
@@ -253,7 +254,7 @@ def run(ctx: Context) -> dict:
         fill_success_on_undefended(rows, eps=s["paper_eps"][0])
         for mname, t in (("M_natural", naturals[i]), ("M_adversarial", adversarials[i]), ("twin", twins[i])):
             metrics["rough"][mname] = float(kernels.smoothness(kernels.first_conv_kernel(t.state.params)))
-            metrics["test"][mname] = evaluate(t.state, t.model, ctx.mesh(), x, y)["accuracy"]
+            metrics["test"][mname] = evaluate(t.state, t.model, ctx.models.mesh(), x, y)["accuracy"]
         per_seed_metrics.append(metrics)
         per_seed_rows.append(rows)
         if i == 0:
@@ -276,7 +277,7 @@ def run(ctx: Context) -> dict:
                    rows=rows, per_seed=per_seed_rows, columns=cols, claims=claims,
                    models={"natural": naturals, "adversarial": adversarials, "twin": twins,
                            **({"penalty": penalties} if penalties else {})},
-                   figures=figs, outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
+                   figures=figs, outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list),
                    settings={**s,
                              "attack": "the paper's Linf FGSM, and PGD (cross-entropy) with random start and step "
                                        "2.5*eps/steps; 'worst': per example the worst case over "

@@ -10,7 +10,7 @@ cheapest candidate (fewest image-epochs times width) whose mean validation accur
     python -m experiments.select_recipe --dataset fashion_mnist
 
 writes ``results/<dataset>/recipe_selection.md`` and ``.json``; the chosen settings are then
-written by hand into ``experiments/recipes.py: DATASETS`` (the record says which).
+written by hand into the dataset's profile (``experiments/profiles.py``) (the record says which).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ CANDIDATES = ((5000, 6, 16), (10000, 6, 16), (10000, 12, 16), (20000, 6, 16), (2
 def validation_accuracy(ctx: Context, trained) -> float:
     import jax.numpy as jnp
 
-    x, y = ctx.test_arrays(trained.config, split="val")
+    x, y = ctx.models.test_arrays(trained.config, split="val")
     fn = trained.logits_fn()
     preds = np.concatenate([np.asarray(fn(jnp.asarray(x[i:i + 512]))).argmax(-1) for i in range(0, len(x), 512)])
     return float(np.mean(preds == y))
@@ -41,26 +41,26 @@ def validation_accuracy(ctx: Context, trained) -> float:
 
 def run(ctx: Context, *, target: float, candidates=CANDIDATES, seeds=SELECTION_SEEDS) -> dict:
     rows = []
-    num_val = ctx.config().data.num_val
+    num_val = ctx.setup.config().data.num_val
     for n, epochs, width in candidates:
         accs, secs = [], []
         for s in seeds:
-            cfg = ctx.config(seed=s, net={"width": width}, data={"num_train": n + num_val}, optim={"epochs": epochs},
+            cfg = ctx.setup.config(seed=s, net={"width": width}, data={"num_train": n + num_val}, optim={"epochs": epochs},
                              evaluation={"every": epochs, "radii": (), "train": False},
                              run={"checkpoint_every": epochs})
             t0 = time.perf_counter()
-            t = ctx.train(f"select-n{n}-e{epochs}-w{width}", cfg)
+            t = ctx.models.train(f"select-n{n}-e{epochs}-w{width}", cfg)
             secs.append(time.perf_counter() - t0)
             accs.append(validation_accuracy(ctx, t))
         rows.append({"train images": n, "epochs": epochs, "width": width, "cost": n * epochs * width,
                      "val acc": float(np.mean(accs)), "val acc per seed": accs, "seconds per training": float(np.mean(secs))})
     ok = [r for r in rows if r["val acc"] >= target]
     chosen = min(ok, key=lambda r: r["cost"]) if ok else max(rows, key=lambda r: r["val acc"])
-    out = {"dataset": ctx.dataset, "scale": ctx.scale, "target": target, "seeds": list(seeds),
+    out = {"dataset": ctx.setup.dataset, "scale": ctx.setup.scale, "target": target, "seeds": list(seeds),
            "validation images": num_val, "rule": __doc__.split("\n\n")[1].replace("\n", " "),
            "rows": rows, "chosen": chosen, "environment": R.environment_info()}
     R.write_json(ctx.out / "recipe_selection.json", out)
-    md = [f"# Recipe selection for `{ctx.dataset}` ({ctx.scale} scale)", "",
+    md = [f"# Recipe selection for `{ctx.setup.dataset}` ({ctx.setup.scale} scale)", "",
           out["rule"], "", f"Target: mean validation accuracy >= {target}; selection seeds {list(seeds)}; "
           f"{num_val} validation images per seed.", "",
           R.markdown_table([{k: v for k, v in r.items() if k != "val acc per seed"} for r in rows], digits=3), "",

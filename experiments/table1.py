@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import (Context, claim, combine_seeds, final, image_se, main_for, outcome_records,
-                                paired_terms, write_artefact)
+from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
+from experiments.common import Context, main_for
+from experiments.reporting import write_artefact
+from experiments.training import final
 from jaxhfc import evidence as E
 
 NAME = "table1"
@@ -81,8 +83,8 @@ def own_filter_accuracy(ctx: Context, trained, kind: str, radius: float) -> floa
     input, apart from whether that transfers to original images."""
     from jaxhfc.evaluation import predict
 
-    x, y = ctx.test_arrays(trained.config, kind=kind, radius=radius)
-    pred = np.asarray(predict(trained.state, trained.model, ctx.mesh(), x, batch_size=trained.config.evaluation.batch_size))
+    x, y = ctx.models.test_arrays(trained.config, kind=kind, radius=radius)
+    pred = np.asarray(predict(trained.state, trained.model, ctx.models.mesh(), x, batch_size=trained.config.evaluation.batch_size))
     return float(np.mean(pred == y))
 
 
@@ -100,46 +102,46 @@ def fit_overrides(settings: dict) -> dict:
 
 
 def run(ctx: Context) -> dict:
-    settings = ctx.chance_floors(ctx.settings(SETTINGS))
+    settings = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     radii = settings["radii"]
     named, keys = [], []
     for kind in ("low", "high"):
         for r in radii:
-            for s in ctx.seed_list:
-                named.append((f"train_{kind}_r{r}", ctx.config(
-                    seed=s, data={"train_filter": kind, "train_radius": float(ctx.radius(r))},
+            for s in ctx.setup.seed_list:
+                named.append((f"train_{kind}_r{r}", ctx.setup.config(
+                    seed=s, data={"train_filter": kind, "train_radius": float(ctx.setup.radius(r))},
                     **fit_overrides(settings))))
                 keys.append((kind, r, s))
-    trained = dict(zip(keys, ctx.train_many(named)))
+    trained = dict(zip(keys, ctx.models.train_many(named)))
     per_seed_metrics, per_seed_rows = [], []
-    for s in ctx.seed_list:
+    for s in ctx.setup.seed_list:
         m = {k: {r: (final(trained[(k, r, s)], "train"), final(trained[(k, r, s)], "test")) for r in radii}
              for k in ("low", "high")}
-        m["correct"] = {k: {r: ctx.outcomes(trained[(k, r, s)], ["test"])["test"] for r in radii}
+        m["correct"] = {k: {r: ctx.models.outcomes(trained[(k, r, s)], ["test"])["test"] for r in radii}
                         for k in ("low", "high")}
         # each model on test images filtered like its training data (HFC-trained on HFC test images)
-        m["own"] = {k: {r: own_filter_accuracy(ctx, trained[(k, r, s)], k, ctx.radius(r)) for r in radii}
+        m["own"] = {k: {r: own_filter_accuracy(ctx, trained[(k, r, s)], k, ctx.setup.radius(r)) for r in radii}
                     for k in ("low", "high")}
         per_seed_metrics.append(m)
         rows = []
         for kind in ("low", "high"):
             for r in radii:
-                ref_train, ref_test = REFERENCE.get((kind, r), (None, None)) if ctx.image_size == 32 else (None, None)
+                ref_train, ref_test = REFERENCE.get((kind, r), (None, None)) if ctx.setup.image_size == 32 else (None, None)
                 train_acc, test_acc = m[kind][r]
-                rows.append({"trained on": "LFC" if kind == "low" else "HFC", "r": ctx.radius(r),
+                rows.append({"trained on": "LFC" if kind == "low" else "HFC", "r": ctx.setup.radius(r),
                              "epochs": trained[(kind, r, s)].history[-1]["epoch"],
                              "train acc (repro)": ref_train, "train acc (ours)": train_acc,
                              "test acc (repro)": ref_test, "test acc (ours)": test_acc,
                              "test diff": None if test_acc is None or ref_test is None else test_acc - ref_test,
                              "test acc, same filter": m["own"][kind][r]})
         per_seed_rows.append(rows)
-    n_test = len(ctx.datasets(named[0][1])[1])
-    claims = judge_claims(per_seed_metrics, {**settings, "shown": {r: ctx.radius(r) for r in radii}}, n_test)
+    n_test = len(ctx.models.datasets(named[0][1])[1])
+    claims = judge_claims(per_seed_metrics, {**settings, "shown": {r: ctx.setup.radius(r) for r in radii}}, n_test)
     rows = combine_seeds(per_seed_rows)
-    models = {f"{k}_{r}": [trained[(k, r, s)] for s in ctx.seed_list] for k in ("low", "high") for r in radii}
+    models = {f"{k}_{r}": [trained[(k, r, s)] for s in ctx.setup.seed_list] for k in ("low", "high") for r in radii}
     write_artefact(ctx, NAME, title="Table 1: training on LFC / HFC data, testing on original images", rows=rows,
                    per_seed=per_seed_rows, claims=claims, models=models, settings=settings,
-                   outcomes=outcome_records(per_seed_metrics, ctx.seed_list),
+                   outcomes=outcome_records(per_seed_metrics, ctx.setup.seed_list),
                    notes="'repro' columns: a public reproduction on CIFAR-10 with the common ResNet18 (docs/paper.md); "
                          "train acc is measured in eval mode on the (filtered) training data the model was trained on; 'epochs': "
                          "how long it trained (to the fit criterion, or the cap); 'test acc, same filter': on test "

@@ -50,22 +50,22 @@ def test_report_and_readme_section(suite, tmp_path):
 
 
 def test_reproduction_time_from_the_run_files(tmp_path):
-    from experiments import reproduce_all
+    from experiments import readme_blocks
 
     run = tmp_path / "results" / "synthetic"
     readme = tmp_path / "README.md"
-    block = f"{reproduce_all.TIME_START}\nold times\n{reproduce_all.TIME_END}\n"
+    block = f"{readme_blocks.TIME_START}\nold times\n{readme_blocks.TIME_END}\n"
     readme.write_text("intro\n" + block + "outro\n")
-    assert reproduce_all.time_markdown(run) == ""  # nothing written: nothing reported
-    assert not reproduce_all.update_time_section(readme, run) and "old times" in readme.read_text()
+    assert readme_blocks.time_markdown(run) == ""  # nothing written: nothing reported
+    assert not readme_blocks.update_time_section(readme, run) and "old times" in readme.read_text()
     run.mkdir(parents=True)
     (run / "timings.json").write_text(json.dumps({"table1": 90.0, "robustness": 30.0}))
     (run / "README.md").write_text("# title\n\nMade by `python -m experiments.reproduce_all --quick` on X.\n")
-    md = reproduce_all.time_markdown(run)
+    md = readme_blocks.time_markdown(run)
     assert "(2.0 min in all)" in md and "Made by `python -m experiments.reproduce_all --quick` on X." in md
     assert "| table1 | 90 | 75% |" in md and "| robustness | 30 | 25% |" in md
     (run / "compile_seconds.json").write_text(json.dumps({"table1": 6.0, "robustness": 12.0}))
-    md = reproduce_all.time_markdown(run)
+    md = readme_blocks.time_markdown(run)
     assert "Of it 0.3 min compiling" in md
     assert "| table1 | 90 | 75% | 6 |" in md and "| robustness | 30 | 25% | 12 |" in md
     assert "loaded the others" not in md
@@ -73,23 +73,23 @@ def test_reproduction_time_from_the_run_files(tmp_path):
     for trained, said in ((3, True), (63, False)):
         (run / "README.md").write_text("# title\n\nMade by `x` on X.\n\n## Time\n\n63 trained models in `runs/`, "
                                        f"8.0 min of training in all; this invocation trained {trained} of them.\n")
-        md = reproduce_all.time_markdown(run)
+        md = readme_blocks.time_markdown(run)
         assert ("This invocation trained 3 of the 63 models and loaded the others" in md) is said
     (run / "README.md").write_text("# title\n\nMade by `python -m experiments.reproduce_all --quick` on X.\n")
     # the README block: filled between its markers, labelled relative to the README, rest untouched
-    assert reproduce_all.update_time_section(readme, run)
+    assert readme_blocks.update_time_section(readme, run)
     text = readme.read_text()
     assert "old times" not in text and text.startswith("intro\n") and text.endswith("outro\n")
     assert "(`results/synthetic`)" in text and "| robustness | 30 | 25% | 12 |" in text
     plain = tmp_path / "plain.md"
     plain.write_text("no block\n")
-    assert not reproduce_all.update_time_section(plain, run) and plain.read_text() == "no block\n"
+    assert not readme_blocks.update_time_section(plain, run) and plain.read_text() == "no block\n"
 
 
 def test_benchmark_report_refreshes_the_reproduction_time(suite, tmp_path):
     """benchmarks.report fills the performance block from the JSON and, beside it, the
     reproduction-time block from the run's files, without mixing the two."""
-    from experiments import reproduce_all
+    from experiments import readme_blocks
 
     path, _ = suite
     run = tmp_path / "results" / "synthetic"
@@ -97,7 +97,7 @@ def test_benchmark_report_refreshes_the_reproduction_time(suite, tmp_path):
     (run / "timings.json").write_text(json.dumps({"table1": 60.0}))
     (run / "README.md").write_text("Made by test.\n")
     readme = tmp_path / "README.md"
-    readme.write_text(f"{report.START}\nold\n{report.END}\n{reproduce_all.TIME_START}\nold\n{reproduce_all.TIME_END}\n")
+    readme.write_text(f"{report.START}\nold\n{report.END}\n{readme_blocks.TIME_START}\nold\n{readme_blocks.TIME_END}\n")
     report.update_readme(path, readme)
     perf, times = readme.read_text().split(report.END)
     assert "Quick reproduction" not in perf and "Fourier filtering" in perf

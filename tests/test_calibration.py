@@ -196,14 +196,14 @@ def test_quick_recipes_keep_the_preconditions(tmp_path):
     from experiments import recipes
 
     ctx = Context(scale="quick", out=tmp_path, seed=0, progress=False)
-    van = ctx.train("vanilla", ctx.config())
+    van = ctx.models.train("vanilla", ctx.setup.config())
     acc = van.history[-1]["accuracy"]
     n = van.config.num_test
     for r in (8, 12):
         assert acc[f"test_high_{r}"] >= 0.3 and _wilson_low(acc[f"test_high_{r}"], n) > CHANCE, (r, acc)
-    bn = ctx.train("batchnorm", ctx.config(net={"norm": "batch"}))
+    bn = ctx.models.train("batchnorm", ctx.setup.config(net={"norm": "batch"}))
     assert bn.history[-1]["accuracy"]["test_high_12"] > acc["test_high_12"] + 0.1
-    adv = ctx.train("adversarial", ctx.config(**recipes.ADVERSARIAL["quick"]))
+    adv = ctx.models.train("adversarial", ctx.setup.config(**recipes.ADVERSARIAL["quick"]))
     assert adv.history[-1]["accuracy"]["test"] >= 0.7
     # Adversarial training uses less HFC than the vanilla model.
     assert adv.history[-1]["accuracy"]["test_high_12"] < acc["test_high_12"] - 0.1
@@ -216,9 +216,9 @@ def test_quick_shuffled_labels_are_fitted_through_high_frequencies(tmp_path):
     from experiments.common import Context
 
     ctx = Context(scale="quick", out=tmp_path, seed=0, progress=False)
-    cfg = ctx.config(data={"num_train": 512, "num_test": 500, "num_val": 0, "shuffle_labels": 1.0},
+    cfg = ctx.setup.config(data={"num_train": 512, "num_test": 500, "num_val": 0, "shuffle_labels": 1.0},
                      optim={"batch_size": 64, "epochs": 75},
                      evaluation={"train": True, "train_subset": 512, "every": 0, "radii": (4,)})
-    acc = ctx.train("shuffle", cfg).history[-1]["accuracy"]
+    acc = ctx.models.train("shuffle", cfg).history[-1]["accuracy"]
     assert acc["train"] > 0.9, acc
     assert acc["train_low_4"] < 0.25, acc

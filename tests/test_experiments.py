@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import common, reproduce_all
+from experiments import common, readme_blocks, reporting, reproduce_all
 from jaxhfc import results as R
 
 
@@ -25,7 +25,7 @@ def _table(ctx, name):
 
 def test_every_artefact_written(tiny_run):
     ctx, res = tiny_run
-    for module, _, _ in reproduce_all.ARTEFACTS:
+    for module, _, _ in reporting.ARTEFACTS:
         folder = ctx.out / module
         for f in ("config.json", "metrics.jsonl", "table.md", "table.json"):
             assert (folder / f).exists(), f"{module}/{f} missing"
@@ -36,13 +36,13 @@ def test_every_artefact_written(tiny_run):
         # metrics.jsonl holds the table's rows, once per seed for artefacts combined over seeds
         lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
         if lines and "seed" in lines[0]:
-            assert len(lines) == len(table["rows"]) * len(ctx.seed_list)
-            assert sorted({x["seed"] for x in lines}) == sorted(ctx.seed_list)
+            assert len(lines) == len(table["rows"]) * len(ctx.setup.seed_list)
+            assert sorted({x["seed"] for x in lines}) == sorted(ctx.setup.seed_list)
         else:
             assert len(lines) == len(table["rows"])
     readme = (ctx.out / "README.md").read_text()
     assert "synthetic dataset" in readme and "## Claims" in readme
-    for module, title, _ in reproduce_all.ARTEFACTS:
+    for module, title, _ in reporting.ARTEFACTS:
         assert title in readme
     n_claims = sum(len(v) for v in res["claims"].values())
     section = readme.split("## Claims", 1)[1].split("## Time", 1)[0]
@@ -62,7 +62,7 @@ def test_prediction_counts_add_up(tiny_run):
     radii = [row["r"] for row in table["rows"]]
     assert radii[:17] == list(range(17)) and radii[-1] == 23
     per_seed = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert len(per_seed) == len(radii) * len(ctx.seed_list)
+    assert len(per_seed) == len(radii) * len(ctx.setup.seed_list)
     for row in per_seed:
         cells = [row[f"{c} ours %"] for c in ("L+H-", "L-H+", "L+H+", "L-H-")]
         assert sum(cells) == pytest.approx(100.0)
@@ -81,7 +81,7 @@ def test_prediction_counts_add_up(tiny_run):
 def prediction_counts_settings(ctx):
     from experiments import prediction_counts
 
-    return prediction_counts.SETTINGS[ctx.scale]
+    return prediction_counts.SETTINGS[ctx.setup.scale]
 
 
 def test_table_shapes(tiny_run):
@@ -93,16 +93,16 @@ def test_table_shapes(tiny_run):
         ours = r["test acc (ours)"]  # combined over seeds: mean, interval, per-seed values
         if isinstance(ours, dict):
             assert ours["mean"] == pytest.approx(np.mean(ours["values"]))
-            assert len(ours["values"]) == len(ctx.seed_list) and ours["low"] <= ours["mean"] <= ours["high"]
+            assert len(ours["values"]) == len(ctx.setup.seed_list) and ours["low"] <= ours["mean"] <= ours["high"]
         else:  # the same value on every seed is written once
             ours = {"mean": ours}
         assert 0.0 <= ours["mean"] <= 1.0
-        assert common.mean_of(r["test diff"]) == pytest.approx(ours["mean"] - r["test acc (repro)"])
+        assert reporting.mean_of(r["test diff"]) == pytest.approx(ours["mean"] - r["test acc (repro)"])
     per_seed = [json.loads(x) for x in (ctx.out / "table1" / "metrics.jsonl").read_text().splitlines()]
     for i, r in enumerate(t1["rows"]):
         vals = [p["test acc (ours)"] for p in per_seed if (p["trained on"], p["r"]) == (r["trained on"], r["r"])]
-        assert len(vals) == len(ctx.seed_list)
-        assert common.mean_of(r["test acc (ours)"]) == pytest.approx(np.mean(vals))
+        assert len(vals) == len(ctx.setup.seed_list)
+        assert reporting.mean_of(r["test acc (ours)"]) == pytest.approx(np.mean(vals))
     heur = _table(ctx, "heuristics")
     variants = [r["variant"] for r in heur["rows"]]
     assert variants[:8] == ["vanilla", "mixup", "batch 32", "batch 128", "batch 128, lr x2", "dropout 0.5",
@@ -112,7 +112,7 @@ def test_table_shapes(tiny_run):
     rob = _table(ctx, "robustness")
     for r in rob["rows"]:
         # robust accuracy never exceeds clean accuracy
-        m = common.mean_of
+        m = reporting.mean_of
         assert m(r["PGD 0.03"]) <= m(r["clean"]) + 1e-9 and m(r["FGSM 0.03"]) <= m(r["clean"]) + 1e-9
     assert {r["defence"] for r in rob["rows"]} >= {"none", "smooth rho=1", "kernel low-pass r=1"}
 
@@ -122,7 +122,7 @@ def test_shared_models_and_rerun_trains_nothing(tiny_run):
     runs = sorted(p.name for p in (ctx.out / "runs").iterdir())
     # one vanilla model per seed, shared by every artefact
     assert sorted(n.rsplit("-", 1)[0] for n in runs if n.startswith("vanilla-")) == sorted(
-        f"vanilla-s{s}" for s in ctx.seed_list)
+        f"vanilla-s{s}" for s in ctx.setup.seed_list)
     assert all((ctx.out / "runs" / name / "done.json").exists() for name in runs)
     again = common.Context(dataset="synthetic", scale="tiny", out=ctx.out, progress=False)
     from experiments import heuristics, table1
@@ -130,7 +130,7 @@ def test_shared_models_and_rerun_trains_nothing(tiny_run):
     before = (ctx.out / "table1" / "table.json").read_text()
     table1.run(again)
     heuristics.run(again)
-    assert again.trainings == 0
+    assert again.models.trainings == 0
     assert json.loads((ctx.out / "table1" / "table.json").read_text())["rows"] == json.loads(before)["rows"]
 
 
@@ -149,16 +149,16 @@ def test_results_notebook_reads_the_run(tiny_run, monkeypatch):
 def test_update_readme_section(tiny_run, tmp_path):
     ctx, res = tiny_run
     readme = tmp_path / "README.md"
-    readme.write_text(f"top\n{reproduce_all.RESULTS_START}\nOLD-PLACEHOLDER\n{reproduce_all.RESULTS_END}\nmid\n"
-                      f"{reproduce_all.TIME_START}\nOLD-TIMES\n{reproduce_all.TIME_END}\nbottom\n")
-    reproduce_all.update_readme(ctx, readme)
+    readme.write_text(f"top\n{readme_blocks.RESULTS_START}\nOLD-PLACEHOLDER\n{readme_blocks.RESULTS_END}\nmid\n"
+                      f"{readme_blocks.TIME_START}\nOLD-TIMES\n{readme_blocks.TIME_END}\nbottom\n")
+    readme_blocks.update_readme(ctx, readme)
     text = readme.read_text()
     assert "OLD-PLACEHOLDER" not in text and text.startswith("top\n") and text.endswith("bottom\n")
     assert "synthetic dataset" in text
     claim = res["claims"]["table1"][0]
     assert claim.claim in text
     # the time block comes from the same run's timings.json, so the two cannot drift apart
-    times = text.split(reproduce_all.TIME_START)[1]
+    times = text.split(readme_blocks.TIME_START)[1]
     assert "OLD-TIMES" not in times and "| table1 |" in times
     assert f"({sum(R.read_json(ctx.out / 'timings.json').values()) / 60:.1f} min in all)" in times
 
@@ -169,7 +169,7 @@ def test_same_seeds_same_numbers(tiny_run, tmp_path):
     from experiments import table1
 
     again = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
-    assert again.seed_list == ctx.seed_list
+    assert again.setup.seed_list == ctx.setup.seed_list
     table1.run(again)
     read = lambda root: (root / "table1" / "metrics.jsonl").read_text()  # noqa: E731
     assert read(tmp_path) == read(ctx.out)
@@ -214,18 +214,18 @@ def test_undefended_rows_are_one_computation_in_both_tables(tiny_run):
     cols = ["clean", "FGSM 0.03", "PGD 0.03", "worst 0.03", "scale d", "steps d", "noise acc", "checks"]
     for model in ("M_natural", "M_adversarial"):
         a, b = rows("robustness", model, "defence", "none"), rows("input_defence", model, "input low-pass r", "none")
-        assert sorted(a) == sorted(b) == sorted(ctx.seed_list)
-        for s in ctx.seed_list:
+        assert sorted(a) == sorted(b) == sorted(ctx.setup.seed_list)
+        for s in ctx.setup.seed_list:
             assert {c: a[s][c] for c in cols} == {c: b[s][c] for c in cols}
     undefended = [json.loads(x) for x in (ctx.out / "robustness" / "metrics.jsonl").read_text().splitlines()]
     undefended = [x for x in undefended if x["defence"] == "none"]
-    memo = [k for k in ctx.memo if k[0] == "robust_accuracy"]
+    memo = [k for k in ctx.models.memo if k[0] == "robust_accuracy"]
     rob = json.loads((ctx.out / "robustness" / "config.json").read_text())["settings"]
     inp = json.loads((ctx.out / "input_defence" / "config.json").read_text())["settings"]
     assert rob["claim_eps"] == inp["claim_eps"] and rob["claim_eps"] in rob["eps"] and inp["eps"] == [rob["claim_eps"]]
     assert len(memo) == len(undefended) * len(rob["eps"])  # one per row and eps; input_defence added none
     # the validation search that chose the claims' eps ran once per seed, shared by both drivers
-    assert len([k for k in ctx.memo if k[0] == "minimal_eps" and k[1][1] == "validation"]) == len(ctx.seed_list)
+    assert len([k for k in ctx.models.memo if k[0] == "minimal_eps" and k[1][1] == "validation"]) == len(ctx.setup.seed_list)
 
 
 def test_read_only_checkpoint_warnings_are_filtered_and_others_kept():
@@ -255,7 +255,7 @@ def test_per_example_outcomes_of_every_seed_match_the_tables(tiny_run):
                  "fourier_heatmap"):
         keys = R.read_outcomes(ctx.out / name / "outcomes.npz")
         # right/wrong per seed; the heuristics also keep the predicted labels under "pred|seed <s>|..."
-        assert {k.removeprefix("pred|").split("|")[0] for k in keys} == {f"seed {s}" for s in ctx.seed_list}, name
+        assert {k.removeprefix("pred|").split("|")[0] for k in keys} == {f"seed {s}" for s in ctx.setup.seed_list}, name
     rob = R.read_outcomes(ctx.out / "robustness" / "outcomes.npz")
     rows = [json.loads(x) for x in (ctx.out / "robustness" / "metrics.jsonl").read_text().splitlines()]
     for r in rows:

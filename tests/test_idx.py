@@ -175,21 +175,21 @@ def test_seeds_draw_their_own_training_data(tmp_path):
     from jaxhfc.prepare import load_splits, load_validation
 
     ctx = Context(dataset="fashion_mnist", scale="tiny", out=tmp_path / "out", data_dir=str(tmp_path), seeds=2)
-    cfgs = [ctx.config(seed=s, data={"num_train": 100, "num_val": 20, "num_test": 30}) for s in ctx.seed_list]
-    assert [c.data.seed for c in cfgs] == list(ctx.seed_list) and {c.data.test_seed for c in cfgs} == {0}
+    cfgs = [ctx.setup.config(seed=s, data={"num_train": 100, "num_val": 20, "num_test": 30}) for s in ctx.setup.seed_list]
+    assert [c.data.seed for c in cfgs] == list(ctx.setup.seed_list) and {c.data.test_seed for c in cfgs} == {0}
     (tr0, te0), (tr1, te1) = (load_splits(c) for c in cfgs)
     assert not np.array_equal(tr0.images, tr1.images)
     np.testing.assert_array_equal(te0.images, te1.images)
     v0, v1 = (load_validation(c) for c in cfgs)
     assert not np.array_equal(v0.images, v1.images)
-    assert ctx.eps(0.03) == pytest.approx(0.1) and ctx.eps(0.09) == pytest.approx(0.3)
-    adv = ctx.adversarial_overrides()
+    assert ctx.setup.eps(0.03) == pytest.approx(0.1) and ctx.setup.eps(0.09) == pytest.approx(0.3)
+    adv = ctx.setup.adversarial_overrides()
     assert adv["adversary"]["eps"] == pytest.approx(0.1)
-    assert ctx.image_size == 28 and ctx.radius(8) == 7
+    assert ctx.setup.image_size == 28 and ctx.setup.radius(8) == 7
     full = Context(dataset="fashion_mnist", scale="full", out=tmp_path / "full", data_dir=str(tmp_path))
-    c = full.config(seed=1009)
+    c = full.setup.config(seed=1009)
     assert c.net.name == "resnet18" and c.optim.epochs == 100 and c.data.seed == 1009 and c.data.test_seed == 0
     assert c.evaluation.radii == (3.5, 7, 10.5, 14)
-    assert full.adversarial_overrides()["adversary"]["step_size"] == pytest.approx(0.01)
+    assert full.setup.adversarial_overrides()["adversary"]["step_size"] == pytest.approx(0.01)
     syn = Context(dataset="synthetic", scale="tiny", out=tmp_path / "syn")
-    assert syn.eps(0.03) == 0.03 and syn.config(seed=5).data.seed == 0
+    assert syn.setup.eps(0.03) == 0.03 and syn.setup.config(seed=5).data.seed == 0

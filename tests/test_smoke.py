@@ -8,7 +8,7 @@ import json
 import pytest
 
 from experiments import plan as P
-from experiments import recipes, reproduce_all
+from experiments import readme_blocks, recipes, reporting, reproduce_all
 from experiments.common import Context
 from jaxhfc.datasets import cifar10
 
@@ -24,9 +24,9 @@ def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_ar
     full = Context(dataset="cifar10", scale="full", out=tmp_path / "f", data_dir=small_archive, progress=False)
     smoke = Context(dataset="cifar10", scale="full", out=tmp_path / "s", data_dir=small_archive, progress=False,
                     smoke=True)
-    assert smoke.seed_list == (0,) and len(full.seed_list) == 3
+    assert smoke.setup.seed_list == (0,) and len(full.setup.seed_list) == 3
     for over in ({}, {"optim": {"batch_size": 512}}, {"adversary": {"eps": 0.03, "steps": 10, "step_size": 0.003}}):
-        f, s = full.config(**over), smoke.config(**over)
+        f, s = full.setup.config(**over), smoke.setup.config(**over)
         # the model, optimizer, batch, adversary and evaluation sets are the full ones
         assert (s.net, s.adversary, s.augment, s.evaluation.radii) == (f.net, f.adversary, f.augment, f.evaluation.radii)
         assert s.optim.replace(epochs=f.optim.epochs) == f.optim and f.net.name == "resnet18" and f.optim.batch_size in (100, 512)
@@ -34,21 +34,21 @@ def test_smoke_configs_keep_the_full_recipe_and_cap_the_loops(tmp_path, small_ar
         assert s.optim.epochs == caps["epochs"] and f.optim.epochs == 100
         n_steps = (s.data.num_train - s.data.num_val) // s.optim.batch_size
         assert n_steps == caps["steps_per_epoch"]
-        assert s.data.num_test == caps["num_test"] and smoke.full_configs[s.config_hash()] == f
+        assert s.data.num_test == caps["num_test"] and smoke.setup.full_configs[s.config_hash()] == f
     from experiments import robustness
 
-    fs, ss = full.settings(robustness.SETTINGS), smoke.settings(robustness.SETTINGS)
+    fs, ss = full.setup.settings(robustness.SETTINGS), smoke.setup.settings(robustness.SETTINGS)
     assert ss["apgd_targets"] == fs["apgd_targets"] == 9 and ss["eps"] == fs["eps"] and len(fs["eps"]) == 3
     assert ss["apgd_steps"] == 2 < fs["apgd_steps"] and ss["n_eval"] == 16 and fs["n_eval"] is None
     assert ss["rhos"] == fs["rhos"][-1:] and ss["defended_eps"] == fs["defended_eps"][-1:]  # repeated rows, once
     assert ss["defended"] == fs["defended"] and ss["penalty"] == fs["penalty"]
     from experiments import input_defence, table1
 
-    smoke.artefact = "input_defence"  # a list capped for one artefact only
-    assert smoke.settings(input_defence.SETTINGS)["radii"] == full.settings(input_defence.SETTINGS)["radii"][-1:]
-    smoke.artefact = "table1"
-    assert smoke.settings(table1.SETTINGS)["radii"] == full.settings(table1.SETTINGS)["radii"]
-    assert smoke.cascade == "all" and full.cascade == "survivors"
+    smoke.setup.artefact = "input_defence"  # a list capped for one artefact only
+    assert smoke.setup.settings(input_defence.SETTINGS)["radii"] == full.setup.settings(input_defence.SETTINGS)["radii"][-1:]
+    smoke.setup.artefact = "table1"
+    assert smoke.setup.settings(table1.SETTINGS)["radii"] == full.setup.settings(table1.SETTINGS)["radii"]
+    assert smoke.setup.cascade == "all" and full.setup.cascade == "survivors"
     with pytest.raises(ValueError, match="scale must be 'full'"):
         Context(dataset="cifar10", scale="quick", out=tmp_path / "q", smoke=True)
     assert not (tmp_path / "q").exists()  # refused before anything is written
@@ -75,12 +75,12 @@ def test_plan_of_one_artefact_counts_resnet18_steps(tmp_path, small_archive, cap
     assert "Prediction, not a measurement" in text and "H200" in text
     assert (out / "plan.md").exists() and (out / "README.md").exists()
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{reproduce_all.PLAN_START}\nold\n{reproduce_all.PLAN_END}\n")
+    readme.write_text(f"# x\n\n{readme_blocks.PLAN_START}\nold\n{readme_blocks.PLAN_END}\n")
     from jaxhfc import results as R
 
     ctx = Context(dataset="cifar10", scale="full", out=out, data_dir=small_archive, smoke=True, plan=True,
                   progress=False)
-    reproduce_all.update_plan_section(ctx, (out / "plan.md").read_text().split("\n", 2)[2], R.environment_info(),
+    readme_blocks.update_plan_section(ctx, (out / "plan.md").read_text().split("\n", 2)[2], R.environment_info(),
                                       readme=readme)
     text = readme.read_text()
     assert "old" not in text and "| label_shuffle | 2 |" in text and "--plan" in text and "min" in text
@@ -98,7 +98,7 @@ def test_full_smoke_run_on_a_full_size_archive(tmp_path):
     assert (out / "generated-cifar10" / "cifar-10-python.tar.gz").exists()
     gen = json.loads((out / "generated-cifar10" / "generated.json").read_text())
     assert (gen["num_train"], gen["num_test"]) == (50_000, 10_000)
-    for module, _, _ in reproduce_all.ARTEFACTS:
+    for module, _, _ in reporting.ARTEFACTS:
         assert (out / module / "table.json").exists(), module
     assert "A smoke run" in (out / "README.md").read_text()
 
@@ -109,7 +109,7 @@ def test_record_factors_by_hand():
     no cap produced (left unscaled)."""
     import types
 
-    from experiments.common import VALIDATION
+    from experiments.setup import VALIDATION
 
     full = dict(eps=(0.03, 0.06, 0.09), pgd_steps=20, apgd_steps=100, apgd_targets=9, n_eval=None, check_n=1000,
                 defended_eps=(0.03, 0.06, 0.09), rhos=(0.125, 0.25, 0.5, 1.0), kernel_radii=(1.2, 1.0),

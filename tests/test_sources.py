@@ -65,7 +65,8 @@ def test_experiments_parser_and_results_folder(tmp_path, monkeypatch):
         p.parse_args(["--dataset", "imagenet"])
     monkeypatch.chdir(tmp_path)
     ctx = common.Context(dataset="npz:/x/digits.npz", scale="tiny")
-    assert ctx.out == common.Path("results") / "npz-digits" and (tmp_path / "results" / "npz-digits").is_dir()
+    assert ctx.out == common.Path("results") / "npz-digits"
+    assert not (tmp_path / "results").exists()  # nothing is written until a driver writes
 
 
 # ----------------------------------------------------------------------------- npz
@@ -320,8 +321,8 @@ def test_driver_radii_adapt_to_the_image_size(digits_npz, tmp_path):
     from experiments.common import Context
 
     small = Context(dataset=f"npz:{digits_npz}", scale="quick", out=tmp_path / "a", progress=False)
-    assert small.image_size == 8
-    assert [small.radius(r) for r in (4, 8, 12, 16, 6)] == [1, 2, 3, 4, 1.5]
-    assert small.config().eval_radii == (1, 2, 3, 4)
+    assert small.setup.image_size == 8
+    assert [small.setup.radius(r) for r in (4, 8, 12, 16, 6)] == [1, 2, 3, 4, 1.5]
+    assert small.setup.config().eval_radii == (1, 2, 3, 4)
     same = Context(dataset="synthetic", scale="quick", out=tmp_path / "b", progress=False)
-    assert same.config().eval_radii == (4, 8, 12, 16) and same.radius(12) == 12
+    assert same.setup.config().eval_radii == (4, 8, 12, 16) and same.setup.radius(12) == 12

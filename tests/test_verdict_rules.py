@@ -228,7 +228,7 @@ def test_compare_runs_finds_a_flip(tmp_path):
     import json
 
     from experiments import compare_runs
-    from experiments.common import claim
+    from experiments.claims import claim
 
     for root, vals in (("a", [0.2, 0.21, 0.19]), ("b", [-0.2, -0.21, -0.19])):
         folder = tmp_path / root / "table1"
@@ -297,13 +297,13 @@ def test_input_defence_rule_cannot_be_fooled():
 
 
 def test_family_control_is_applied_when_an_artefact_is_written(tmp_path):
-    from experiments import common
+    from experiments import claims, common, reporting
 
     ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     weak = [0.1, 0.04, 0.06, 0.12, 0.0]  # p ~ 0.040 alone
-    cs = [common.claim("x", "a", weak, effect="e"), common.claim("x", "b", [0.09, 0.03, 0.05, 0.11, 0.0], effect="e")]
+    cs = [claims.claim("x", "a", weak, effect="e"), claims.claim("x", "b", [0.09, 0.03, 0.05, 0.11, 0.0], effect="e")]
     assert [c.mark() for c in cs] == ["holds", "holds"]
-    common.write_artefact(ctx, "x", title="t", rows=[{"a": 1}], claims=cs)
+    reporting.write_artefact(ctx, "x", title="t", rows=[{"a": 1}], claims=cs)
     assert [c.mark() for c in cs] == ["inconclusive", "inconclusive"] and cs[0].primary and not cs[1].primary
     import json
     saved = json.loads((tmp_path / "x" / "table.json").read_text())["claims"]
@@ -315,16 +315,16 @@ def test_family_control_is_applied_once_and_read_from_old_files():
     """A family is adjusted once: family() on judgements that carry ``family_control`` leaves them,
     even when a driver's own note mentions Holm; files written before the field existed are read
     as adjusted when their note says Holm, and as not adjusted otherwise."""
-    from experiments import common
+    from experiments import claims
     from jaxhfc import evidence as E
 
     weak = [0.1, 0.04, 0.06, 0.12, 0.0]
-    fresh = [common.claim("x", "a", weak, effect="e"), common.claim("x", "b", weak, effect="e")]
+    fresh = [claims.claim("x", "a", weak, effect="e"), claims.claim("x", "b", weak, effect="e")]
     fresh[0].judgement = dataclasses.replace(fresh[0].judgement, note="mentions Holm but is not adjusted")
-    common.family(fresh)
+    claims.family(fresh)
     assert all(c.judgement.family_control == "holm" for c in fresh) and fresh[1].mark() == "inconclusive"
     twice = [dataclasses.replace(c.judgement) for c in fresh]
-    common.family(fresh)
+    claims.family(fresh)
     assert [c.judgement for c in fresh] == twice  # not adjusted again
     d = fresh[0].judgement.to_dict()
     assert E.Judgement.from_dict(d) == fresh[0].judgement
@@ -344,22 +344,22 @@ def _right(p: float, n: int, rng=None) -> np.ndarray:
 
 
 def test_image_se_pairs_over_seeds_by_hand_and_falls_back():
-    from experiments import common
+    from experiments import claims
 
     terms = [np.array([1.0, 0.0, 1.0, -1.0]), np.array([1.0, 1.0, 0.0, -1.0])]
     per_seed = [{"t": t, "fb": 0.5} for t in terms]
     # seed means per image [1, .5, .5, -1] (mean .25, squares 2.25) and two pseudo-images .25 +- 1
     by_hand = math.sqrt((2.25 + 2) / 5) / math.sqrt(6)
-    assert common.image_se(per_seed, lambda m: m["t"], lambda m: m["fb"]) == [pytest.approx(by_hand)] * 2
+    assert claims.image_se(per_seed, lambda m: m["t"], lambda m: m["fb"]) == [pytest.approx(by_hand)] * 2
     # no seed with terms (metrics saved before outcomes were kept): every seed's fallback
-    assert common.image_se([{"fb": 0.5}, {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
+    assert claims.image_se([{"fb": 0.5}, {"fb": 0.25}], lambda m: m.get("t"), lambda m: m["fb"]) == [0.5, 0.25]
     # terms on some seeds only, or of different lengths, or 2-D: misaligned outcomes are an error
     for bad in ([per_seed[0], {"fb": 0.25}], [per_seed[0], {"t": np.ones(5)}], [{"t": np.ones((2, 2))}] * 2):
         with pytest.raises(ValueError, match="per-example terms"):
-            common.image_se(bad, lambda m: m.get("t"), lambda m: m["fb"])
+            claims.image_se(bad, lambda m: m.get("t"), lambda m: m["fb"])
     # an arm of length 1 is not broadcast against 400 images
     with pytest.raises(ValueError, match="align"):
-        common.paired_terms(np.ones(1, bool), np.ones(400, bool))
+        claims.paired_terms(np.ones(1, bool), np.ones(400, bool))
 
 
 def test_table1_rule_with_outcomes_cannot_be_fooled():
@@ -395,7 +395,7 @@ def test_table1_rule_with_outcomes_cannot_be_fooled():
 def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
     """The per-image error of |gap(small)| - |gap(large)| (training-subset and test terms, each
     paired between the two models) against a bootstrap that resamples the images of one seed."""
-    from experiments import common
+    from experiments import claims
 
     st = heuristics.SETTINGS[QUICK]
     small, large = f"batch {st['batches'][0]}", heuristics.scaled_lr_label(st)
@@ -405,7 +405,7 @@ def test_batch_gap_paired_error_matches_a_bootstrap_over_images():
     c = {small: {"train": u_tr < 0.97, "test": u_te < 0.85}, large: {"train": u_tr < 0.9, "test": u_te < 0.83}}
     m = {v: {"train": c[v]["train"].mean(), "test": c[v]["test"].mean()} for v in c}
     m["correct"] = c
-    ses = [common.image_se([m], lambda s: heuristics._gap_terms(s, small, large, split), lambda s: math.nan)[0]
+    ses = [claims.image_se([m], lambda s: heuristics._gap_terms(s, small, large, split), lambda s: math.nan)[0]
            for split in ("train", "test")]
     se = math.hypot(*ses)
     gap = lambda tr, te: np.abs(tr.mean(-1) - te.mean(-1))  # noqa: E731
@@ -647,7 +647,8 @@ def test_null_simulation_perturbation_spectra_rule():
 def test_context_puts_floors_on_the_datasets_chance_scale(tmp_path):
     """A 2-class dataset whose test split is 70% one class: every floor of a driver's settings is
     raised above what a constant classifier scores there; 10 balanced classes keep them."""
-    from experiments import common, heuristics as H
+    from experiments import common
+    from experiments import heuristics as H
 
     rng = np.random.default_rng(0)
     y_test = np.r_[np.zeros(70, np.uint8), np.ones(30, np.uint8)]
@@ -655,11 +656,11 @@ def test_context_puts_floors_on_the_datasets_chance_scale(tmp_path):
     np.savez(path, x_train=rng.integers(0, 255, (200, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 2, 200),
              x_test=rng.integers(0, 255, (100, 8, 8), dtype=np.uint8), y_test=y_test)
     ctx = common.Context(dataset=f"npz:{path}", scale="tiny", out=tmp_path / "out", progress=False)
-    st = ctx.chance_floors(dict(H.SETTINGS["quick"]))
+    st = ctx.models.chance_floors(dict(H.SETTINGS["quick"]))
     for k in ("min_test", "adv_min", "hfc_min", "fit_min"):
         assert st[k] > 0.7 and st["floors"][k] == [H.SETTINGS["quick"][k], st[k]]
     balanced = common.Context(dataset="synthetic", scale="tiny", out=tmp_path / "syn", progress=False)
-    st10 = balanced.chance_floors(dict(H.SETTINGS["quick"]))
+    st10 = balanced.models.chance_floors(dict(H.SETTINGS["quick"]))
     # (its tiny test split is nearly balanced: 20 of 192 in the largest class, so the floors barely move)
     assert all(st10[k] == pytest.approx(H.SETTINGS["quick"][k], abs=0.005) for k in ("min_test", "adv_min", "hfc_min",
                                                                                          "fit_min"))
