@@ -72,11 +72,54 @@ def time_markdown(results_dir: Path, label: str | None = None) -> str:
     if found and int(found.group(2)) < int(found.group(1)):
         lines += [f"This invocation trained {found.group(2)} of the {found.group(1)} models and loaded the others "
                   "(finished runs of the same configs): these are not the times of a run from an empty folder.", ""]
-    extra = lambda k: (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""  # noqa: E731
-    lines += ["| artefact | s | share |" + (" compiling s |" if compiling else ""),
-              "|---|---|---|" + ("---|" if compiling else "")]
+    counts = claim_counts(results_dir)
+
+    def extra(k: str) -> str:
+        cells = (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""
+        if counts:
+            n, decided = counts.get(k, (0, 0))
+            cells += f" {n} | {decided} |"
+        return cells
+
+    lines += ["| artefact | s | share |" + (" compiling s |" if compiling else "")
+              + (" claims | decided |" if counts else ""),
+              "|---|---|---|" + ("---|" if compiling else "") + ("---|---|" if counts else "")]
     lines += [f"| {k} | {v:.0f} | {v / total:.0%} |{extra(k)}" for k, v in times.items()]
+    if counts:
+        lines += ["", "*decided*: claims whose interval excludes 0 (holds or contradicted). " + budget_text(times, counts)]
     return "\n".join(lines + [""])
+
+
+def claim_counts(results_dir: Path) -> dict[str, tuple[int, int]]:
+    """``{artefact: (claims, decided)}`` from each artefact's table.json (sanity checks left
+    out; decided: holds or contradicted); empty when no artefact has judged claims."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("*/table.json")):
+        judged = [c for c in R.read_json(path).get("claims", []) if "judgement" in c and not c.get("check")]
+        if judged:
+            verdicts = [c["judgement"]["verdict"] for c in judged]
+            out[path.parent.name] = (len(judged), sum(v in ("holds", "contradicted") for v in verdicts))
+    return out
+
+
+def budget_text(times: dict, counts: dict, minutes: float = 20.0) -> str:
+    """What ``minutes`` of this run buy: the artefacts taken by decided claims per second (then
+    by claims per second) while they fit, with their time and claims."""
+    order = sorted(times, key=lambda k: (-counts.get(k, (0, 0))[1] / max(times[k], 1e-9),
+                                         -counts.get(k, (0, 0))[0] / max(times[k], 1e-9), times[k]))
+    chosen, spent = [], 0.0
+    for k in order:
+        if spent + times[k] <= minutes * 60:
+            chosen.append(k)
+            spent += times[k]
+    n_all = sum(n for n, _ in counts.values())
+    d_all = sum(d for _, d in counts.values())
+    n = sum(counts.get(k, (0, 0))[0] for k in chosen)
+    d = sum(counts.get(k, (0, 0))[1] for k in chosen)
+    return (f"At these times {minutes:g} minutes buy {', '.join(chosen) or 'no artefact'} ({spent / 60:.1f} min): "
+            f"{d} of the {d_all} decided claims, {n} of all {n_all} (artefacts taken by decided claims per "
+            "second; an artefact's time includes the trainings it ran first, so one run alone may need models "
+            "another trained).")
 
 
 def update_time_section(readme: Path, results_dir: Path, *, dataset: str = "synthetic") -> bool:

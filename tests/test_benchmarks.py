@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from jaxhfc import results as R
+
 from benchmarks import report, run_all
 
 
@@ -84,6 +86,32 @@ def test_reproduction_time_from_the_run_files(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no block\n")
     assert not readme_blocks.update_time_section(plain, run) and plain.read_text() == "no block\n"
+
+
+def test_reproduction_time_says_what_the_minutes_buy(tmp_path):
+    from experiments import readme_blocks
+
+    run = tmp_path / "r"
+    times = {"a": 600.0, "b": 300.0, "c": 900.0, "d": 60.0}
+    verdicts = {"a": ["holds", "inconclusive"], "b": ["contradicted"], "c": ["holds", "holds", "holds"],
+                "d": ["inconclusive"]}
+    for name, vs in verdicts.items():
+        claims = [{"claim": "x", "judgement": {"verdict": v}} for v in vs]
+        claims.append({"claim": "check", "check": True, "judgement": {"verdict": "holds"}})  # not counted
+        R.write_json(run / name / "table.json", {"claims": claims})
+    R.write_json(run / "timings.json", times)
+    (run / "README.md").write_text("Made by x.\n")
+    assert readme_blocks.claim_counts(run) == {"a": (2, 1), "b": (1, 1), "c": (3, 3), "d": (1, 0)}
+    md = readme_blocks.time_markdown(run)
+    assert "| a | 600 | 32% | 2 | 1 |" in md and "| d | 60 | 3% | 1 | 0 |" in md
+    # decided per second: b 1/300, c 3/900 (tie, the shorter first), a 1/600, d 0: b + c = 20 min, a no longer fits,
+    # d (60 s) does
+    text = readme_blocks.budget_text(times, readme_blocks.claim_counts(run))
+    assert "20 minutes buy b, c, d (21.0 min)" not in text
+    assert text.startswith("At these times 20 minutes buy b, c (20.0 min): 4 of the 5 decided claims, 4 of all 7")
+    assert "buy b, c, a, d" in readme_blocks.budget_text(times, readme_blocks.claim_counts(run), minutes=40)
+    assert "buy no artefact (0.0 min): 0 of the 5" in readme_blocks.budget_text(times, readme_blocks.claim_counts(run),
+                                                                               minutes=0.5)
 
 
 def test_benchmark_report_refreshes_the_reproduction_time(suite, tmp_path):
