@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
+import sys
 from typing import Any, Callable
 
 import jax

@@ -8,8 +8,8 @@ other (which must never happen for a conclusion that survives a second seed).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+import sys
 
 from experiments.claims import Claim
 from experiments.reporting import ARTEFACTS

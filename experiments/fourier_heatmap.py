@@ -19,7 +19,9 @@ from experiments.claims import claim, combine_seeds, image_se, outcome_records
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import attack_subset
+from jaxhfc import analysis, fourier, plotting
 from jaxhfc import evidence as E
+from jaxhfc.evaluation import predict
 
 NAME = "fourier_heatmap"
 #: Everything this artefact changes by scale. ``cut``: the radius that splits the map into low
@@ -69,8 +71,6 @@ def judge_claims(per_seed: list[dict], settings: dict, n_images: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, fourier, plotting
-    from jaxhfc.evaluation import predict
 
     st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     st["cut"] = ctx.setup.radius(st["cut"])

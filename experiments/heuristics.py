@@ -21,6 +21,7 @@ from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
 from experiments.training import final, seed_curve
 from jaxhfc import evidence as E
+from jaxhfc import plotting
 from jaxhfc.evaluation import eval_set_name
 
 NAME = "heuristics"
@@ -213,7 +214,6 @@ def judge_claims(per_seed: list[dict], settings: dict, *, radii, n_test: int, nu
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import plotting
 
     settings = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     radii = ctx.setup.config().evaluation.radii

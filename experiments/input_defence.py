@@ -18,6 +18,7 @@ from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, attack_list, attack_seed, attack_subset, attacks_text,
                                      checks_ok_at, claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
+from jaxhfc import attacks, plotting
 from jaxhfc import evidence as E
 
 NAME = "input_defence"
@@ -65,7 +66,6 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import attacks, plotting
 
     attack = ctx.setup.scaled(ctx.setup.settings(ATTACKS))
     s = ctx.models.chance_floors(ctx.setup.scaled({**ctx.setup.settings(ATTACKS), **ctx.setup.settings(SETTINGS)}))

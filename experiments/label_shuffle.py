@@ -17,6 +17,8 @@ from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
 from experiments.training import curve, final, seed_curve
 from jaxhfc import evidence as E
+from jaxhfc import plotting
+from jaxhfc.config import merge_sections
 from jaxhfc.evaluation import eval_set_name
 
 NAME = "label_shuffle"
@@ -70,11 +72,9 @@ def judge_claims(per_seed: list[dict], settings: dict, n_eval: int) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import plotting
 
     st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     st["radii"] = radii = tuple(ctx.setup.radius(r) for r in st["radii"])
-    from jaxhfc.config import merge_sections
 
     common = merge_sections({"evaluation": {"train": True, "radii": radii}}, st["overrides"])
 

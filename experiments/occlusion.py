@@ -7,18 +7,18 @@ adversarially trained model; all positions of a batch in one compiled call.
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
+from jaxhfc import analysis
 
 NAME = "occlusion"
 
 
 def run(ctx: Context) -> dict:
-    import matplotlib.pyplot as plt
 
-    from jaxhfc import analysis
 
     models = {"vanilla": ctx.models.vanilla(), "adversarial": ctx.models.adversarial()}
     x, y = ctx.models.test_arrays(models["vanilla"].config)

@@ -18,7 +18,9 @@ import numpy as np
 from experiments.claims import claim, combine_seeds
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
+from jaxhfc import analysis, plotting
 from jaxhfc import evidence as E
+from jaxhfc.evaluation import predict
 
 NAME = "perturbation_spectra"
 #: Everything this artefact changes by scale. ``min_attacked``: precondition, the number of
@@ -79,8 +81,6 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, plotting
-    from jaxhfc.evaluation import predict
 
     st = ctx.models.chance_floors(ctx.setup.scaled(ctx.setup.settings(SETTINGS)))
     st["radius"] = max(1, round(ctx.setup.radius(st["radius"])))  # the energy shares are per whole radius

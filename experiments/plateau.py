@@ -31,6 +31,7 @@ from experiments import recipes
 from jaxhfc import datasets, parallel, pipeline
 from jaxhfc import results as R
 from jaxhfc.config import TrainConfig
+from jaxhfc.config import merge_sections
 from jaxhfc.evaluation import evaluate
 from jaxhfc.prepare import load_splits
 from jaxhfc.step import build_model, create_train_state, make_optimizer, make_train_step, named_keys
@@ -49,7 +50,6 @@ def left_plateau(losses: np.ndarray, correct: np.ndarray, count: int, *, window:
 
 def run(*, model: str, steps: int, seed: int, eval_every: int, num_test: int, window: int,
         out: pathlib.Path) -> dict:
-    from jaxhfc.config import merge_sections
 
     full = recipes.BASE["full"]
     config = TrainConfig(**merge_sections(full, {

@@ -18,6 +18,7 @@ import numpy as np
 from experiments.claims import claim, combine_seeds, outcome_records
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
+from jaxhfc import analysis, fourier, plotting
 from jaxhfc import evidence as E
 
 NAME = "prediction_counts"
@@ -83,7 +84,6 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, fourier, plotting
 
     st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     st["select"] = tuple(ctx.setup.radius(r) for r in st["select"])

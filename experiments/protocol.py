@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import statistics
 from pathlib import Path
+import statistics
 from typing import Sequence
 
 from jaxhfc import evidence as E

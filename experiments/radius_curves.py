@@ -12,6 +12,7 @@ import numpy as np
 from experiments.claims import claim, combine_seeds, image_se, outcome_records
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
+from jaxhfc import analysis, plotting
 from jaxhfc import evidence as E
 
 NAME = "radius_curves"
@@ -46,7 +47,6 @@ def judge_claims(per_seed: list[dict], settings: dict) -> list:
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import analysis, plotting
 
     st = ctx.models.chance_floors(ctx.setup.settings(SETTINGS))
     models = {"vanilla": ctx.models.vanillas(), "batchnorm": ctx.models.batchnorms()}

@@ -8,8 +8,8 @@ numbers this code produced.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+import re
 
 from experiments import recipes
 from experiments.profiles import PROFILES

@@ -4,11 +4,17 @@ escalation (:func:`eval_robust`), and the checks a claim needs at an eps."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings as W
+
 import jax
 import numpy as np
 
 from experiments.common import Context
+from jaxhfc import attacks
 from jaxhfc import evidence as E
+from jaxhfc import parallel
+from jaxhfc import results as R
 
 #: The attack settings per scale. ``eps``: the Linf radii (written for CIFAR-10; ``Setup.eps``
 #: rescales them); ``n_eval``: test images attacked (None: all); ``check_n``: images the re-run
@@ -40,7 +46,6 @@ ATTACKS = {
 def UNROLL() -> bool:  # noqa: N802
     """Unroll attack loops in the CPU form of the loops (XLA:CPU runs convolutions in while loops
     several times slower; :func:`jaxhfc.parallel.accelerator_loops`)."""
-    from jaxhfc import parallel
 
     return not parallel.accelerator_loops()
 
@@ -58,9 +63,7 @@ def attack_list(pgd_steps: int, apgd_steps: int, targets: int = 0, *, cascade: b
     One tuple everywhere, so every row of a model structure runs one compiled program.
     ``cascade``: the APGD attacks run only on the images FGSM and PGD left right (two compiled
     programs per row instead of one: the tiny scale of the tests leaves it off)."""
-    import dataclasses
 
-    from jaxhfc import attacks
 
     # AutoAttack's cascade for the APGD attacks: each runs only on the images FGSM and PGD left
     # right (with the same keys, so the worst case is the one every attack on every image gives);
@@ -124,7 +127,6 @@ def _slug(text: str) -> str:
 def search_grid(settings: dict) -> tuple[float, ...]:
     """The radii of the minimal-eps search: ``search_points`` doubling up to the largest eps of
     ``settings`` (already on the dataset's scale)."""
-    from jaxhfc import attacks
 
     return attacks.doubling_grid(max(settings["eps"]), settings["search_points"])
 
@@ -133,7 +135,6 @@ def minimal_eps_row(ctx: Context, logits, x, y, *, settings: dict, key, memo_key
     """Per-image minimal eps (:func:`jaxhfc.attacks.ascending_minimal_eps` with the rows' attacks,
     on :func:`search_grid`) of a class-balanced ``settings["search_n"]`` of ``x, y`` (``inf``:
     not broken on the grid, 0: wrong clean). ``memo_key`` as in :func:`eval_robust`."""
-    from jaxhfc import attacks
 
     s = settings
     grid = search_grid(s)
@@ -226,10 +227,7 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     minimal eps of the grid per example (None: not broken) with the accuracy at each threshold
     to ``<model_id>_min_eps.json``.
     """
-    import warnings as W
 
-    from jaxhfc import attacks
-    from jaxhfc import results as R
 
     atks = attack_list(steps, apgd_steps, apgd_targets, cascade=cascade)
     fg, pg = atks[0].name, atks[1].name

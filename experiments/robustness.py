@@ -31,6 +31,9 @@ from experiments.reporting import save_figure, write_artefact
 from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attack_subset, attacks_text, checks_ok_at,
                                      claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
+from jaxhfc import kernels, plotting
+from jaxhfc import results as R
+from jaxhfc.evaluation import evaluate, logits_fn
 
 NAME = "robustness"
 #: Everything this artefact changes by scale: the attack settings it shares with input_defence
@@ -204,8 +207,6 @@ def _saturation_claim(per_seed, raw, ce, nat_ok, defended_ok, n_check):
 
 
 def run(ctx: Context) -> dict:
-    from jaxhfc import kernels, plotting
-    from jaxhfc.evaluation import evaluate, logits_fn
 
     s = attack_settings(ctx)
     rhos = s["rhos"]
@@ -322,7 +323,6 @@ def run(ctx: Context) -> dict:
                          "clean and worst-case correctness per row in outcomes.npz. Claims about what "
                          "adversarial training does compare M_adversarial with its twin (the same recipe without the "
                          "attack).")
-    from jaxhfc import results as R
 
     R.write_text(folder / "smoothness.md", "# Roughness of every conv layer (first seed)\n\n"
                  + R.markdown_table(first_smooth, digits=4))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import Context, context_from_args, parser, run_cli
@@ -31,7 +32,6 @@ CANDIDATES = ((5000, 6, 16), (10000, 6, 16), (10000, 12, 16), (20000, 6, 16), (2
 
 
 def validation_accuracy(ctx: Context, trained) -> float:
-    import jax.numpy as jnp
 
     x, y = ctx.models.test_arrays(trained.config, split="val")
     fn = trained.logits_fn()

@@ -17,6 +17,7 @@ from experiments.common import Context, main_for
 from experiments.reporting import write_artefact
 from experiments.training import final
 from jaxhfc import evidence as E
+from jaxhfc.evaluation import predict
 
 NAME = "table1"
 #: Everything this artefact changes by scale (the base recipe is experiments/recipes.py).
@@ -81,7 +82,6 @@ def own_filter_accuracy(ctx: Context, trained, kind: str, radius: float) -> floa
     """Accuracy of a filtered model on the test images filtered like its training data (LFC or
     HFC at its radius, scaled as its training images were): whether it learned its own kind of
     input, apart from whether that transfers to original images."""
-    from jaxhfc.evaluation import predict
 
     x, y = ctx.models.test_arrays(trained.config, kind=kind, radius=radius)
     pred = np.asarray(predict(trained.state, trained.model, ctx.models.mesh(), x, batch_size=trained.config.evaluation.batch_size))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
+import time
 from typing import Any, Sequence
 
 import numpy as np
