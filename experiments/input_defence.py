@@ -16,8 +16,9 @@ import numpy as np
 from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
-from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, attack_list, attack_seed, attack_subset, attacks_text,
-                                     checks_ok_at, claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
+from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, UNROLL, AttackRequest, attack_seed, attack_subset,
+                                     attacks_text, checks_ok_at, claim_eps, eval_robust, fill_success_on_undefended,
+                                     merge_seed_checks)
 from jaxhfc import attacks, plotting
 from jaxhfc import evidence as E
 
@@ -74,6 +75,7 @@ def run(ctx: Context) -> dict:
     # the robustness claims' radius, on validation images (the search on the attack settings' radii)
     s["claim_eps"], s["eps_selection"] = claim_eps(ctx, naturals, attack)
     s["eps"] = tuple(sorted({*s["eps"], s["claim_eps"]}))
+    request = AttackRequest.from_settings(s)
     cfg = naturals[0].config
     x, y = attack_subset(*ctx.models.test_arrays(cfg), s["n_eval"])
     per_example_dir = ctx.artefact_dir(NAME) / "per_example"
@@ -91,8 +93,7 @@ def run(ctx: Context) -> dict:
                 # the radius is chosen on validation images (the rows' attacks, no checks needed to rank), never on the test set
                 val_acc = {r: attacks.robust_accuracy(attacks.lowpass_defended(base, r), xv, yv, key, eps=e0,
                                                       batch_size=s["batch_size"], mesh=ctx.models.mesh(),
-                                                      attacks=attack_list(s["pgd_steps"], s["apgd_steps"],
-                                                                          s["apgd_targets"], cascade=s["cascade"]),
+                                                      attacks=request.attacks(),
                                                       checks=False, logit_scale=None, unroll=UNROLL(),
                                                       more_steps=None, cascade=ctx.setup.cascade,
                                                       ).robust_accuracy for r in radii}
@@ -101,13 +102,10 @@ def run(ctx: Context) -> dict:
             for r in (None, *(radii if mname in s["defended"] else ())):
                 fn = base if r is None else attacks.lowpass_defended(base, r)
                 outcomes = {}
-                res = eval_robust(ctx, fn, x, y, eps=s["eps"], steps=s["pgd_steps"], batch_size=s["batch_size"],
-                                  key=key, apgd_steps=s["apgd_steps"], check_n=s["check_n"],
+                res = eval_robust(ctx, fn, x, y, request, key=key,
                                   model_id=f"{mname}/input-lowpass-{'none' if r is None else r}",
                                   per_example_dir=per_example_dir if i == 0 else None,
-                                  memo_key=(str(t.run_dir), "none", seed) if r is None else None,
-                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes,
-                                  cascade=s["cascade"])
+                                  memo_key=(str(t.run_dir), "none", seed) if r is None else None, outcomes=outcomes)
                 row = {"model": mname, "input low-pass r": "none" if r is None else r, **res}
                 if mname == "M_natural":
                     row["chosen on validation"] = "yes" if r == r_star else ""

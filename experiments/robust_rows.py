@@ -185,11 +185,51 @@ def claim_eps(ctx: Context, naturals, settings: dict) -> tuple[float, dict]:
     return eps, {"grid": list(grid), "per seed": per_seed, "pooled n": int(allr.size), "chosen": eps}
 
 
-def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd_steps=20, check_n=None,
-                model_id: str | None = None, per_example_dir=None, checks=True, memo_key=None,
-                escalate: int = 0, apgd_targets: int = 0, outcomes: dict | None = None, cascade: bool = True,
-                search: dict | None = None) -> dict:
-    """One table row: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
+@dataclasses.dataclass(frozen=True)
+class AttackRequest:
+    """What a robust row asks for: the attacks (the paper's FGSM and PGD with ``steps``, APGD-CE
+    and APGD-DLR with ``apgd_steps``, APGD-T over ``apgd_targets`` classes; :func:`attack_list`),
+    at which ``eps`` (already on the dataset's scale), in batches of ``batch_size``, with the
+    masking checks on ``check_n`` images (``checks``), escalated up to ``escalate`` times when
+    the attacks have not converged, and with ``search`` (search settings) each image's minimal
+    eps too. :meth:`from_settings` makes one from a driver's settings."""
+
+    eps: tuple
+    steps: int
+    batch_size: int
+    apgd_steps: int = 20
+    apgd_targets: int = 0
+    cascade: bool = True
+    checks: bool = True
+    check_n: int | None = None
+    escalate: int = 0
+    search: dict | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+        if not self.eps or any(not e > 0 for e in self.eps):
+            raise ValueError(f"an attack request needs eps > 0, got {self.eps}")
+
+    @classmethod
+    def from_settings(cls, s: dict, *, eps=None, search: dict | None = None) -> "AttackRequest":
+        """A request from a robustness driver's settings (``eps``: other radii than ``s["eps"]``)."""
+        return cls(eps=tuple(s["eps"] if eps is None else eps), steps=s["pgd_steps"], batch_size=s["batch_size"],
+                   apgd_steps=s["apgd_steps"], apgd_targets=s["apgd_targets"], cascade=s["cascade"],
+                   check_n=s["check_n"], escalate=s["escalate"], search=search)
+
+    def attacks(self) -> tuple:
+        """The attacks of its rows (:func:`attack_list`)."""
+        return attack_list(self.steps, self.apgd_steps, self.apgd_targets, cascade=self.cascade)
+
+    def memo_key(self, model_key, e: float, n: int) -> tuple:
+        """Key of one eps's result on ``n`` images of the model and images named by ``model_key``."""
+        return ("robust_accuracy", model_key, float(e), self.steps, self.apgd_steps, self.apgd_targets, self.check_n,
+                self.batch_size, n, bool(self.checks), self.escalate, self.cascade)
+
+
+def eval_robust(ctx: Context, logits, x, y, request: AttackRequest, *, key, model_id: str | None = None,
+                per_example_dir=None, memo_key=None, outcomes: dict | None = None) -> dict:
+    """One table row of ``request`` (:class:`AttackRequest`) on ``x``, ``y``: clean accuracy; per eps the paper's FGSM and PGD (cross-entropy) columns and
     the worst case over FGSM, PGD, APGD-CE and APGD-DLR (AutoAttack-style, scale-invariant), and
     APGD-T over ``apgd_targets`` target classes when > 0 (:func:`attack_list`); and
     the sanity checks of :func:`jaxhfc.attacks.robust_accuracy` on every row (defended or not):
@@ -229,24 +269,25 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
     """
 
 
-    atks = attack_list(steps, apgd_steps, apgd_targets, cascade=cascade)
+    q = request
+    eps, checks, escalate = q.eps, q.checks, q.escalate
+    atks = q.attacks()
     fg, pg = atks[0].name, atks[1].name
     out: dict = {}
     flags, scale_d, pgd_scale_d, steps_d, attack_x = set(), 0.0, 0.0, 0.0, 1
     broken_at = []  # per eps: (N,) broken by the worst case (nested balls: also broken at larger eps)
     for e in eps:
-        mk = None if memo_key is None else ("robust_accuracy", memo_key, float(e), steps, apgd_steps, apgd_targets,
-                                            check_n, batch_size, len(y), bool(checks), escalate, cascade)
+        mk = None if memo_key is None else q.memo_key(memo_key, e, len(y))
         runs = ctx.models.memo.get(mk) if mk is not None else None
         if runs is None:
             runs, level_atks = [], atks
             while True:
                 with W.catch_warnings():  # the flags go to the table, not to stderr once per row
                     W.simplefilter("ignore", RuntimeWarning)
-                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=batch_size, mesh=ctx.models.mesh(), eps=e,
-                                                attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
+                    r = attacks.robust_accuracy(logits, x, y, key, batch_size=q.batch_size, mesh=ctx.models.mesh(),
+                                                eps=e, attacks=level_atks, unroll=UNROLL() and not runs, checks=checks,
                                                 logit_scale=10.0 if checks else None,
-                                                more_steps=2 if checks else None, check_examples=check_n,
+                                                more_steps=2 if checks else None, check_examples=q.check_n,
                                                 cascade=ctx.setup.cascade)
                 runs.append(r)  # stronger runs are rare: loops, not unrolled (compiles much faster on a CPU)
                 if len(runs) > escalate or not not_converged(r):
@@ -285,9 +326,9 @@ def eval_robust(ctx: Context, logits, x, y, *, eps, steps, batch_size, key, apgd
             R.write_json(per_example_dir / f"{_slug(model_id)}_eps{e:g}.json",
                          r.per_example(model_id=model_id, dataset=ctx.setup.dataset, labels=y))
     out["median |logit|"] = r.median_abs_logit
-    if search is not None:
-        m = minimal_eps_row(ctx, logits, x, y, settings=search, key=key, memo_key=memo_key)
-        out["median min eps"] = attacks.median_min_eps(m, above=above_grid(search))
+    if q.search is not None:
+        m = minimal_eps_row(ctx, logits, x, y, settings=q.search, key=key, memo_key=memo_key)
+        out["median min eps"] = attacks.median_min_eps(m, above=above_grid(q.search))
         if outcomes is not None:
             outcomes["min eps"] = m
     if per_example_dir is not None and model_id is not None:

@@ -28,8 +28,8 @@ import numpy as np
 from experiments.claims import claim, combine_seeds, image_se, outcome_records, paired_terms
 from experiments.common import Context, main_for
 from experiments.reporting import save_figure, write_artefact
-from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, attack_seed, attack_subset, attacks_text, checks_ok_at,
-                                     claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
+from experiments.robust_rows import (ATTACKS, CHECK_COLUMNS, AttackRequest, attack_seed, attack_subset, attacks_text,
+                                     checks_ok_at, claim_eps, eval_robust, fill_success_on_undefended, merge_seed_checks)
 from jaxhfc import evidence as E
 from jaxhfc import kernels, plotting
 from jaxhfc import results as R
@@ -239,13 +239,12 @@ def run(ctx: Context) -> dict:
             for dname, params in defences:
                 v = dict(variables, params=params)
                 outcomes = metrics["correct"][f"{mname}/{dname}"] = {}
-                res = eval_robust(ctx, logits_fn(v, t.model), x, y, eps=s["eps"] if dname == "none" else
-                                  s["defended_eps"], steps=s["pgd_steps"], apgd_steps=s["apgd_steps"],
-                                  check_n=s["check_n"], batch_size=s["batch_size"], key=key,
-                                  model_id=f"{mname}/{dname}", per_example_dir=per_example_dir if i == 0 else None,
+                request = AttackRequest.from_settings(s, eps=s["eps"] if dname == "none" else s["defended_eps"],
+                                                      search=s if searched(dname) else None)
+                res = eval_robust(ctx, logits_fn(v, t.model), x, y, request, key=key, model_id=f"{mname}/{dname}",
+                                  per_example_dir=per_example_dir if i == 0 else None,
                                   memo_key=(str(t.run_dir), dname, seed) if dname == "none" else None,
-                                  escalate=s["escalate"], apgd_targets=s["apgd_targets"], outcomes=outcomes,
-                                  cascade=s["cascade"], search=s if searched(dname) else None)
+                                  outcomes=outcomes)
                 row = {"model": mname, "defence": dname, **res,
                        "first-layer smoothness": float(kernels.smoothness(kernels.first_conv_kernel(params)))}
                 rows.append(row)

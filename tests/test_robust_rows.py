@@ -3,6 +3,8 @@ attacks have not converged: the eps is attacked again with 2x steps and one more
 ``escalate`` times), 'worst' and the checks come from the strongest run, the paper's FGSM/PGD
 columns from the set steps, and 'attack x' says how strong the reported attacks were. The
 attack itself is replaced by scripted results so that each branch is hit on purpose."""
+
+import dataclasses
 import types
 
 import numpy as np
@@ -44,8 +46,9 @@ def scripted(monkeypatch):
 def _row(tmp_path, escalate, memo_key=None, ctx=None):
     ctx = ctx or common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
-    row = robust_rows.eval_robust(ctx, None, x, y, eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None,
-                                 check_n=10, escalate=escalate, memo_key=memo_key)
+    request = robust_rows.AttackRequest(eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, check_n=10,
+                                        escalate=escalate)
+    row = robust_rows.eval_robust(ctx, None, x, y, request, key=None, memo_key=memo_key)
     return row, ctx
 
 
@@ -96,8 +99,9 @@ def test_rows_keep_their_checks_per_eps(scripted, tmp_path):
     scripted([(0.9, 0.0), (0.3, -0.2), (0.25, -0.1)])  # eps 0.03 ok; eps 0.09 unconverged even at x2
     ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
-    row = robust_rows.eval_robust(ctx, None, x, y, eps=(0.03, 0.09), steps=5, apgd_steps=10, batch_size=10, key=None,
-                                 check_n=10, escalate=1)
+    request = robust_rows.AttackRequest(eps=(0.03, 0.09), steps=5, apgd_steps=10, batch_size=10, check_n=10,
+                                        escalate=1)
+    row = robust_rows.eval_robust(ctx, None, x, y, request, key=None)
     assert row["checks 0.03"] == "ok" and row["checks 0.09"] == "more_steps" and row["checks"] == "more_steps"
     assert robust_rows.checks_at(row, 0.03) == "ok" and robust_rows.checks_at(row, 0.09) == "more_steps"
 
@@ -131,15 +135,16 @@ def test_apgd_t_joins_the_rows_attacks_and_their_escalation(scripted, tmp_path):
     calls = scripted([(0.8, -0.2), (0.6, 0.0), (0.7, 0.0)])
     ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     x, y = np.zeros((10, 4, 4, 3), np.float32), np.zeros(10, np.int32)
-    kw = dict(eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, key=None, check_n=10, escalate=1,
-              memo_key=("run", "none", 0))
-    robust_rows.eval_robust(ctx, None, x, y, apgd_targets=9, **kw)
+    kw = dict(eps=(0.03,), steps=5, apgd_steps=10, batch_size=10, check_n=10, escalate=1)
+    robust_rows.eval_robust(ctx, None, x, y, robust_rows.AttackRequest(apgd_targets=9, **kw), key=None,
+                            memo_key=("run", "none", 0))
     base = calls[0]
     assert [a.name for a in base] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR", "APGD-T"]
     assert base[-1].method == "apgd-t" and base[-1].targets == 9 and base[-1].steps == 10 and base[-1].cascade
     assert calls[1][-1].steps == 20 and calls[1][-1].restarts == 2 and calls[1][-1].targets == 9
     assert calls[1][-1].cascade
-    robust_rows.eval_robust(ctx, None, x, y, apgd_targets=0, **kw)  # not the memo of the APGD-T rows
+    robust_rows.eval_robust(ctx, None, x, y, robust_rows.AttackRequest(apgd_targets=0, **kw), key=None,
+                            memo_key=("run", "none", 0))  # not the memo of the APGD-T rows
     assert len(calls) == 3 and [a.name for a in calls[2]] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR"]
     assert robustness.SETTINGS["full"]["apgd_targets"] == 9
     assert robust_rows.attacks_text(9) == "FGSM, PGD, APGD-CE, APGD-DLR, APGD-T (9 targets)"
@@ -158,12 +163,13 @@ def test_apgd_t_can_only_lower_a_real_rows_worst_case(tmp_path):
     y = np.asarray(jnp.argmax(logits(jnp.asarray(x)), -1)).astype(np.int32)
     ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path, progress=False)
     key = jax.random.key(3)
-    kw = dict(steps=2, apgd_steps=3, batch_size=16, key=key, checks=False, model_id="lin", escalate=0)
+    kw = dict(steps=2, apgd_steps=3, batch_size=16, checks=False, escalate=0)
     rows = {}
     for t in (0, 3):
         d = tmp_path / f"t{t}"
         d.mkdir()
-        rows[t] = robust_rows.eval_robust(ctx, logits, x, y, eps=(0.05,), per_example_dir=d, apgd_targets=t, **kw)
+        request = robust_rows.AttackRequest(eps=(0.05,), apgd_targets=t, **kw)
+        rows[t] = robust_rows.eval_robust(ctx, logits, x, y, request, key=key, model_id="lin", per_example_dir=d)
     import json
 
     per = {t: json.loads((tmp_path / f"t{t}" / "lin_eps0.05.json").read_text()) for t in (0, 3)}
@@ -194,8 +200,9 @@ def test_row_with_accelerator_loops_forced_equals_the_cpu_form(tmp_path, monkeyp
         monkeypatch.setenv("JAXHFC_LOOPS", form)
         assert robust_rows.UNROLL() == (form == "cpu")
         ctx = common.Context(dataset="synthetic", scale="tiny", out=tmp_path / form, progress=False)
-        rows[form] = robust_rows.eval_robust(ctx, logits, x, y, eps=(0.05,), steps=3, apgd_steps=4, batch_size=24,
-                                             key=jax.random.key(0), check_n=24, apgd_targets=2)
+        request = robust_rows.AttackRequest(eps=(0.05,), steps=3, apgd_steps=4, batch_size=24, check_n=24,
+                                            apgd_targets=2)
+        rows[form] = robust_rows.eval_robust(ctx, logits, x, y, request, key=jax.random.key(0))
     a, b = rows["cpu"], rows["accelerator"]
     assert a["clean"] == 1.0 and a["worst 0.05"] < 1.0  # the attacks broke some images
     assert a.keys() == b.keys()
@@ -204,3 +211,19 @@ def test_row_with_accelerator_loops_forced_equals_the_cpu_form(tmp_path, monkeyp
             assert b[k] == pytest.approx(v, abs=1.5 / 24), k  # at most one image flips
         else:
             assert b[k] == v, k
+
+
+def test_an_attack_request_from_settings_and_its_memo_key():
+    s = dict(eps=(0.03, 0.09), pgd_steps=5, batch_size=10, apgd_steps=10, apgd_targets=0, cascade=True, check_n=8,
+             escalate=1)
+    q = robust_rows.AttackRequest.from_settings(s)
+    assert q.eps == (0.03, 0.09) and q.steps == 5 and q.check_n == 8 and q.escalate == 1 and q.search is None
+    assert [a.name for a in q.attacks()] == ["FGSM", "PGD-5-CE", "APGD-CE", "APGD-DLR"]
+    assert robust_rows.AttackRequest.from_settings(s, eps=(0.5,)).eps == (0.5,)
+    # the memo key names the model, the eps, the images and every setting that changes the result
+    assert q.memo_key("m", 0.03, 10) != q.memo_key("m", 0.09, 10) != q.memo_key("m", 0.09, 11)
+    assert q.memo_key("m", 0.03, 10) != dataclasses.replace(q, check_n=9).memo_key("m", 0.03, 10)
+    assert q.memo_key("m", 0.03, 10) == robust_rows.AttackRequest.from_settings(s, search={"x": 1}).memo_key("m", 0.03, 10)
+    for bad in ((), (0.0,), (-0.1, 0.03)):
+        with pytest.raises(ValueError, match="eps > 0"):
+            robust_rows.AttackRequest(eps=bad, steps=5, batch_size=10)
