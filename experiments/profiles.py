@@ -59,6 +59,8 @@ class DatasetProfile:
       summary: the README's one-sentence description of where its numbers come from.
       figure: the figure the project README shows from its results (relative to the results root),
         with a fallback when that file is absent.
+      goal_minutes: the quick reproduction's time goal on a 2-core CPU (its time block says
+        what that many minutes buy).
       smoke_data: ``(data_dir, out) -> data_dir`` for a ``--smoke`` run without the real files
         (CIFAR-10: a generated archive in the standard format).
     """
@@ -76,6 +78,7 @@ class DatasetProfile:
     blurb: str = ""
     summary: str = ""
     figure: str = "prediction_counts/examples_hfc_right_lfc_wrong.png"
+    goal_minutes: float = 20.0
     smoke_data: Optional[Callable[[Optional[str], object], str]] = None
 
     def __post_init__(self):
@@ -155,6 +158,7 @@ register(DatasetProfile(
     summary=("the **built-in synthetic dataset** at `{scale}` scale on that CPU, not from CIFAR-10: a verdict here "
              "says the code recovered an effect the generator planted"),
     figure="heuristics/batchnorm.png",
+    goal_minutes=15.0,
 ))
 
 register(DatasetProfile(

@@ -12,7 +12,7 @@ from pathlib import Path
 import re
 
 from experiments import recipes
-from experiments.profiles import PROFILES
+from experiments.profiles import PROFILES, profile
 from experiments.reporting import compact_claims
 from jaxhfc import datasets
 from jaxhfc import results as R
@@ -52,10 +52,10 @@ def fill_block(readme: Path, start: str, end: str, body: str) -> bool:
     return True
 
 
-def time_markdown(results_dir: Path, label: str | None = None) -> str:
+def time_markdown(results_dir: Path, label: str | None = None, *, minutes: float = 20.0) -> str:
     """The quick reproduction's wall time per artefact, from the files that run wrote
     (``timings.json``, ``compile_seconds.json`` when present, and the run line of ``README.md``
-    in ``results_dir``); empty when absent."""
+    in ``results_dir``), and what ``minutes`` of it buy; empty when absent."""
     times_path, readme = Path(results_dir) / "timings.json", Path(results_dir) / "README.md"
     if not times_path.exists() or not readme.exists():
         return ""
@@ -86,7 +86,8 @@ def time_markdown(results_dir: Path, label: str | None = None) -> str:
               "|---|---|---|" + ("---|" if compiling else "") + ("---|---|" if counts else "")]
     lines += [f"| {k} | {v:.0f} | {v / total:.0%} |{extra(k)}" for k, v in times.items()]
     if counts:
-        lines += ["", "*decided*: claims whose interval excludes 0 (holds or contradicted). " + budget_text(times, counts)]
+        lines += ["", "*decided*: claims whose interval excludes 0 (holds or contradicted). "
+                  + budget_text(times, counts, minutes)]
     return "\n".join(lines + [""])
 
 
@@ -128,7 +129,7 @@ def update_time_section(readme: Path, results_dir: Path, *, dataset: str = "synt
     such block or the folder holds no finished run."""
     readme, results_dir = Path(readme), Path(results_dir)
     label = Path(os.path.relpath(results_dir.resolve(), readme.resolve().parent)).as_posix()
-    md = time_markdown(results_dir, label)
+    md = time_markdown(results_dir, label, minutes=profile(dataset).goal_minutes)
     if not md:
         return False
     body = md + f"\n(Generated from `{label}/timings.json` by `experiments/reproduce_all.py --update-readme`.)\n"
