@@ -16,9 +16,10 @@ small frozen, hashable dataclass that validates its own values:
 The nested names are the API (``config.adversary.eps``, ``TrainConfig(net={"norm": "batch"})``,
 ``config.merged(run={"seed": 3})``); the sections and roles are defined in
 :mod:`jaxhfc.sections`. Every field also has its earlier flat name (``adv_eps`` for
-``adversary.eps``, ``model`` for ``net.name``), listed once in :data:`FLAT_FIELDS`: they are the
-flags of ``jaxhfc train`` and the keys of old flat ``config.json`` files (:func:`nest` turns them
-into sections); passing them to the constructor still works, with a DeprecationWarning.
+``adversary.eps``, ``model`` for ``net.name``), listed once in :data:`FLAT_FIELDS` (:mod:`jaxhfc.flat_names`): they are the
+flags of ``jaxhfc train``, the keys of old flat ``config.json`` files (:func:`nest` turns them
+into sections) and the names the config hash is made of; passing them to the constructor still
+works, with a DeprecationWarning.
 
 Roles. Every field has a role that says what it changes (:func:`role_of`): by default its
 section's (``ROLE``), a field may declare another in its metadata.
@@ -40,6 +41,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from jaxhfc import results
+from jaxhfc.flat_names import (DATA_FIELDS, EVAL_FIELDS, FLAT_FIELDS, HPARAM_FIELDS, NESTED_TO_FLAT, PROGRAM_FIELDS,
+                               nest)
 from jaxhfc.sections import (ADV_NORMS, DATA, EVALUATION, FILTERS, HPARAM, OPTIMIZERS, PROGRAM, SCALINGS, SCHEDULES,
                              SECTIONS, AdversaryConfig, AugmentConfig, DataConfig, EvalConfig, NetConfig, OptimConfig,
                              RunConfig, _fail, _jsonable, _ROLES, _Section, role_of)
@@ -76,89 +79,6 @@ __all__ = [
 #: Fields added after run folders were first named by :meth:`TrainConfig.config_hash`, with
 #: their defaults: a config at those defaults hashes as it did before the field existed.
 _ADDED_LATER: dict[str, Any] = {"test_seed": None, "eval_stop_at_train": None}
-
-#: The one table of flat names: flat name -> (section, field), in the order of the flat
-#: ``TrainConfig`` of earlier versions: the flags of ``jaxhfc train``, the keys of old flat
-#: ``config.json`` files (:meth:`TrainConfig.from_dict`, :func:`nest`), the deprecated keyword
-#: arguments and read-only aliases, and :meth:`TrainConfig.config_hash`.
-
-FLAT_FIELDS: dict[str, tuple[str, str]] = {
-    "model": ("net", "name"),
-    "width": ("net", "width"),
-    "norm": ("net", "norm"),
-    "bn_eval": ("net", "bn_eval"),
-    "dropout": ("net", "dropout"),
-    "dtype": ("net", "dtype"),
-    "normalize": ("net", "normalize"),
-    "dataset": ("data", "name"),
-    "data_dir": ("data", "dir"),
-    "data_source": ("data", "source"),
-    "data_seed": ("data", "seed"),
-    "test_seed": ("data", "test_seed"),
-    "num_train": ("data", "num_train"),
-    "num_test": ("data", "num_test"),
-    "train_subset": ("data", "train_subset"),
-    "num_val": ("data", "num_val"),
-    "shuffle_labels": ("data", "shuffle_labels"),
-    "train_filter": ("data", "train_filter"),
-    "train_radius": ("data", "train_radius"),
-    "scaling": ("data", "scaling"),
-    "augment_crop": ("augment", "crop"),
-    "augment_flip": ("augment", "flip"),
-    "mixup_alpha": ("augment", "mixup_alpha"),
-    "label_smoothing": ("optim", "label_smoothing"),
-    "optimizer": ("optim", "name"),
-    "learning_rate": ("optim", "learning_rate"),
-    "momentum": ("optim", "momentum"),
-    "weight_decay": ("optim", "weight_decay"),
-    "schedule": ("optim", "schedule"),
-    "epochs": ("optim", "epochs"),
-    "batch_size": ("optim", "batch_size"),
-    "eval_every": ("evaluation", "every"),
-    "eval_batch_size": ("evaluation", "batch_size"),
-    "eval_radii": ("evaluation", "radii"),
-    "eval_train": ("evaluation", "train"),
-    "eval_train_subset": ("evaluation", "train_subset"),
-    "checkpoint_every": ("run", "checkpoint_every"),
-    "keep_checkpoints": ("run", "keep_checkpoints"),
-    "seed": ("run", "seed"),
-    "adv_eps": ("adversary", "eps"),
-    "adv_steps": ("adversary", "steps"),
-    "adv_step_size": ("adversary", "step_size"),
-    "adv_random_start": ("adversary", "random_start"),
-    "adv_norm": ("adversary", "norm"),
-    "kernel_penalty": ("optim", "kernel_penalty"),
-    "num_devices": ("run", "num_devices"),
-    "eval_stop_at_train": ("evaluation", "stop_at_train"),
-}
-_NESTED_TO_FLAT = {v: k for k, v in FLAT_FIELDS.items()}
-
-
-def _check_table() -> None:
-    """Every section field has exactly one flat name (else a config hash could miss a field)."""
-    fields = {(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
-    if len(_NESTED_TO_FLAT) != len(FLAT_FIELDS) or set(_NESTED_TO_FLAT) != fields or set(FLAT_FIELDS) & set(SECTIONS):
-        missing = sorted(fields - set(_NESTED_TO_FLAT))
-        raise TypeError(f"FLAT_FIELDS must name every section field once, apart from the section names; "
-                        f"missing {missing}, extra {sorted(set(_NESTED_TO_FLAT) - fields)}")
-
-
-_check_table()
-
-
-def _flat_names(role: str) -> tuple[str, ...]:
-    return tuple(flat for flat, (s, f) in FLAT_FIELDS.items() if role_of(SECTIONS[s], f) == role)
-
-
-#: Flat names of the fields that shape the compiled program (derived from the roles).
-PROGRAM_FIELDS = _flat_names(PROGRAM)
-#: Flat names of the data values and seeds (role :data:`DATA`; derived, kept for the flat API).
-DATA_FIELDS = _flat_names(DATA)
-#: Flat names of the evaluation and checkpoint settings (role :data:`EVALUATION`; derived).
-EVAL_FIELDS = _flat_names(EVALUATION)
-#: Flat names of the per-model hyper-parameters (role :data:`HPARAM`; derived).
-HPARAM_FIELDS = _flat_names(HPARAM)
-
 
 @dataclasses.dataclass(frozen=True, init=False)
 class TrainConfig:
@@ -337,7 +257,7 @@ class TrainConfig:
         out = {flat: _jsonable(getattr(getattr(self, s), f)) for flat, (s, f) in FLAT_FIELDS.items()}
         for name, section in self.sections():
             for f in dataclasses.fields(section):
-                if (name, f.name) not in _NESTED_TO_FLAT:
+                if (name, f.name) not in NESTED_TO_FLAT:
                     out[f"{name}.{f.name}"] = _jsonable(getattr(section, f.name))
         return out
 
@@ -376,23 +296,6 @@ class TrainConfig:
             _fail(f"roles must be some of {_ROLES}; got {roles!r}")
         return tuple((f"{name}.{f.name}", getattr(section, f.name)) for name, section in self.sections()
                      for f in dataclasses.fields(section) if role_of(section, f) in roles)
-
-
-def nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Flat names (:data:`FLAT_FIELDS`: the command-line flags and old ``config.json`` files) as
-    section dicts: ``{"norm": "batch", "adv_eps": 0.1}`` -> ``{"net": {"norm": "batch"},
-    "adversary": {"eps": 0.1}}``; keys that are already sections are merged in."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in flat.items():
-        if name in SECTIONS:
-            out.setdefault(name, {}).update(dict(value))
-            continue
-        if name not in FLAT_FIELDS:
-            _fail(f"unknown TrainConfig field {name!r}; valid: the sections {list(SECTIONS)} or the flat names "
-                  f"{list(FLAT_FIELDS)}")
-        section, field = FLAT_FIELDS[name]
-        out.setdefault(section, {})[field] = value
-    return out
 
 
 def merge_sections(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
