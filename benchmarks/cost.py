@@ -8,7 +8,7 @@ Four parts, written to one JSON (``benchmarks/results/cost-<host>-<date>.json``)
   per model role (the run folder's name before ``-s<seed>-<hash>``), the trainings, their
   optimizer steps and image passes (from the run configs each artefact's ``config.json``
   lists) and, where ``runs/*/done.json`` exist, their measured seconds. A run is charged to the
-  first artefact (in :data:`experiments.reproduce_all.ARTEFACTS` order) that lists it: the artefact
+  first artefact (in :data:`experiments.reporting.ARTEFACTS` order) that lists it: the artefact
   that trained it in a run from an empty folder. An artefact's wall time less its trainings is
   its own work: attacks for the artefacts whose settings attack (``eps``), evaluation for the
   others. Evaluation during training is inside the trainings' seconds (the run files do not

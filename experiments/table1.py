@@ -59,7 +59,7 @@ def judge_claims(per_seed: list[dict], settings: dict, n_test: int) -> list:
     not generalise.
     """
     claims = []
-    shown = settings.get("shown", {})  # the radius at this dataset's image size (``Context.radius``)
+    shown = settings.get("shown", {})  # the radius at this dataset's image size (``Setup.radius``)
     for r in settings["radii"]:
         rs = shown.get(r, r)
         effects = [m["low"][r][1] - m["high"][r][1] for m in per_seed]
