@@ -23,8 +23,6 @@ from experiments.setup import DEFAULT_SEEDS, Setup
 from experiments.training import ModelCache
 from jaxhfc import datasets, parallel
 
-log = logging.getLogger("experiments")
-
 
 class Context:
     """One reproduction: its setup, its models, and its results root.
