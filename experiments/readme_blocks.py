@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 import re
 
-from experiments import recipes
+from experiments import budget, recipes
 from experiments.profiles import PROFILES, profile
 from experiments.reporting import compact_claims
 from jaxhfc import datasets
@@ -72,7 +72,7 @@ def time_markdown(results_dir: Path, label: str | None = None, *, minutes: float
     if found and int(found.group(2)) < int(found.group(1)):
         lines += [f"This invocation trained {found.group(2)} of the {found.group(1)} models and loaded the others "
                   "(finished runs of the same configs): these are not the times of a run from an empty folder.", ""]
-    counts = claim_counts(results_dir)
+    counts = budget.claim_counts(results_dir)
 
     def extra(k: str) -> str:
         cells = (f" {compiling[k]:.0f} |" if k in compiling else " |") if compiling else ""
@@ -87,25 +87,14 @@ def time_markdown(results_dir: Path, label: str | None = None, *, minutes: float
     lines += [f"| {k} | {v:.0f} | {v / total:.0%} |{extra(k)}" for k, v in times.items()]
     if counts:
         lines += ["", "*decided*: claims whose interval excludes 0 (holds or contradicted). "
-                  + budget_text(times, counts, minutes)]
+                  + (budget.budget_text(results_dir, minutes, counts) or greedy_budget_text(times, counts, minutes))]
     return "\n".join(lines + [""])
 
 
-def claim_counts(results_dir: Path) -> dict[str, tuple[int, int]]:
-    """``{artefact: (claims, decided)}`` from each artefact's table.json (sanity checks left
-    out; decided: holds or contradicted); empty when no artefact has judged claims."""
-    out = {}
-    for path in sorted(Path(results_dir).glob("*/table.json")):
-        judged = [c for c in R.read_json(path).get("claims", []) if "judgement" in c and not c.get("check")]
-        if judged:
-            verdicts = [c["judgement"]["verdict"] for c in judged]
-            out[path.parent.name] = (len(judged), sum(v in ("holds", "contradicted") for v in verdicts))
-    return out
-
-
-def budget_text(times: dict, counts: dict, minutes: float = 20.0) -> str:
-    """What ``minutes`` of this run buy: the artefacts taken by decided claims per second (then
-    by claims per second) while they fit, with their time and claims."""
+def greedy_budget_text(times: dict, counts: dict, minutes: float = 20.0) -> str:
+    """What ``minutes`` of this run buy when its trainings cannot be split from its artefacts (no
+    :func:`experiments.budget.costs`): the artefacts taken by decided claims per second (then by
+    claims per second) while they fit, with their time and claims."""
     order = sorted(times, key=lambda k: (-counts.get(k, (0, 0))[1] / max(times[k], 1e-9),
                                          -counts.get(k, (0, 0))[0] / max(times[k], 1e-9), times[k]))
     chosen, spent = [], 0.0

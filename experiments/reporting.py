@@ -6,7 +6,7 @@ Layout of a results root (default ``results/<dataset>``)::
 
     runs/<model-name>-s<seed>-<config hash>/   one trained model (config.json, metrics.jsonl, checkpoints/)
     <artefact>/                               config.json, metrics.jsonl, table.md, table.json, *.png
-    README.md, timings.json, compile_seconds.json, protocol.md
+    README.md, timings.json, compile_seconds.json, training_seconds.json, protocol.md
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import time
 
-from experiments import plan, protocol
+from experiments import budget, plan, protocol
 from experiments.claims import Claim
 from experiments.common import compile_seconds, context_from_args, parser, run_cli
 from experiments.readme_blocks import update_plan_section, update_readme
@@ -48,6 +48,7 @@ def run(ctx, only=None, meter=None) -> dict:
             print(f"   [{c.mark()}] {c.claim}: {c.evidence}", flush=True)
         print(f"   {timings[module]:.0f} s, of which {compiling[module]:.0f} s compiling jax programs", flush=True)
     ctx.setup.seeds = base_seeds
+    budget.write_training_seconds(ctx.out)  # each training's seconds, kept when runs/ is not
     # seconds per artefact, kept across invocations (an --only run updates its artefacts)
     path = write_readme(ctx, merge_json(ctx.out / "timings.json", timings),
                         merge_json(ctx.out / "compile_seconds.json", compiling))

@@ -89,7 +89,7 @@ def test_reproduction_time_from_the_run_files(tmp_path):
 
 
 def test_reproduction_time_says_what_the_minutes_buy(tmp_path):
-    from experiments import readme_blocks
+    from experiments import budget, readme_blocks
 
     run = tmp_path / "r"
     times = {"a": 600.0, "b": 300.0, "c": 900.0, "d": 60.0}
@@ -101,16 +101,16 @@ def test_reproduction_time_says_what_the_minutes_buy(tmp_path):
         R.write_json(run / name / "table.json", {"claims": claims})
     R.write_json(run / "timings.json", times)
     (run / "README.md").write_text("Made by x.\n")
-    assert readme_blocks.claim_counts(run) == {"a": (2, 1), "b": (1, 1), "c": (3, 3), "d": (1, 0)}
+    assert budget.claim_counts(run) == {"a": (2, 1), "b": (1, 1), "c": (3, 3), "d": (1, 0)}
     md = readme_blocks.time_markdown(run)
     assert "| a | 600 | 32% | 2 | 1 |" in md and "| d | 60 | 3% | 1 | 0 |" in md
     # decided per second: b 1/300, c 3/900 (tie, the shorter first), a 1/600, d 0: b + c = 20 min, a no longer fits,
     # d (60 s) does
-    text = readme_blocks.budget_text(times, readme_blocks.claim_counts(run))
+    text = readme_blocks.greedy_budget_text(times, budget.claim_counts(run))
     assert "20 minutes buy b, c, d (21.0 min)" not in text
     assert text.startswith("At these times 20 minutes buy b, c (20.0 min): 4 of the 5 decided claims, 4 of all 7")
-    assert "buy b, c, a, d" in readme_blocks.budget_text(times, readme_blocks.claim_counts(run), minutes=40)
-    assert "buy no artefact (0.0 min): 0 of the 5" in readme_blocks.budget_text(times, readme_blocks.claim_counts(run),
+    assert "buy b, c, a, d" in readme_blocks.greedy_budget_text(times, budget.claim_counts(run), minutes=40)
+    assert "buy no artefact (0.0 min): 0 of the 5" in readme_blocks.greedy_budget_text(times, budget.claim_counts(run),
                                                                                minutes=0.5)
 
 
