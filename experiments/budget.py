@@ -178,10 +178,10 @@ def budget_text(results_dir: Path, minutes: float, counts: dict | None = None) -
             f"the budget: {len(c.training)} trainings {train_all / 60:.1f} min, the artefacts' own work "
             f"{own_all / 60:.1f} min (largest: " + ", ".join(f"{a} {c.own[a] / 60:.1f}" for a in largest) + ").")
     # each part that must shrink by itself, whatever the other does
-    if train_all > minutes * 60:
-        tail += " The trainings alone exceed the budget."
-    if own_all > minutes * 60:
-        tail += " The artefacts' own work alone exceeds it."
+    over = (train_all > minutes * 60, own_all > minutes * 60)
+    tail += {(True, True): " The trainings alone exceed the budget, and so does the artefacts' own work.",
+             (True, False): " The trainings alone exceed the budget.",
+             (False, True): " The artefacts' own work alone exceeds the budget.", (False, False): ""}[over]
     if (train_all + own_all) <= minutes * 60:
         tail = f" The whole run fits: {(train_all + own_all) / 60:.1f} min."
     return head + tail

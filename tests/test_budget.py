@@ -70,8 +70,12 @@ def test_budget_text_and_its_refusals(tmp_path):
     assert "The whole run is 19.5 min, 1.9x the budget: 4 trainings 15.0 min" in text
     assert text.endswith("(largest: robustness 3.3, prediction_counts 0.8). The trainings alone exceed the budget.")
     # own work 4.5 min: over a 4-minute budget by itself too
-    assert budget.budget_text(run, 4).endswith("The trainings alone exceed the budget. The artefacts' own work alone "
-                                               "exceeds it.")
+    assert budget.budget_text(run, 4).endswith("The trainings alone exceed the budget, and so does the artefacts' "
+                                               "own work.")
+    cheap = _run(tmp_path / "cheap", keep_runs=False)  # trainings of 1 s: the own work is the wall time
+    R.write_json(cheap / budget.TRAININGS_FILE, {"v1": 1.0, "v2": 1.0, "t1": 1.0, "a1": 1.0})
+    assert budget.budget_text(cheap, 10).endswith("(largest: robustness 10.0, table1 5.3). The artefacts' own work "
+                                                  "alone exceeds the budget.")
     assert budget.budget_text(run, 20).endswith("The whole run fits: 19.5 min.")
     assert budget.budget_text(run, 1).startswith("From an empty folder, no artefact fits in 1 minutes.")
     # a run that loaded finished trainings has them outside the wall times: no split
