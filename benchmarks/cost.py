@@ -7,7 +7,8 @@ Four parts, written to one JSON (``benchmarks/results/cost-<host>-<date>.json``)
   programs (``compile_seconds.json``; it overlaps the other parts, since trainings compile too);
   per model role (the run folder's name before ``-s<seed>-<hash>``), the trainings, their
   optimizer steps and image passes (from the run configs each artefact's ``config.json``
-  lists) and, where ``runs/*/done.json`` exist, their measured seconds. A run is charged to the
+  lists) and, where ``runs/*/done.json`` or ``training_seconds.json`` (kept when ``runs/`` is not) exist,
+  their measured seconds. A run is charged to the
   first artefact (in :data:`experiments.reporting.ARTEFACTS` order) that lists it: the artefact
   that trained it in a run from an empty folder. An artefact's wall time less its trainings is
   its own work: attacks for the artefacts whose settings attack (``eps``), evaluation for the
@@ -122,11 +123,13 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
     """Per-artefact and per-role time of a reproduction's results folder (see the module doc).
 
     ``img_per_s``: the measured training throughput (forward + backward image passes per
-    second) used to estimate training seconds where ``runs/*/done.json`` are absent.
+    second) used to estimate training seconds where neither ``runs/*/done.json`` nor
+    ``training_seconds.json`` is there.
 
     Raises:
       FileNotFoundError: no such folder, or no ``timings.json`` in it (a one-line message).
     """
+    from experiments.budget import training_seconds
     from experiments.reporting import ARTEFACTS
 
     folder = Path(results_dir)
@@ -159,9 +162,11 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
                     charged[name] = art
     for name, d in done.items():  # finished runs no config.json lists (an artefact re-made since)
         runs.setdefault(name, {"role": d.get("name", _role(name)), "artefact": None})
+    # each training's seconds: its done.json, or where runs/ is not kept, training_seconds.json
+    seconds = training_seconds(folder)
     for name, r in runs.items():
         d = done.get(name)
-        r["seconds"] = float(d["seconds"]) if d and "seconds" in d else None
+        r["seconds"] = seconds.get(name)
         r["population"] = d.get("population") if d else None
         r["estimated_seconds"] = (r["image_passes"] / img_per_s) if img_per_s and r.get("image_passes") else None
 
@@ -171,7 +176,7 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
         settings = json.loads(cfg_path.read_text()).get("settings", {}) if cfg_path.is_file() else {}
         if any(k in settings for k in ATTACK_SETTINGS):
             attacking.add(art)
-    have_runs = bool(done)
+    have_runs = bool(seconds)
     trained_now, trained_all = None, None
     if (folder / "README.md").is_file():
         found = re.search(r"(\d+) trained models in `runs/`.*?this invocation trained (\d+) of them",
@@ -820,7 +825,7 @@ def markdown(rec: dict, name: str = "") -> str:
         lines.append("")
     rp = rec.get("reproduction") or {}
     if rp.get("artefacts"):
-        src = "done.json" if rp["runs_present"] else f"estimated at {_n(rp['estimate_img_per_s'])} img/s (no runs/ folder)"
+        src = "each run's done.json (training_seconds.json)" if rp["runs_present"] else f"estimated at {_n(rp['estimate_img_per_s'])} img/s (no runs/ folder)"
         lines += [f"**Quick reproduction** (`{Path(rp['results_dir']).name}`): {rp['total_wall_s'] / 60:.1f} min of "
                   f"artefact wall time, {_n(rp['total_compile_s'])} s compiling. "
                   + ("" if rp["from_empty_folder"] else f"That invocation trained {rp['invocation_trained']} of its "

@@ -196,6 +196,18 @@ def test_cost_reproduction_split_from_the_run_files(tmp_path):
     # PGD-3 training: each step is 1 + 3 forward-backward passes over the batch
     assert roles["adversarial"]["image_passes"] == 4 * roles["adversarial"]["steps"] * 100
     assert roles["adversarial"]["estimated_seconds"] == pytest.approx(roles["adversarial"]["image_passes"] / 1000.0)
+    # the committed form of the folder: runs/ gone, each training's seconds in training_seconds.json
+    from experiments import budget
+    import shutil
+
+    budget.write_training_seconds(run)
+    shutil.rmtree(run / "runs")
+    kept = cost.reproduction(run, img_per_s=1000.0)
+    assert kept["runs_present"] and kept["run_folders"] == 0
+    assert kept["artefacts"] == r["artefacts"] and kept["total_training_s"] == pytest.approx(82.0)
+    (run / budget.TRAININGS_FILE).unlink()  # neither: estimated from the image passes
+    est = {a["artefact"]: a for a in cost.reproduction(run, img_per_s=1000.0)["artefacts"]}
+    assert est["robustness"]["training_s"] is None and est["robustness"]["own_work_basis"] == "estimate"
     # a run that loaded most of its models: wall times hold no trainings, so no own-work split
     part = cost.reproduction(_fake_reproduction(tmp_path / "b", trained_now=1))
     assert not part["from_empty_folder"] and all(a["own_work_s"] is None for a in part["artefacts"])
