@@ -129,7 +129,7 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
     Raises:
       FileNotFoundError: no such folder, or no ``timings.json`` in it (a one-line message).
     """
-    from experiments.budget import training_seconds
+    from experiments.budget import invocation_trained, training_seconds
     from experiments.reporting import ARTEFACTS
 
     folder = Path(results_dir)
@@ -177,12 +177,7 @@ def reproduction(results_dir: str | os.PathLike, img_per_s: float | None = None)
         if any(k in settings for k in ATTACK_SETTINGS):
             attacking.add(art)
     have_runs = bool(seconds)
-    trained_now, trained_all = None, None
-    if (folder / "README.md").is_file():
-        found = re.search(r"(\d+) trained models in `runs/`.*?this invocation trained (\d+) of them",
-                          (folder / "README.md").read_text())
-        if found:
-            trained_all, trained_now = int(found.group(1)), int(found.group(2))
+    trained_now, trained_all = invocation_trained(folder) or (None, None)
     # the artefacts' wall times hold their trainings only when the run trained every model it lists
     from_empty = trained_now is None or trained_now >= trained_all
     artefacts = []
@@ -383,8 +378,6 @@ def paired(recipe: dict, variants: list[str], *, rounds: int, steps: int, n_imag
 def _conv_ops(hlo_text: str) -> set[str]:
     """Names of the HLO instructions that are a ``convolution`` or call a computation holding one
     (a fusion, a custom YNN/oneDNN fusion), from the compiled module's text."""
-    import re
-
     ref = re.compile(r"%([\w.\-]+)")
     comps: dict[str, list[str]] = {}
     current = None

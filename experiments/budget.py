@@ -91,12 +91,19 @@ def artefact_runs(results_dir: Path) -> dict[str, list[str]]:
     return out
 
 
+def invocation_trained(results_dir: Path) -> tuple[int, int] | None:
+    """``(trained by the invocation that wrote README.md, trained models in runs/)``, from the
+    line :func:`experiments.reporting.write_readme` writes; None when the README has no such line."""
+    readme = Path(results_dir) / "README.md"
+    found = _TRAINED.search(readme.read_text()) if readme.is_file() else None
+    return (int(found.group(2)), int(found.group(1))) if found else None
+
+
 def from_empty_folder(results_dir: Path) -> bool:
     """Whether the run that wrote ``README.md`` trained every model it lists (an invocation that
     loaded finished trainings has them outside its artefacts' wall times)."""
-    readme = Path(results_dir) / "README.md"
-    found = _TRAINED.search(readme.read_text()) if readme.is_file() else None
-    return found is None or int(found.group(2)) >= int(found.group(1))
+    counts = invocation_trained(results_dir)
+    return counts is None or counts[0] >= counts[1]
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,6 @@ class Costs:
         """``(training seconds, own-work seconds)`` of running ``artefacts`` alone, from empty."""
         needed = {r for a in artefacts for r in self.runs.get(a, ())}
         return sum(self.training[r] for r in needed), sum(self.own[a] for a in artefacts)
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds(list(self.own)))
 
 
 def costs(results_dir: Path) -> Costs | None:

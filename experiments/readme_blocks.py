@@ -68,9 +68,9 @@ def time_markdown(results_dir: Path, label: str | None = None, *, minutes: float
              f"({total / 60:.1f} min in all). {run_line}", ""]
     if compiling:  # written by reproduce_all since it records compile time
         lines += [f"Of it {sum(compiling.values()) / 60:.1f} min compiling jax programs (tracing, lowering, XLA).", ""]
-    found = re.search(r"(\d+) trained models in `runs/`.*?this invocation trained (\d+) of them", readme.read_text())
-    if found and int(found.group(2)) < int(found.group(1)):
-        lines += [f"This invocation trained {found.group(2)} of the {found.group(1)} models and loaded the others "
+    trained = budget.invocation_trained(results_dir)
+    if trained and trained[0] < trained[1]:
+        lines += [f"This invocation trained {trained[0]} of the {trained[1]} models and loaded the others "
                   "(finished runs of the same configs): these are not the times of a run from an empty folder.", ""]
     counts = budget.claim_counts(results_dir)
 
